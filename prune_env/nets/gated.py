@@ -1,0 +1,306 @@
+"""The gated CNN: prunable layers with learnable channel importance, run whole or one layer at a time.
+
+Data path (paper Sec. 3.1-3.2, Fig. 1)::
+
+    image -> stem -> [stage 0] -> [stage 1] -> ... -> [stage L-1] -> head -> logits
+                         |
+          F_in --GAP--> pooled --f--> u_r ;  u_s (learned) ;  d_r, d_s from the agents
+                         |
+          F_out = ReLU(BN(conv(F_in)));  M = g(u_r, u_s, d_r, d_s)  (Eq. 1, 3-5)
+          F_hat = F_out * (1 - M) * (u_r * u_s)                     (Eq. 2, 6)
+
+Every stage holds exactly one prunable layer (:class:`GatedConv`). The pooled input of a
+stage is what the runtime agent observes before choosing that layer's keep ratio, so the
+network exposes a *stepping* API (:meth:`GatedNet.begin`, :meth:`GatedNet.step`) on which the
+environments are built; the one-shot :meth:`GatedNet.forward` runs the very same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from prune_env.nets.masks import keep_count, permanent_mask, tradeoff_mask
+
+KeepRatio = float | Tensor  # a scalar or one value per sample, shape (B,)
+
+
+def global_pool(x: Tensor) -> Tensor:
+    """Global average pooling of ``(B, C, H, W)`` features to ``(B, C)``."""
+    return x.mean(dim=(2, 3))
+
+
+class GatedConv(nn.Module):
+    """A prunable layer: conv -> BN -> ReLU, gated by runtime and static importance.
+
+    Holds the importance predictor ``f`` (one linear layer on the pooled input, no activation;
+    paper Sec. 3.1.1) and the static importance ``u_s`` (Sec. 3.1.2). The predictor starts at
+    ``u_r = 1`` (zero weight, unit bias) and ``u_s`` at 1, so fitting the gates to a pretrained
+    backbone starts from the backbone's own function.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, act: nn.Module | None = None):
+        super().__init__()
+        self.conv = conv
+        self.bn = bn if bn is not None else nn.Identity()
+        self.act = act if act is not None else nn.ReLU(inplace=True)
+        self.predictor = nn.Linear(conv.in_channels, conv.out_channels)
+        nn.init.zeros_(self.predictor.weight)
+        nn.init.ones_(self.predictor.bias)
+        self.static_importance = nn.Parameter(torch.ones(conv.out_channels))
+
+    @property
+    def in_channels(self) -> int:
+        return self.conv.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv.out_channels
+
+    def features(self, x: Tensor) -> Tensor:
+        """``F_out``: the dense layer output before gating."""
+        return self.act(self.bn(self.conv(x)))
+
+    def runtime_importance(self, pooled: Tensor) -> Tensor:
+        """``u_r = f(GAP(F_in))``, shape ``(B, C_out)``."""
+        return self.predictor(pooled)
+
+    def forward(self, x: Tensor, pooled: Tensor, d_r: KeepRatio, d_s: KeepRatio, cfg: "GateConfig") -> tuple[Tensor, Tensor]:
+        """Gated output ``F_hat`` (Eq. 2) and the ``(B, C_out)`` pruning mask (True = pruned)."""
+        out = self.features(x)
+        if not cfg.gating:
+            return out, torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)
+        u_r = self.runtime_importance(pooled)
+        u_s = torch.ones_like(self.static_importance) if cfg.hold_static else self.static_importance
+        mask = tradeoff_mask(u_r.detach(), u_s.detach(), d_r, d_s, cfg.tradeoff_rate)
+        scale = (u_r * u_s).masked_fill(mask, 0.0)  # (1 - M) * (u_r * u_s), Eq. 2 and 6
+        return out * scale[:, :, None, None], mask
+
+    def permanent_mask(self, d_s: float, tradeoff_rate: float) -> Tensor:
+        """``(C_out,)`` mask of the channels removed for good at deployment (Sec. 3.4)."""
+        return permanent_mask(self.static_importance.detach(), d_s, tradeoff_rate)[0]
+
+
+@dataclass
+class GateConfig:
+    """How the gates act.
+
+    Attributes:
+        gating: False runs the plain backbone (pre-training); True applies Eq. 2.
+        hold_static: hold ``u_s`` at 1 (importance stage 1, paper Sec. 4.1).
+        tradeoff_rate: ``R_r`` in [0, 1]; 1 is pure runtime pruning, 0 pure static pruning.
+    """
+
+    gating: bool = True
+    hold_static: bool = False
+    tradeoff_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.tradeoff_rate) <= 1.0:
+            raise ValueError(f"tradeoff_rate must be in [0, 1], got {self.tradeoff_rate}")
+
+
+class Stage(nn.Module):
+    """One step of the network: a prunable layer and what follows it up to the next one."""
+
+    gated: GatedConv
+    #: True when the stage output's channels are the gated layer's (so the next layer reads
+    #: only the kept channels); False for residual blocks, whose output is the residual sum.
+    gated_output: bool
+
+    def forward(self, x: Tensor, pooled: Tensor, d_r: KeepRatio, d_s: KeepRatio, cfg: GateConfig) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def cost_roles(self) -> Iterator[tuple[nn.Module, str | None, bool]]:
+        """For cost accounting: ``(module, input source, output follows this gate)``.
+
+        The input source is ``"previous"`` (the previous stage's output), ``"this"`` (this
+        stage's gate) or None (channels that no gate touches).
+        """
+        raise NotImplementedError
+
+
+class SequentialStage(Stage):
+    """A plain conv layer followed by optional non-prunable ops (e.g. dropout)."""
+
+    gated_output = True
+
+    def __init__(self, gated: GatedConv, post: nn.Module | None = None):
+        super().__init__()
+        self.gated = gated
+        self.post = post if post is not None else nn.Identity()
+
+    def forward(self, x, pooled, d_r, d_s, cfg):
+        out, mask = self.gated(x, pooled, d_r, d_s, cfg)
+        return self.post(out), mask
+
+    def cost_roles(self):
+        yield self.gated.conv, "previous", True
+        yield self.gated.bn, None, True
+
+
+class ResidualStage(Stage):
+    """A basic residual block whose first conv is the prunable layer (DESIGN.md)."""
+
+    gated_output = False
+
+    def __init__(self, gated: GatedConv, conv2: nn.Conv2d, bn2: nn.Module, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.gated = gated
+        self.conv2 = conv2
+        self.bn2 = bn2
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x, pooled, d_r, d_s, cfg):
+        h, mask = self.gated(x, pooled, d_r, d_s, cfg)
+        return self.act(self.bn2(self.conv2(h)) + self.shortcut(x)), mask
+
+    def cost_roles(self):
+        yield self.gated.conv, None, True
+        yield self.gated.bn, None, True
+        yield self.conv2, "this", False
+
+
+@dataclass
+class StepState:
+    """A batch of images part-way through the network.
+
+    Attributes:
+        x: features entering stage ``t``.
+        t: index of the next prunable layer (``L`` once the logits are computed).
+        pooled: ``GAP(x)``, shape ``(B, C_in_t)``: what the runtime agent observes at step ``t``.
+        kept: ``(B, L)`` int64 kept channels per layer (columns ``>= t`` not yet filled).
+        masks: the masks of the layers done so far, each ``(B, C_t)``, True = pruned.
+        logits: ``(B, classes)`` once ``t == L``, else None.
+    """
+
+    x: Tensor | None
+    t: int
+    pooled: Tensor | None
+    kept: Tensor
+    masks: list[Tensor] = field(default_factory=list)
+    logits: Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.logits is not None
+
+
+def _layer_ratio(ratios: Any, t: int) -> KeepRatio:
+    """The keep ratio of layer ``t`` from a scalar, an ``(L,)`` sequence or a ``(B, L)`` tensor."""
+    if isinstance(ratios, (int, float)):
+        return float(ratios)
+    r = torch.as_tensor(ratios)
+    if r.dim() == 0:
+        return float(r)
+    if r.dim() == 1:
+        return float(r[t])
+    return r[:, t]
+
+
+class GatedNet(nn.Module):
+    """A backbone whose prunable layers are gated; the common wrapper of every backbone.
+
+    Args:
+        stem: non-prunable layers before the first stage.
+        stages: one :class:`Stage` per prunable layer, in forward order.
+        head: layers after the last stage, producing logits.
+        config: what rebuilds this network (the builder's name and keyword arguments).
+    """
+
+    def __init__(self, stem: nn.Module, stages: list[Stage], head: nn.Module, config: dict | None = None):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.head = head
+        self.gate_config = GateConfig()
+        self.config = dict(config or {})
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_layers(self) -> int:
+        """``L``, the number of prunable layers (the episode length)."""
+        return len(self.stages)
+
+    @property
+    def layers(self) -> list[GatedConv]:
+        return [s.gated for s in self.stages]
+
+    @property
+    def channels(self) -> list[int]:
+        """Output channels of every prunable layer."""
+        return [s.gated.out_channels for s in self.stages]
+
+    @property
+    def in_channels(self) -> list[int]:
+        """Input channels of every prunable layer (the pooled observation's width)."""
+        return [s.gated.in_channels for s in self.stages]
+
+    def importance_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the predictors ``f`` and the static importances ``u_s``."""
+        for g in self.layers:
+            yield from g.predictor.parameters()
+            yield g.static_importance
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter but the importance ones."""
+        extra = {id(p) for p in self.importance_parameters()}
+        return (p for p in self.parameters() if id(p) not in extra)
+
+    def configure(self, *, gating: bool | None = None, hold_static: bool | None = None, tradeoff_rate: float | None = None) -> "GatedNet":
+        """Change the gate mode in place (see :class:`GateConfig`); returns self."""
+        cfg = self.gate_config
+        self.gate_config = GateConfig(
+            gating=cfg.gating if gating is None else gating,
+            hold_static=cfg.hold_static if hold_static is None else hold_static,
+            tradeoff_rate=cfg.tradeoff_rate if tradeoff_rate is None else float(tradeoff_rate),
+        )
+        return self
+
+    def permanent_masks(self, static_keep_ratios: Any) -> list[Tensor]:
+        """Per layer, the ``(C_t,)`` mask of channels removed for good at deployment."""
+        rate = self.gate_config.tradeoff_rate
+        return [g.permanent_mask(float(_layer_ratio(static_keep_ratios, t)), rate) for t, g in enumerate(self.layers)]
+
+    # ------------------------------------------------------------------ stepping API
+    def begin(self, images: Tensor) -> StepState:
+        """Run the stem on a batch; the returned state's ``pooled`` is the observation of layer 0."""
+        x = self.stem(images)
+        kept = torch.zeros(images.shape[0], self.num_layers, dtype=torch.long, device=images.device)
+        return StepState(x=x, t=0, pooled=global_pool(x), kept=kept)
+
+    def step(self, state: StepState, d_r: KeepRatio = 1.0, d_s: KeepRatio = 1.0) -> StepState:
+        """Run prunable layer ``state.t`` with runtime keep ratio ``d_r`` and static ``d_s``.
+
+        ``d_r`` and ``d_s`` are scalars or ``(B,)`` tensors. Returns the state after the layer:
+        its ``pooled`` is the next layer's observation, or, after the last layer, ``logits``
+        holds the network output and ``x``/``pooled`` are None.
+        """
+        if state.done:
+            raise RuntimeError("the episode is over: all prunable layers have been run")
+        t = state.t
+        x, mask = self.stages[t](state.x, state.pooled, d_r, d_s, self.gate_config)
+        kept = state.kept.clone()
+        kept[:, t] = mask.shape[1] - mask.sum(dim=1)
+        masks = [*state.masks, mask]
+        if t + 1 < self.num_layers:
+            return StepState(x=x, t=t + 1, pooled=global_pool(x), kept=kept, masks=masks)
+        return StepState(x=None, t=t + 1, pooled=None, kept=kept, masks=masks, logits=self.head(x))
+
+    def run(self, images: Tensor, runtime_keep_ratios: Any = 1.0, static_keep_ratios: Any = 1.0) -> StepState:
+        """One-shot forward through the stepping API; returns the final state.
+
+        Ratios are scalars, ``(L,)`` sequences (one per layer) or ``(B, L)`` tensors.
+        """
+        state = self.begin(images)
+        for t in range(self.num_layers):
+            state = self.step(state, _layer_ratio(runtime_keep_ratios, t), _layer_ratio(static_keep_ratios, t))
+        return state
+
+    def forward(self, images: Tensor, runtime_keep_ratios: Any = 1.0, static_keep_ratios: Any = 1.0) -> Tensor:
+        """Logits of the gated network with the given keep ratios (default: dense)."""
+        return self.run(images, runtime_keep_ratios, static_keep_ratios).logits
