@@ -1,0 +1,510 @@
+"""Datasets by name, as deterministic train / validation / test splits.
+
+``load_dataset(name)`` returns a :class:`DatasetSplits` whose three parts are torch
+``Dataset`` objects yielding ``(image, label)`` pairs: ``image`` a float32 ``(C, H, W)`` tensor,
+``label`` a Python ``int``.
+
+* ``train`` — the official training set minus the validation indices, with the dataset's
+  training augmentation (when ``augment=True``);
+* ``val`` — a held-out part of the official training set, *without* augmentation. Agents'
+  rewards are computed here. Its indices come from a ``torch.randperm`` seeded with ``seed``,
+  so the same seed gives the same split in every process;
+* ``test`` — the official test split, never used for rewards.
+
+``train`` and ``val`` are ``torch.utils.data.Subset`` objects over two views of the same
+training data (one with the training transform, one with the evaluation transform); their
+``indices`` are disjoint and together cover the training set.
+
+Registered datasets and how ``root`` is read:
+
+``digits``
+    scikit-learn's bundled 8x8 digits (1797 images); works offline and ignores ``root``.
+    The test split is a fixed stratified 20 % (it does not depend on ``seed``).
+``fashion-mnist``
+    ``root`` may be either a directory holding the four ``*-ubyte.gz`` files (the layout of
+    Debian's ``dataset-fashion-mnist`` package) or a torchvision root holding
+    ``FashionMNIST/raw/*-ubyte``. Without ``root`` the Debian directory
+    ``/usr/share/datasets/fashion-mnist`` is tried, then the cache. ``.gz`` files are
+    decompressed once into the cache (``$PRUNE_ENV_DATA`` or ``~/.cache/prune_env``), never
+    next to the source.
+``cifar10``
+    ``root`` is the directory holding ``cifar-10-batches-py/`` (torchvision's layout);
+    default ``<cache>/cifar10``. ``verify=False`` skips torchvision's md5 checks.
+``imagenet``
+    ``root`` (required) holds ``train/<class>/<image>`` and ``val/<class>/<image>``; the
+    ``val`` folder is the test split. ``image_size`` (default 224) sets the crop size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision import transforms as T
+
+__all__ = [
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "available_datasets",
+    "cache_dir",
+    "load_dataset",
+    "make_loader",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs its files.
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: Environment variable overriding the base cache directory.
+CACHE_ENV_VAR = "PRUNE_ENV_DATA"
+
+_FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_FASHION_MNIST_MEAN, _FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+_CIFAR10_DIR = "cifar-10-batches-py"
+_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_TEST_SEED = 0
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing; the message names the paths looked at and how to get them."""
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """The train / validation / test splits of one dataset."""
+
+    name: str
+    train: Dataset  # training augmentation where the dataset has one
+    val: Dataset  # held out from the training set, no augmentation; rewards are computed here
+    test: Dataset  # the official test split, never used for rewards
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W) of one image tensor after transforms
+
+
+# --------------------------------------------------------------------------- generic helpers
+
+
+class _TransformedView(Dataset):
+    """A dataset of ``(transform(image), int(label))`` over a base dataset of ``(image, label)``."""
+
+    def __init__(self, dataset: Dataset, transform: Callable | None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(label)
+
+
+class _ImageTensorDataset(TensorDataset):
+    """In-memory ``(image, label)`` pairs; labels come out as Python ints."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.tensors
+        return images[index], int(labels[index])
+
+
+def cache_dir() -> Path:
+    """The base cache directory: ``$PRUNE_ENV_DATA`` if set, else ``~/.cache/prune_env``."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    return Path(override).expanduser() if override else Path.home() / ".cache" / "prune_env"
+
+
+def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Disjoint sorted (train, val) index lists of ``range(n)`` from a seeded permutation."""
+    if n < 2:
+        raise ValueError(f"cannot hold out a validation split from {n} training item(s)")
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def _train_val_subsets(
+    train_view: Dataset, eval_view: Dataset, val_fraction: float, seed: int
+) -> tuple[Subset, Subset]:
+    """``train`` from the augmented view and ``val`` from the plain view, on disjoint indices."""
+    train_idx, val_idx = _split_indices(len(train_view), val_fraction, seed)  # type: ignore[arg-type]
+    return Subset(train_view, train_idx), Subset(eval_view, val_idx)
+
+
+def _splits_from_views(
+    name: str,
+    train_base: Dataset,
+    test_base: Dataset,
+    *,
+    train_transform: Callable,
+    eval_transform: Callable,
+    val_fraction: float,
+    seed: int,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+) -> DatasetSplits:
+    """Assemble the splits from untransformed train / test datasets and two transforms."""
+    train, val = _train_val_subsets(
+        _TransformedView(train_base, train_transform),
+        _TransformedView(train_base, eval_transform),
+        val_fraction,
+        seed,
+    )
+    return DatasetSplits(
+        name=name,
+        train=train,
+        val=val,
+        test=_TransformedView(test_base, eval_transform),
+        num_classes=num_classes,
+        input_shape=input_shape,
+    )
+
+
+def _missing(paths: Sequence[Path]) -> list[Path]:
+    return [p for p in paths if not p.is_file()]
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pool images, test images, pool labels, test labels); images scaled to [0, 1].
+
+    The pool is the non-test 80 %, split further into train / val by ``_split_indices``.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    return tuple(  # type: ignore[return-value]
+        train_test_split(
+            images,
+            digits.target.astype(np.int64),
+            test_size=_DIGITS_TEST_FRACTION,
+            stratify=digits.target,
+            random_state=_DIGITS_TEST_SEED,
+        )
+    )
+
+
+def _digits_tensor_dataset(images: np.ndarray, labels: np.ndarray, mean: float, std: float):
+    x = torch.tensor((images - mean) / std, dtype=torch.float32).unsqueeze(1)
+    return _ImageTensorDataset(x, torch.tensor(labels))
+
+
+def _build_digits(
+    root: str | os.PathLike | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+    augment: bool,
+) -> DatasetSplits:
+    """scikit-learn's 8x8 digits, normalised with the mean/std of the non-test images."""
+    del root, download, augment  # embedded data; no augmentation
+    pool_x, test_x, pool_y, test_y = _digits_arrays()
+    mean, std = float(pool_x.mean()), float(pool_x.std())
+    pool = _digits_tensor_dataset(pool_x, pool_y, mean, std)
+    train, val = _train_val_subsets(pool, pool, val_fraction, seed)
+    return DatasetSplits(
+        name="digits",
+        train=train,
+        val=val,
+        test=_digits_tensor_dataset(test_x, test_y, mean, std),
+        num_classes=10,
+        input_shape=(1, 8, 8),
+    )
+
+
+# --------------------------------------------------------------------------- fashion-mnist
+
+
+def _has_torchvision_fashion_layout(root: Path) -> bool:
+    raw = root / "FashionMNIST" / "raw"
+    return not _missing([raw / name for name in _FASHION_MNIST_FILES])
+
+
+def _has_gz_files(directory: Path) -> bool:
+    return not _missing([directory / f"{name}.gz" for name in _FASHION_MNIST_FILES])
+
+
+def _source_fingerprint(directory: Path, names: Sequence[str]) -> str:
+    """A short hash of a directory's path and its files' sizes and mtimes (the cache key)."""
+    digest = hashlib.sha256(str(directory.resolve()).encode())
+    for name in names:
+        stat = (directory / name).stat()
+        digest.update(f"|{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _gunzip_atomic(source: Path, target: Path) -> None:
+    """Decompress ``source`` to ``target`` through a temporary file and ``os.replace``."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with gzip.open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _prepare_fashion_mnist_cache(source: Path) -> Path:
+    """A torchvision root in the cache holding the decompressed files of ``source``."""
+    gz_names = [f"{name}.gz" for name in _FASHION_MNIST_FILES]
+    root = cache_dir() / "fashion-mnist" / f"from-{_source_fingerprint(source, gz_names)}"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _FASHION_MNIST_FILES:
+        if not (raw / name).is_file():
+            _gunzip_atomic(source / f"{name}.gz", raw / name)
+    return root
+
+
+def _find_fashion_mnist_root(root: str | os.PathLike | None, download: bool) -> Path:
+    """The torchvision root to read Fashion-MNIST from (see the module docstring)."""
+    default_root = cache_dir() / "fashion-mnist"
+    candidates = [Path(root)] if root is not None else [DEBIAN_FASHION_MNIST_DIR, default_root]
+    for candidate in candidates:
+        if _has_torchvision_fashion_layout(candidate):
+            return candidate
+        if _has_gz_files(candidate):
+            return _prepare_fashion_mnist_cache(candidate)
+    if download:
+        return candidates[0] if root is not None else default_root
+    looked_at = "\n".join(
+        f"  {c} (*-ubyte.gz) and {c / 'FashionMNIST' / 'raw'} (*-ubyte)" for c in candidates
+    )
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST not found. Looked in:\n{looked_at}\n"
+        "Install it with `apt-get install dataset-fashion-mnist`, or pass download=True."
+    )
+
+
+def _build_fashion_mnist(
+    root: str | os.PathLike | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+    augment: bool,
+) -> DatasetSplits:
+    """Fashion-MNIST through ``torchvision.datasets.FashionMNIST``."""
+    tv_root = _find_fashion_mnist_root(root, download)
+    train_base = torchvision.datasets.FashionMNIST(tv_root, train=True, download=download)
+    test_base = torchvision.datasets.FashionMNIST(tv_root, train=False, download=download)
+    to_tensor = [T.ToTensor(), T.Normalize(_FASHION_MNIST_MEAN, _FASHION_MNIST_STD)]
+    augmentation = [T.RandomCrop(28, padding=2), T.RandomHorizontalFlip()] if augment else []
+    return _splits_from_views(
+        "fashion-mnist",
+        train_base,
+        test_base,
+        train_transform=T.Compose([*augmentation, *to_tensor]),
+        eval_transform=T.Compose(to_tensor),
+        val_fraction=val_fraction,
+        seed=seed,
+        num_classes=10,
+        input_shape=(1, 28, 28),
+    )
+
+
+# --------------------------------------------------------------------------- cifar10
+
+
+class _UnverifiedCIFAR10(torchvision.datasets.CIFAR10):
+    """CIFAR-10 that checks only that its files exist, not their md5 sums."""
+
+    # torchvision checks the metadata file's md5 separately, in ``_load_meta``.
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+def _open_cifar10(cls: type, root: Path, train: bool, download: bool):
+    try:
+        return cls(root, train=train, download=download)
+    except RuntimeError as err:  # torchvision's "not found or corrupted" (an md5 mismatch)
+        raise RuntimeError(
+            f"CIFAR-10 files under {root / _CIFAR10_DIR} failed torchvision's md5 check; "
+            "download them again or pass verify=False."
+        ) from err
+
+
+def _build_cifar10(
+    root: str | os.PathLike | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+    augment: bool,
+    verify: bool = True,
+) -> DatasetSplits:
+    """CIFAR-10 through ``torchvision.datasets.CIFAR10``; ``verify=False`` skips md5 checks."""
+    root = Path(root) if root is not None else cache_dir() / "cifar10"
+    folder = root / _CIFAR10_DIR
+    missing = _missing([folder / name for name in _CIFAR10_FILES])
+    if missing and not download:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found: {folder} lacks {', '.join(p.name for p in missing)}. "
+            f"Download CIFAR-10 (python version) and extract it into {root}, or pass download=True."
+        )
+    cls = torchvision.datasets.CIFAR10 if verify else _UnverifiedCIFAR10
+    train_base = _open_cifar10(cls, root, train=True, download=download)
+    test_base = _open_cifar10(cls, root, train=False, download=False)
+    to_tensor = [T.ToTensor(), T.Normalize(_CIFAR10_MEAN, _CIFAR10_STD)]
+    augmentation = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    return _splits_from_views(
+        "cifar10",
+        train_base,
+        test_base,
+        train_transform=T.Compose([*augmentation, *to_tensor]),
+        eval_transform=T.Compose(to_tensor),
+        val_fraction=val_fraction,
+        seed=seed,
+        num_classes=10,
+        input_shape=(3, 32, 32),
+    )
+
+
+# --------------------------------------------------------------------------- imagenet
+
+
+def _image_folder(directory: Path) -> torchvision.datasets.ImageFolder:
+    if not directory.is_dir():
+        raise DatasetNotFoundError(
+            f"ImageNet folder not found: {directory}. Expected the layout "
+            "<root>/train/<class>/<image> and <root>/val/<class>/<image>; ImageNet cannot be "
+            "downloaded automatically (get it from https://image-net.org)."
+        )
+    return torchvision.datasets.ImageFolder(directory)
+
+
+def _build_imagenet(
+    root: str | os.PathLike | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+    augment: bool,
+    image_size: int = 224,
+) -> DatasetSplits:
+    """ImageNet-style ``ImageFolder`` data; the ``val`` folder is the test split."""
+    if root is None:
+        raise ValueError("root is required for 'imagenet': a directory holding train/ and val/")
+    del download  # ImageNet cannot be downloaded automatically
+    root = Path(root)
+    train_base, test_base = _image_folder(root / "train"), _image_folder(root / "val")
+    if test_base.class_to_idx != train_base.class_to_idx:
+        raise ValueError(f"class folders of {root / 'train'} and {root / 'val'} differ")
+    to_tensor = [T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
+    resize = round(image_size * 256 / 224)
+    eval_transform = T.Compose([T.Resize(resize), T.CenterCrop(image_size), *to_tensor])
+    train_transform = (
+        T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *to_tensor])
+        if augment
+        else eval_transform
+    )
+    return _splits_from_views(
+        "imagenet",
+        train_base,
+        test_base,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+        val_fraction=val_fraction,
+        seed=seed,
+        num_classes=len(train_base.classes),
+        input_shape=(3, image_size, image_size),
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+#: Dataset builders by name; each takes ``(root, *, val_fraction, seed, download, augment, ...)``.
+DATASETS: dict[str, Callable[..., DatasetSplits]] = {
+    "digits": _build_digits,
+    "fashion-mnist": _build_fashion_mnist,
+    "cifar10": _build_cifar10,
+    "imagenet": _build_imagenet,
+}
+
+
+def available_datasets() -> list[str]:
+    """The names ``load_dataset`` accepts, sorted."""
+    return sorted(DATASETS)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+    augment: bool = True,
+    **kwargs,
+) -> DatasetSplits:
+    """Load dataset ``name`` as train / val / test splits.
+
+    ``val_fraction`` (in (0, 0.5]) of the training set is held out as ``val``, chosen by
+    ``seed``. Extra keyword arguments go to the dataset's builder (``verify`` for
+    ``cifar10``, ``image_size`` for ``imagenet``).
+
+    Raises:
+        ValueError: unknown ``name`` or ``val_fraction`` out of range.
+        DatasetNotFoundError: the dataset's files are missing and ``download`` is False.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset name={name!r}; accepted names: {available_datasets()}")
+    if not 0 < val_fraction <= 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction!r}")
+    return DATASETS[name](
+        root, val_fraction=val_fraction, seed=seed, download=download, augment=augment, **kwargs
+    )
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A ``DataLoader`` whose shuffling (and worker seeds) are reproducible from ``seed``."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,384 @@
+"""Tests of prune_env.data: splits, errors, and loading real on-disk formats from fixtures."""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from prune_env import data
+from prune_env.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    DatasetSplits,
+    available_datasets,
+    load_dataset,
+    make_loader,
+)
+
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+CIFAR_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
+CIFAR_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Never write to ~/.cache: point the cache at a per-test directory."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(cache))
+    return cache
+
+
+def _index_sets(splits: DatasetSplits) -> tuple[set[int], set[int]]:
+    return set(splits.train.indices), set(splits.val.indices)
+
+
+# --------------------------------------------------------------------------- registry / errors
+
+
+def test_registry_names():
+    assert available_datasets() == sorted(["digits", "fashion-mnist", "cifar10", "imagenet"])
+    assert set(DATASETS) == set(available_datasets())
+
+
+def test_unknown_name_lists_accepted_names():
+    with pytest.raises(ValueError, match="name") as info:
+        load_dataset("mnist-ish")
+    for accepted in available_datasets():
+        assert accepted in str(info.value)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 0.51, 1.0, float("nan")])
+def test_bad_val_fraction(fraction):
+    with pytest.raises(ValueError, match=r"val_fraction.*\(0, 0\.5\]"):
+        load_dataset("digits", val_fraction=fraction)
+
+
+def test_not_found_error_is_file_not_found():
+    assert issubclass(DatasetNotFoundError, FileNotFoundError)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_digits_sizes_shapes_dtypes():
+    splits = load_dataset("digits")
+    assert splits.name == "digits"
+    assert (splits.num_classes, splits.input_shape) == (10, (1, 8, 8))
+    assert len(splits.test) == 360
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 1797
+    assert len(splits.val) == round(0.1 * 1437)
+    for part in (splits.train, splits.val, splits.test):
+        image, label = part[0]
+        assert image.dtype == torch.float32 and tuple(image.shape) == splits.input_shape
+        assert type(label) is int
+    labels = [label for part in (splits.train, splits.val, splits.test) for _, label in part]
+    assert set(labels) == set(range(10))
+
+
+def test_digits_normalised_with_training_statistics():
+    splits = load_dataset("digits")
+    pool = splits.train.dataset.tensors[0]  # train and val share this pool
+    assert pool.mean().abs() < 1e-4
+    assert (pool.std() - 1).abs() < 1e-2
+
+
+def test_digits_val_disjoint_deterministic_and_seeded():
+    a, b = load_dataset("digits", seed=3), load_dataset("digits", seed=3)
+    other = load_dataset("digits", seed=4)
+    train_a, val_a = _index_sets(a)
+    assert not train_a & val_a
+    assert train_a | val_a == set(range(1437))
+    assert list(a.val.indices) == list(b.val.indices)
+    assert list(a.train.indices) == list(b.train.indices)
+    assert set(other.val.indices) != val_a
+    assert torch.equal(a.val[0][0], b.val[0][0])
+
+
+def test_digits_test_split_independent_of_seed():
+    a = load_dataset("digits", seed=0)
+    data._digits_arrays.cache_clear()  # recompute the split rather than reuse the cached one
+    b = load_dataset("digits", seed=123, val_fraction=0.5)
+    assert torch.equal(a.test.tensors[0], b.test.tensors[0])
+    assert torch.equal(a.test.tensors[1], b.test.tensors[1])
+    # stratified: every class keeps about 20 % of its images in the test split
+    counts = torch.bincount(a.test.tensors[1], minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+_DIGITS_FINGERPRINT = """
+from prune_env.data import load_dataset
+splits = load_dataset("digits", seed=7)
+print(repr((list(splits.val.indices), splits.test.tensors[1].tolist())))
+"""
+
+
+def test_digits_splits_same_in_another_process():
+    out = subprocess.run(
+        [sys.executable, "-c", _DIGITS_FINGERPRINT],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+    ).stdout
+    splits = load_dataset("digits", seed=7)
+    assert ast.literal_eval(out) == (list(splits.val.indices), splits.test.tensors[1].tolist())
+
+
+@settings(max_examples=20, deadline=None)
+@given(fraction=st.floats(0.01, 0.5), seed=st.integers(0, 2**31 - 1))
+def test_digits_split_partition_property(fraction, seed):
+    splits = load_dataset("digits", val_fraction=fraction, seed=seed)
+    train, val = _index_sets(splits)
+    assert not train & val and train | val == set(range(1437))
+    assert len(val) == round(1437 * fraction)
+
+
+def test_make_loader_reproducible_shuffle():
+    splits = load_dataset("digits")
+
+    def labels(seed):
+        return torch.cat([y for _, y in make_loader(splits.train, 64, shuffle=True, seed=seed)])
+
+    assert torch.equal(labels(1), labels(1))
+    assert not torch.equal(labels(1), labels(2))
+    images, batch_labels = next(iter(make_loader(splits.val, 16, shuffle=False)))
+    assert images.shape == (16, 1, 8, 8) and batch_labels.dtype == torch.int64
+    assert len(make_loader(splits.train, 100, shuffle=False, drop_last=True)) == len(splits.train) // 100
+
+
+# --------------------------------------------------------------------------- fashion-mnist
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as a gzipped big-endian IDX file, as in the MNIST distribution."""
+    magic = 2051 if array.ndim == 3 else 2049
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _write_fashion_fixture(directory: Path, n_train: int = 30, n_test: int = 10):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        _write_idx(directory / f"{name}.gz", array)
+    return arrays
+
+
+def _fashion_pixels(image: torch.Tensor) -> np.ndarray:
+    return torch.round((image[0] * FASHION_STD + FASHION_MEAN) * 255).to(torch.uint8).numpy()
+
+
+def _assert_fashion_round_trip(splits: DatasetSplits, arrays: dict) -> None:
+    train_images, train_labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    for position, index in enumerate(splits.val.indices):
+        image, label = splits.val[position]
+        np.testing.assert_array_equal(_fashion_pixels(image), train_images[index])
+        assert label == train_labels[index]
+    for index in range(len(splits.test)):
+        image, label = splits.test[index]
+        np.testing.assert_array_equal(_fashion_pixels(image), arrays["t10k-images-idx3-ubyte"][index])
+        assert label == arrays["t10k-labels-idx1-ubyte"][index]
+
+
+def test_fashion_mnist_from_debian_style_gz_dir(tmp_path, _isolated_cache):
+    source = tmp_path / "debian-like"
+    arrays = _write_fashion_fixture(source)
+    before = sorted(p.name for p in source.iterdir())
+    splits = load_dataset("fashion-mnist", root=source)
+
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (27, 3, 10)
+    assert (splits.num_classes, splits.input_shape) == (10, (1, 28, 28))
+    image, label = splits.train[0]
+    assert image.dtype == torch.float32 and image.shape == (1, 28, 28) and type(label) is int
+    assert not _index_sets(splits)[0] & _index_sets(splits)[1]
+    _assert_fashion_round_trip(splits, arrays)
+    # decompressed into the cache, not next to the (read-only in Debian) source
+    assert sorted(p.name for p in source.iterdir()) == before
+    assert len(list(_isolated_cache.rglob("train-images-idx3-ubyte"))) == 1
+
+
+def test_fashion_mnist_cache_reused_and_refreshed(tmp_path, _isolated_cache):
+    source = tmp_path / "src"
+    _write_fashion_fixture(source)
+    load_dataset("fashion-mnist", root=source)
+    load_dataset("fashion-mnist", root=source)
+    assert len(list(_isolated_cache.rglob("train-images-idx3-ubyte"))) == 1
+    assert not list(_isolated_cache.rglob("*.tmp"))  # atomic writes leave no temporaries
+    # new source files (different size) get a fresh cache entry, not stale data
+    arrays = _write_fashion_fixture(source, n_train=40)
+    splits = load_dataset("fashion-mnist", root=source)
+    assert len(splits.train) + len(splits.val) == 40
+    _assert_fashion_round_trip(splits, arrays)
+
+
+def test_fashion_mnist_from_torchvision_root(tmp_path):
+    root = tmp_path / "tv"
+    raw = root / "FashionMNIST" / "raw"
+    arrays = _write_fashion_fixture(raw)
+    for gz in raw.glob("*.gz"):
+        gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    splits = load_dataset("fashion-mnist", root=root, val_fraction=0.5, seed=1)
+    assert (len(splits.train), len(splits.val)) == (15, 15)
+    _assert_fashion_round_trip(splits, arrays)
+
+
+def test_fashion_mnist_augmentation_only_on_train(tmp_path):
+    source = tmp_path / "src"
+    _write_fashion_fixture(source)
+    splits = load_dataset("fashion-mnist", root=source)
+    torch.manual_seed(0)
+    assert torch.equal(splits.val[0][0], splits.val[0][0])
+    draws = [splits.train[0][0] for _ in range(10)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    plain = load_dataset("fashion-mnist", root=source, augment=False)
+    assert torch.equal(plain.train[0][0], plain.train[0][0])
+
+
+def test_fashion_mnist_missing_names_paths(tmp_path, monkeypatch):
+    empty = tmp_path / "nothing-here"
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", root=empty)
+    assert str(empty) in str(info.value)
+    assert "apt-get install dataset-fashion-mnist" in str(info.value)
+    assert "download=True" in str(info.value)
+
+    fake_debian = tmp_path / "no-debian"
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", fake_debian)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist")
+    assert str(fake_debian) in str(info.value)
+    assert str(data.cache_dir() / "fashion-mnist") in str(info.value)
+
+
+@pytest.mark.skipif(
+    not all((data.DEBIAN_FASHION_MNIST_DIR / f"{n}.gz").is_file() for n in data._FASHION_MNIST_FILES),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
+def test_fashion_mnist_real_debian_files():
+    splits = load_dataset("fashion-mnist")
+    assert len(splits.train) + len(splits.val) == 60000
+    assert len(splits.val) == 6000 and len(splits.test) == 10000
+    image, label = splits.test[0]
+    assert image.shape == (1, 28, 28) and 0 <= label < 10
+
+
+# --------------------------------------------------------------------------- cifar10
+
+
+def _write_cifar_fixture(root: Path, per_batch: int = 20, n_test: int = 10) -> dict[str, dict]:
+    """CIFAR-10's python layout: pickled dicts of uint8 (N, 3072) data and int labels."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
+        batches[name] = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n).tolist(),
+            "batch_label": name,
+        }
+        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer",
+                            "dog", "frog", "horse", "ship", "truck"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return batches
+
+
+def _cifar_pixels(image: torch.Tensor) -> np.ndarray:
+    return torch.round((image * CIFAR_STD + CIFAR_MEAN) * 255).to(torch.uint8).reshape(-1).numpy()
+
+
+def test_cifar10_fixture_round_trip(tmp_path):
+    batches = _write_cifar_fixture(tmp_path)
+    splits = load_dataset("cifar10", tmp_path, verify=False)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (90, 10, 10)
+    assert (splits.num_classes, splits.input_shape) == (10, (3, 32, 32))
+    train_data = np.concatenate([batches[f"data_batch_{i}"]["data"] for i in range(1, 6)])
+    train_labels = sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), [])
+    for position, index in enumerate(splits.val.indices):
+        image, label = splits.val[position]
+        assert image.dtype == torch.float32 and image.shape == (3, 32, 32)
+        np.testing.assert_array_equal(_cifar_pixels(image), train_data[index])
+        assert label == train_labels[index] and type(label) is int
+    for index in range(len(splits.test)):
+        image, label = splits.test[index]
+        np.testing.assert_array_equal(_cifar_pixels(image), batches["test_batch"]["data"][index])
+        assert label == batches["test_batch"]["labels"][index]
+    assert splits.train[0][0].shape == (3, 32, 32)
+    assert not _index_sets(splits)[0] & _index_sets(splits)[1]
+
+
+def test_cifar10_verify_rejects_fixture_checksums(tmp_path):
+    _write_cifar_fixture(tmp_path)
+    with pytest.raises(RuntimeError, match="verify=False"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_cifar10_missing_names_path(tmp_path):
+    root = tmp_path / "no-cifar"
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cifar10", root)
+    message = str(info.value)
+    assert str(root / "cifar-10-batches-py") in message
+    assert "CIFAR-10 (python version)" in message and "download=True" in message
+    with pytest.raises(DatasetNotFoundError, match="no-cifar"):
+        load_dataset("cifar10", root, verify=False)
+
+
+def test_cifar10_default_root_in_cache(_isolated_cache):
+    with pytest.raises(DatasetNotFoundError, match=str(_isolated_cache / "cifar10")):
+        load_dataset("cifar10")
+
+
+# --------------------------------------------------------------------------- imagenet (ImageFolder)
+
+_COLOURS = {"ant": (255, 0, 0), "bee": (0, 0, 255)}
+
+
+def _write_image_folder(root: Path, per_class: dict[str, int]) -> None:
+    for split, n in per_class.items():
+        for cls, colour in _COLOURS.items():
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40 + i, 36), colour).save(root / split / cls / f"{i}.png")
+
+
+def test_imagenet_image_folder(tmp_path):
+    _write_image_folder(tmp_path, {"train": 5, "val": 2})
+    splits = load_dataset("imagenet", tmp_path, image_size=32, val_fraction=0.2)
+    assert (splits.num_classes, splits.input_shape) == (2, (3, 32, 32))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 2, 4)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    for part in (splits.train, splits.val, splits.test):
+        for image, label in part:
+            assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+            red, _, blue = (image * std + mean).mean(dim=(1, 2))
+            assert label == (0 if red > blue else 1)  # "ant" (red) is class 0, "bee" class 1
+    assert not _index_sets(splits)[0] & _index_sets(splits)[1]
+
+
+def test_imagenet_missing_names_path(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("imagenet", tmp_path)
+    assert str(tmp_path / "train") in str(info.value)
+    assert "<root>/train/<class>/<image>" in str(info.value)
+    with pytest.raises(ValueError, match="root"):
+        load_dataset("imagenet")
