@@ -1,3 +1,25 @@
-"""prune_env: Gymnasium environments for runtime and static channel pruning of CNNs by RL."""
+"""prune_env: Gymnasium environments for runtime and static channel pruning of CNNs by RL.
+
+Importing the package registers ``RuntimePrune-v0`` and ``StaticPrune-v0`` with Gymnasium.
+"""
+
+from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
+
+for _id, _entry in (
+    ("RuntimePrune-v0", "prune_env.envs.runtime:RuntimePruneEnv"),
+    ("StaticPrune-v0", "prune_env.envs.static:StaticPruneEnv"),
+):
+    if _id not in registry:
+        register(id=_id, entry_point=_entry)
+
+
+def make_vec_env(env_id: str, n_envs: int = 1, **kwargs):
+    """A natively batched, monitored SB3 VecEnv (see :func:`prune_env.envs.vec_env.make_vec_env`)."""
+    from prune_env.envs.vec_env import make_vec_env as _make
+
+    return _make(env_id, n_envs, **kwargs)
+
+
+__all__ = ["make_vec_env", "__version__"]

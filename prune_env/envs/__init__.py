@@ -1,0 +1,8 @@
+"""The environments: ``RuntimePrune-v0`` and ``StaticPrune-v0``, single and natively batched."""
+
+from prune_env.envs.runtime import RuntimePruneEnv
+from prune_env.envs.static import StaticPruneEnv
+from prune_env.envs.vec_env import BatchedPruneVecEnv, make_vec_env
+from prune_env.envs.wrappers import DiscreteKeepRatio, VecDiscreteKeepRatio
+
+__all__ = ["RuntimePruneEnv", "StaticPruneEnv", "BatchedPruneVecEnv", "make_vec_env", "DiscreteKeepRatio", "VecDiscreteKeepRatio"]

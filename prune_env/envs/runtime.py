@@ -1,0 +1,198 @@
+"""``RuntimePrune-v0``: choose each layer's keep ratio for one input image (paper Sec. 3.3.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.policies import as_policy
+from prune_env.rewards import LossNormalizer, budget_penalty
+
+
+class RuntimeEpisodes:
+    """A batch of runtime episodes run in lockstep: one batched layer computation per step.
+
+    The single environment runs a batch of one; the batched VecEnv a batch of ``n_envs``.
+    """
+
+    def __init__(self, task: PruningTask, static_ratios: np.ndarray, normalizer: LossNormalizer):
+        self.task = task
+        self.static_ratios = np.asarray(static_ratios, dtype=np.float64)
+        self.normalizer = normalizer
+        stored = task.stored_counts(self.static_ratios)
+        self.params_ratio = float(task.costs.params_ratio(stored[0]))
+        self.state = None
+
+    @property
+    def t(self) -> int:
+        return self.state.t
+
+    def start(self, indices: np.ndarray) -> np.ndarray:
+        """Begin one episode per image index; returns the observations of layer 0."""
+        task = self.task
+        self.indices = np.asarray(indices, dtype=np.int64)
+        images, self.labels = task.source.get(self.indices)
+        self.actions = np.zeros((len(self.indices), task.num_layers))
+        with torch.no_grad():
+            self.state = task.net.begin(images)
+            if task.cfg.reward == "dense":
+                self._previous = self._lookahead_return(self.state)
+        return task.runtime_observation(self.state)
+
+    def _lookahead_return(self, state) -> np.ndarray:
+        """``R_acc + R_bud`` of the network pruned as chosen so far and runtime-dense after (dense mode)."""
+        task = self.task
+        while not state.done:
+            state = task.net.step(state, 1.0, float(self.static_ratios[state.t]))
+        losses = task.losses(state.logits, self.labels).cpu().numpy()
+        macs = task.costs.macs_ratio(state.kept).numpy()
+        return self.normalizer.reward(losses) + budget_penalty(macs, task.macs_budget, task.cfg.alpha_budget)
+
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
+        """Apply one keep ratio per episode to the current layer.
+
+        Returns ``(observations, rewards, terminated, infos)``; after the last layer the
+        observations are terminal vectors and the infos hold the episode's results.
+        """
+        task, t = self.task, self.state.t
+        ratios = task.clip(np.asarray(actions, dtype=np.float64).reshape(len(self.indices), -1)[:, 0])
+        self.actions[:, t] = ratios
+        with torch.no_grad():
+            self.state = task.net.step(self.state, torch.as_tensor(ratios, device=task.device), float(self.static_ratios[t]))
+            observations = task.runtime_observation(self.state)
+            if not self.state.done:
+                rewards = np.zeros(len(self.indices))
+                if task.cfg.reward == "dense":
+                    current = self._lookahead_return(self.state)
+                    rewards, self._previous = current - self._previous, current
+                return observations, rewards, False, [{} for _ in self.indices]
+            return observations, *self._finish()
+
+    def _finish(self) -> tuple[np.ndarray, bool, list[dict]]:
+        task, state = self.task, self.state
+        losses = task.losses(state.logits, self.labels).cpu().numpy()
+        correct = (state.logits.argmax(1) == self.labels).cpu().numpy()
+        macs = task.costs.macs_ratio(state.kept).numpy()
+        beta = self.normalizer.beta
+        r_acc = self.normalizer.reward(losses)
+        r_bud = budget_penalty(macs, task.macs_budget, task.cfg.alpha_budget)
+        self.normalizer.observe(losses)
+        final = r_acc + r_bud
+        rewards = final - self._previous if task.cfg.reward == "dense" else final
+        keep = (state.kept.cpu().double() / task.channels.double()).numpy()
+        infos = [
+            {
+                "index": int(self.indices[b]),
+                "loss": float(losses[b]),
+                "correct": int(correct[b]),
+                "macs_ratio": float(macs[b]),
+                "params_ratio": self.params_ratio,
+                "budget": task.macs_budget,
+                "within_budget": bool(macs[b] <= task.macs_budget + 1e-9),
+                "keep_ratios": keep[b].tolist(),
+                "actions": self.actions[b].tolist(),
+                "reward_acc": float(r_acc[b]),
+                "reward_budget": float(r_bud[b]),
+                "beta": beta,
+            }
+            for b in range(len(self.indices))
+        ]
+        return rewards, True, infos
+
+
+class RuntimePruneEnv(gym.Env):
+    """Runtime channel pruning of one input image, one prunable layer per step.
+
+    ## Description
+    A trained CNN with learnable channel importance (paper Sec. 3.1-3.2) processes one image.
+    Before each prunable layer ``t`` the agent observes the layer's pooled input features and
+    picks the layer's runtime keep ratio ``d_r``; the layer then keeps the
+    ``max(1, ceil(d_r C))`` channels of highest predicted importance (merged with the static
+    pruning decision by the trade-off pruner, Eq. 3-5).
+
+    ## Action Space
+    ``Box(alpha, 1, (1,), float32)``: the relaxed keep ratio, clipped to ``[alpha, 1]`` when
+    applied (agents may act on the real line, paper Eq. 13). NaN or inf raises ``ValueError``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (D,), float32)`` with ``D = W + L + 2``: the layer's pooled input features
+    encoded to a fixed width ``W`` (``observation="encoded"``: standardised on a calibration
+    batch, then zero-padded or projected by a fixed layer-dependent random matrix to
+    ``encoding_dim``; ``observation="raw"``: the raw pooled features zero-padded to the widest
+    layer, for agents with their own ``Linear(C_in, 128)`` encoders), a one-hot layer index,
+    the MAC ratio so far (counting the remaining layers as dense) and the MAC budget.
+
+    ## Rewards
+    Sparse (paper Eq. 7-11, signs corrected): 0 before the last layer; at the last,
+    ``-L / beta - (exp(alpha_budget (B - B_bar)) - 1)[B > B_bar]`` with ``L`` the image's cross
+    entropy, ``beta`` its moving average over batches of ``loss_batch`` episodes and ``B``, ``B_bar``
+    the MAC ratio and budget. ``reward="dense"``: the per-step change of that return for the
+    network pruned so far and dense after (telescoping to the sparse return minus the dense
+    network's), in the spirit of PuRL.
+
+    ## Starting State
+    An image drawn uniformly from the split with the environment's RNG
+    (``reset(options={"index": i})`` picks one).
+
+    ## Episode End
+    Terminates after the ``L``-th prunable layer; never truncated. The final ``info`` holds
+    ``loss``, ``correct``, ``macs_ratio``, ``params_ratio``, ``budget``, ``within_budget``,
+    ``keep_ratios`` (kept fraction per layer), ``actions``, ``reward_acc``, ``reward_budget``,
+    ``beta`` and ``index``.
+
+    ## Arguments
+    * ``model`` (str, default from the checkpoint, else ``"digitnet"``), ``checkpoint`` (path; with
+      neither, the shipped digitnet trained on digits), ``dataset`` (default from the checkpoint),
+      ``data_root``, ``split`` (``"val"``; ``"train"``/``"test"``), ``width`` (untrained nets only);
+    * ``budget`` (0.5) in (0, 1], read as a uniform keep ratio ("sparsity") or, with
+      ``budget_kind="fraction"``, as the fraction of dense MACs;
+    * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
+      ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
+    * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"``),
+      ``encoding_dim`` (64), ``device`` (``"cpu"``);
+    * ``static_policy``: the static keep ratios used during runtime episodes: None (all 1), a
+      number, ``L`` numbers, or a saved static agent / callable on ``StaticPrune-v0`` observations.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, static_policy: Any = None, normalizer: LossNormalizer | None = None, **kwargs: Any):
+        super().__init__()
+        self.task = PruningTask(TaskConfig(**kwargs))
+        task = self.task
+        self.static_ratios = task.static_ratios_of(static_policy)
+        self.normalizer = normalizer or task.calibrated_normalizer(task.cfg.budget, self.static_ratios)
+        self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer)
+        self.num_layers = task.num_layers
+        self.layer_in_channels = list(task.in_channels)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (task.runtime_obs_dim,), np.float32)
+        self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        index = self._pick_index(options)
+        obs = self.episodes.start(np.array([index]))
+        return obs[0], {"index": index}
+
+    def _pick_index(self, options: dict | None) -> int:
+        size = len(self.task.source)
+        if options and "index" in options:
+            index = int(options["index"])
+            if not 0 <= index < size:
+                raise ValueError(f"options['index'] must be in [0, {size - 1}], got {index}")
+            return index
+        return int(self.np_random.integers(size))
+
+    def step(self, action):
+        if self.episodes.state is None or self.episodes.state.done:
+            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (1,):
+            raise ValueError(f"action must hold one keep ratio, got shape {np.shape(action)}")
+        obs, rewards, terminated, infos = self.episodes.advance(action[None])
+        return obs[0], float(rewards[0]), terminated, False, infos[0]

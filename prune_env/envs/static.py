@@ -1,0 +1,157 @@
+"""``StaticPrune-v0``: choose each layer's permanent keep ratio (paper Sec. 3.3.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from prune_env.envs.task import PruningTask, TaskConfig, check_range
+from prune_env.policies import as_policy
+from prune_env.rewards import LossNormalizer, budget_penalty
+
+
+class StaticEpisodes:
+    """A batch of static episodes in lockstep; each ends with one batched validation pass."""
+
+    def __init__(self, task: PruningTask, runtime_policy: Any, normalizer: LossNormalizer):
+        self.task = task
+        self.runtime_policy = as_policy(runtime_policy, task.num_layers)
+        self.normalizer = normalizer
+        self.t = 0
+        self.ratios: np.ndarray | None = None
+
+    def start(self, eval_indices: np.ndarray) -> np.ndarray:
+        """Begin one episode per row of validation indices ``(B, eval_batch)``."""
+        self.eval_indices = np.asarray(eval_indices, dtype=np.int64)
+        self.ratios = np.ones((self.eval_indices.shape[0], self.task.num_layers))
+        self.t = 0
+        return self.task.static_observation(self.ratios, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.ratios is None or self.t >= self.task.num_layers
+
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
+        """Set the current layer's static keep ratio in every episode."""
+        task, batch = self.task, self.eval_indices.shape[0]
+        self.ratios[:, self.t] = task.clip(np.asarray(actions, dtype=np.float64).reshape(batch, -1)[:, 0])
+        self.t += 1
+        observations = task.static_observation(self.ratios, self.t)
+        if self.t < task.num_layers:
+            return observations, np.zeros(batch), False, [{} for _ in range(batch)]
+        return observations, *self._finish()
+
+    def _finish(self) -> tuple[np.ndarray, bool, list[dict]]:
+        """Validation loss under the chosen static ratios and the runtime policy (Eq. 14-15)."""
+        task = self.task
+        batch, per_episode = self.eval_indices.shape
+        images, labels = task.source.get(self.eval_indices.reshape(-1))
+        ratios = np.repeat(self.ratios, per_episode, axis=0)
+        with torch.no_grad():
+            state = task.rollout(images, self.runtime_policy, ratios)
+        losses = task.losses(state.logits, labels).cpu().numpy().reshape(batch, per_episode).mean(1)
+        accuracy = (state.logits.argmax(1) == labels).float().cpu().numpy().reshape(batch, per_episode).mean(1)
+        macs = task.costs.macs_ratio(state.kept).numpy().reshape(batch, per_episode).mean(1)
+        params = np.asarray(task.costs.params_ratio(task.stored_counts(self.ratios)), dtype=np.float64).reshape(-1)
+        beta = self.normalizer.beta
+        r_acc = self.normalizer.reward(losses)
+        r_par = budget_penalty(params, task.params_budget, task.cfg.alpha_budget)
+        self.normalizer.observe(losses)
+        infos = [
+            {
+                "loss": float(losses[b]),
+                "accuracy": float(accuracy[b]),
+                "macs_ratio": float(macs[b]),
+                "params_ratio": float(params[b]),
+                "budget": task.params_budget,
+                "within_budget": bool(params[b] <= task.params_budget + 1e-9),
+                "keep_ratios": self.ratios[b].tolist(),
+                "reward_acc": float(r_acc[b]),
+                "reward_budget": float(r_par[b]),
+                "beta": beta,
+                "indices": self.eval_indices[b].tolist(),
+            }
+            for b in range(batch)
+        ]
+        return r_acc + r_par, True, infos
+
+
+class StaticPruneEnv(gym.Env):
+    """Static (permanent) channel pruning of a network, one prunable layer per step.
+
+    ## Description
+    The agent sets each layer's static keep ratio ``d_s``; at deployment the permanent set of
+    ``floor((1 - d_s)(1 - R_r) C)`` channels of smallest static importance is removed for good
+    (paper Sec. 3.4). The episode ends with the network evaluated on a batch of validation images
+    under the chosen ratios (runtime ratios from a fixed runtime policy).
+
+    ## Action Space
+    ``Box(alpha, 1, (1,), float32)``: the layer's static keep ratio, clipped to ``[alpha, 1]``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (7 + L + 2,), float32)``: the layer's output shape (channels, side, area),
+    input channels and stride, its share of dense MACs and parameters (all normalised), a one-hot
+    layer index, the stored-parameter ratio so far (remaining layers whole) and the parameter budget.
+
+    ## Rewards
+    Sparse (Eq. 14-15, signs corrected): at the last layer ``-L / beta`` with ``L`` the mean
+    validation cross entropy of the episode's batch, plus ``-(exp(alpha_budget (P - P_bar)) - 1)``
+    when the stored-parameter ratio ``P`` exceeds the budget ``P_bar``; 0 before.
+
+    ## Starting State
+    All layers whole; the episode's validation batch is drawn with the environment's RNG.
+
+    ## Episode End
+    Terminates after the ``L``-th layer. The final ``info`` holds ``loss``, ``accuracy``,
+    ``macs_ratio``, ``params_ratio``, ``budget``, ``within_budget``, ``keep_ratios``,
+    ``reward_acc``, ``reward_budget``, ``beta`` and ``indices``.
+
+    ## Arguments
+    As ``RuntimePrune-v0`` (``budget`` gives the parameter budget here; ``alpha_budget`` is
+    ``alpha_2``; ``observation`` is the runtime policy's observation mode), except:
+
+    * ``tradeoff_rate`` defaults to 0.0 (pure static pruning);
+    * ``runtime_policy``: the runtime keep ratios during evaluation: None (all 1), a number,
+      ``L`` numbers, or a saved runtime agent / callable on ``RuntimePrune-v0`` observations;
+    * ``eval_batch`` (128): validation images per episode.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, runtime_policy: Any = None, eval_batch: int = 128, normalizer: LossNormalizer | None = None, **kwargs: Any):
+        super().__init__()
+        kwargs.setdefault("tradeoff_rate", 0.0)
+        self.task = PruningTask(TaskConfig(**kwargs))
+        task = self.task
+        self.eval_batch = int(check_range("eval_batch", eval_batch, 1, len(task.source)))
+        self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.cfg.budget)
+        self.episodes = StaticEpisodes(task, runtime_policy, self.normalizer)
+        self.num_layers = task.num_layers
+        self.observation_space = spaces.Box(-np.inf, np.inf, (task.static_obs_dim,), np.float32)
+        self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    def sample_eval_indices(self, rng: np.random.Generator) -> np.ndarray:
+        """A validation batch drawn without replacement."""
+        return rng.choice(len(self.task.source), size=self.eval_batch, replace=False)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "indices" in options:
+            indices = np.asarray(options["indices"], dtype=np.int64)
+        else:
+            indices = self.sample_eval_indices(self.np_random)
+        obs = self.episodes.start(indices[None])
+        return obs[0], {"indices": indices.tolist()}
+
+    def step(self, action):
+        if self.episodes.done:
+            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (1,):
+            raise ValueError(f"action must hold one keep ratio, got shape {np.shape(action)}")
+        obs, rewards, terminated, infos = self.episodes.advance(action[None])
+        return obs[0], float(rewards[0]), terminated, False, infos[0]

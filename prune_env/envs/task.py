@@ -1,0 +1,343 @@
+"""What both environments share: the gated network, its data, costs, budget, observations, reward scale.
+
+A :class:`PruningTask` is built once from the environment keywords and shared by every episode
+(and by all sub-environments of a batched VecEnv). It knows how to
+
+* encode what the runtime agent observes before layer ``t`` (:meth:`runtime_observation`);
+* describe layer ``t`` to the static agent (:meth:`static_observation`);
+* run a batch of images through the network under a pair of policies (:meth:`rollout`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from prune_env.costs import CostModel
+from prune_env.nets.gated import GatedNet, StepState
+from prune_env.policies import KeepRatioPolicy, as_policy
+from prune_env.rewards import LossNormalizer
+
+SPLITS = ("train", "val", "test")
+OBSERVATION_MODES = ("encoded", "raw")
+REWARD_MODES = ("sparse", "dense")
+BUDGET_KINDS = ("sparsity", "fraction")
+#: images preloaded into one tensor when their total size stays below this many floats
+PRELOAD_LIMIT = 1 << 28
+
+
+# --------------------------------------------------------------------------- validation
+def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a float, or a ValueError naming the parameter and the accepted range."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    ok = (v > low if low_open else v >= low) and v <= high and math.isfinite(v)
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- data
+class ImageSource:
+    """Indexed access to one split's ``(image, label)`` pairs, preloaded when small enough."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device):
+        self.dataset = dataset
+        self.device = device
+        self.size = len(dataset)
+        if self.size == 0:
+            raise ValueError("the dataset split is empty")
+        first, _ = dataset[0]
+        self.image_shape = tuple(first.shape)
+        self.images: Tensor | None = None
+        self.labels: Tensor | None = None
+        if self.size * first.numel() <= PRELOAD_LIMIT:
+            loader = torch.utils.data.DataLoader(dataset, batch_size=1024, shuffle=False)
+            xs, ys = zip(*loader)
+            self.images = torch.cat(xs).to(device)
+            self.labels = torch.cat(ys).long().to(device)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def get(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Images ``(B, C, H, W)`` and labels ``(B,)`` at the given indices."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        if self.images is not None:
+            idx = idx.to(self.device)
+            return self.images[idx], self.labels[idx]
+        items = [self.dataset[int(i)] for i in idx]
+        return torch.stack([x for x, _ in items]).to(self.device), torch.tensor([y for _, y in items], device=self.device)
+
+
+# --------------------------------------------------------------------------- the task
+@dataclass
+class TaskConfig:
+    """The keywords both environments share (see the environment docstrings)."""
+
+    model: str | None = None
+    checkpoint: str | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    split: str = "val"
+    width: float | None = None
+    budget: float = 0.5
+    budget_kind: str = "sparsity"
+    tradeoff_rate: float = 1.0
+    alpha: float = 0.1
+    alpha_budget: float = 10.0
+    loss_lambda: float = 0.9
+    loss_batch: int = 64
+    reward: str = "sparse"
+    observation: str = "encoded"
+    encoding_dim: int = 64
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        check_choice("split", self.split, SPLITS)
+        check_choice("budget_kind", self.budget_kind, BUDGET_KINDS)
+        check_choice("reward", self.reward, REWARD_MODES)
+        check_choice("observation", self.observation, OBSERVATION_MODES)
+        self.budget = check_range("budget", self.budget, 0.0, 1.0, low_open=True)
+        self.tradeoff_rate = check_range("tradeoff_rate", self.tradeoff_rate, 0.0, 1.0)
+        self.alpha = check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
+        self.alpha_budget = check_range("alpha_budget", self.alpha_budget, 0.0, 1e3)
+        self.loss_lambda = check_range("loss_lambda", self.loss_lambda, 0.0, 1.0)
+        if not isinstance(self.loss_batch, (int, np.integer)) or self.loss_batch < 1:
+            raise ValueError(f"loss_batch must be an integer >= 1, got {self.loss_batch!r}")
+        if not isinstance(self.encoding_dim, (int, np.integer)) or self.encoding_dim < 1:
+            raise ValueError(f"encoding_dim must be an integer >= 1, got {self.encoding_dim!r}")
+        if self.width is not None:
+            self.width = check_range("width", self.width, 0.0, 16.0, low_open=True)
+
+
+def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
+    """The network and the dataset name it goes with."""
+    from prune_env.checkpoint import load_checkpoint
+    from prune_env.nets.backbones import build_net
+
+    checkpoint = cfg.checkpoint
+    if checkpoint is None and cfg.model in (None, "digitnet") and cfg.dataset in (None, "digits") and cfg.width is None:
+        from prune_env.assets import default_checkpoint_path
+
+        checkpoint = default_checkpoint_path()
+    if checkpoint is not None:
+        net, payload = load_checkpoint(checkpoint, device=cfg.device)
+        if cfg.model is not None and cfg.model != net.config.get("name"):
+            raise ValueError(f"model={cfg.model!r} but checkpoint {str(checkpoint)!r} holds {net.config.get('name')!r}")
+        return net, cfg.dataset or payload.get("dataset", "digits")
+    model = cfg.model or "digitnet"
+    dataset = cfg.dataset or "digits"
+    from prune_env.data import load_dataset
+
+    splits = load_dataset(dataset, cfg.data_root)
+    warnings.warn(f"no checkpoint given: {model} is randomly initialised (fine for tests and timing, not for results)")
+    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
+    if cfg.width is not None:
+        kwargs["width"] = cfg.width
+    return build_net(model, **kwargs).to(cfg.device), dataset
+
+
+class PruningTask:
+    """The network, data, costs, budgets, observation encoders and reward scale of an environment."""
+
+    def __init__(self, cfg: TaskConfig, *, calibration_size: int = 256):
+        from prune_env.data import load_dataset
+
+        cfg.validate()
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.net, self.dataset_name = _load_network(cfg)
+        self.net.eval().configure(gating=True, tradeoff_rate=cfg.tradeoff_rate)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        splits = load_dataset(self.dataset_name, cfg.data_root)
+        self.num_classes = splits.num_classes
+        self.source = ImageSource(getattr(splits, cfg.split), self.device)
+        self.input_shape = self.source.image_shape
+        self.costs = CostModel(self.net, self.input_shape)
+        self.num_layers = self.net.num_layers
+        self.channels = torch.tensor(self.net.channels)
+        self.in_channels = list(self.net.in_channels)
+        if cfg.budget_kind == "sparsity":
+            self.macs_budget = self.costs.macs_budget(cfg.budget)
+            self.params_budget = self.costs.params_budget(cfg.budget)
+        else:
+            self.macs_budget = self.params_budget = cfg.budget
+        self._layer_geometry = self._static_layer_features()
+        self._build_encoders(calibration_size)
+
+    # ------------------------------------------------------------------ observations
+    @property
+    def runtime_obs_dim(self) -> int:
+        width = self.cfg.encoding_dim if self.cfg.observation == "encoded" else max(self.in_channels)
+        return width + self.num_layers + 2
+
+    @property
+    def static_obs_dim(self) -> int:
+        return self._layer_geometry.shape[1] + self.num_layers + 2
+
+    def _build_encoders(self, calibration_size: int) -> None:
+        """Per-layer standardisation (from a calibration batch) and fixed projections to ``encoding_dim``."""
+        n = min(calibration_size, len(self.source))
+        images, labels = self.source.get(np.arange(n))
+        with torch.no_grad():
+            state = self.net.begin(images)
+            pooled = []
+            for t in range(self.num_layers):
+                pooled.append(state.pooled)
+                state = self.net.step(state, 1.0, 1.0)
+        self._mean = [p.mean(0) for p in pooled]
+        self._std = [p.std(0, unbiased=False).clamp_min(1e-6) for p in pooled]
+        d = self.cfg.encoding_dim
+        self._projections = []
+        for t, c in enumerate(self.in_channels):
+            if c <= d:
+                proj = torch.eye(c, d)  # lossless: zero-padding to the fixed width
+            else:
+                g = torch.Generator().manual_seed(10_007 + t)
+                proj = torch.randn(c, d, generator=g) / math.sqrt(d)  # a fixed random projection (JL)
+            self._projections.append(proj.to(self.device))
+        self.calibration_images, self.calibration_labels = images, labels
+
+    def encode_pooled(self, pooled: Tensor, t: int) -> Tensor:
+        """The layer-dependent encoding of ``GAP(F_in)`` of layer ``t`` to a fixed width."""
+        if self.cfg.observation == "raw":
+            return F.pad(pooled, (0, max(self.in_channels) - pooled.shape[1]))
+        return ((pooled - self._mean[t]) / self._std[t]) @ self._projections[t]
+
+    def macs_so_far(self, kept: Tensor, t: int) -> Tensor:
+        """Per-sample MAC ratio if layers ``t..L-1`` kept every channel (``(B,)`` float64)."""
+        counts = kept.cpu().clone()
+        counts[:, t:] = self.channels[t:]
+        return self.costs.macs_ratio(counts)
+
+    def runtime_observation(self, state: StepState) -> np.ndarray:
+        """What the runtime agent sees before layer ``state.t`` (after the last layer: a terminal vector).
+
+        ``[encoded GAP(F_in) | one-hot layer index | MAC ratio so far (rest dense) | MAC budget]``.
+        """
+        batch, t = state.kept.shape[0], state.t
+        onehot = torch.zeros(batch, self.num_layers)
+        if t < self.num_layers:
+            features = self.encode_pooled(state.pooled, t).cpu().float()
+            onehot[:, t] = 1.0
+        else:
+            features = torch.zeros(batch, self.runtime_obs_dim - self.num_layers - 2)
+        progress = torch.stack([self.macs_so_far(state.kept, t).float(), torch.full((batch,), self.macs_budget)], 1)
+        return torch.cat([features, onehot, progress], 1).numpy()
+
+    def _static_layer_features(self) -> np.ndarray:
+        """``(L, 7)``: the layer's output shape, input channels, stride and share of MACs and parameters."""
+        convs = {e.out_layer: e for e in self.costs.entries if e.kind == "conv" and e.out_layer >= 0}
+        c_max = float(max(self.net.channels + self.in_channels))
+        hw_max = float(max(math.isqrt(convs[t].spatial) for t in range(self.num_layers)))
+        rows = []
+        for t, layer in enumerate(self.net.layers):
+            e = convs[t]
+            side = math.isqrt(e.spatial)
+            ones = torch.ones(())
+            rows.append([
+                e.out_channels / c_max, side / hw_max, e.spatial / hw_max**2, e.in_channels / c_max,
+                layer.conv.stride[0] / 2.0,
+                float(e.macs(ones * e.in_channels, ones * e.out_channels)) / self.costs.dense_macs,
+                float(e.params(ones * e.in_channels, ones * e.out_channels)) / self.costs.dense_params,
+            ])
+        return np.asarray(rows, dtype=np.float32)
+
+    def params_so_far(self, static_ratios: np.ndarray, t: int) -> np.ndarray:
+        """Per-episode stored-parameter ratio if layers ``t..L-1`` were kept whole: ``(B,)``."""
+        stored = self.stored_counts(static_ratios, upto=t)
+        return np.asarray(self.costs.params_ratio(stored), dtype=np.float64).reshape(-1)
+
+    def static_observation(self, static_ratios: np.ndarray, t: int) -> np.ndarray:
+        """What the static agent sees before layer ``t``, for a batch of episodes ``(B, D)``.
+
+        ``[layer shape features | one-hot layer index | parameter ratio so far | parameter budget]``.
+        """
+        batch = static_ratios.shape[0]
+        onehot = np.zeros((batch, self.num_layers), dtype=np.float32)
+        if t < self.num_layers:
+            geometry = np.repeat(self._layer_geometry[t : t + 1], batch, 0)
+            onehot[:, t] = 1.0
+        else:
+            geometry = np.zeros((batch, self._layer_geometry.shape[1]), dtype=np.float32)
+        progress = np.stack([self.params_so_far(static_ratios, t), np.full(batch, self.params_budget)], 1)
+        return np.concatenate([geometry, onehot, progress.astype(np.float32)], 1)
+
+    # ------------------------------------------------------------------ costs of static choices
+    def stored_counts(self, static_ratios: np.ndarray, upto: int | None = None) -> Tensor:
+        """``(B, L)`` channels stored per layer after removing the permanent sets (Sec. 3.4).
+
+        Layers from ``upto`` on are counted whole.
+        """
+        from prune_env.nets.masks import permanent_count
+
+        ratios = torch.as_tensor(np.asarray(static_ratios, dtype=np.float64)).reshape(-1, self.num_layers)
+        removed = torch.stack([permanent_count(ratios[:, t], self.cfg.tradeoff_rate, int(c)) for t, c in enumerate(self.channels)], 1)
+        stored = self.channels.unsqueeze(0) - removed
+        if upto is not None:
+            stored[:, upto:] = self.channels[upto:]
+        return stored
+
+    # ------------------------------------------------------------------ running policies
+    def clip(self, ratios: np.ndarray) -> np.ndarray:
+        """Keep ratios clipped to ``[alpha, 1]``; NaN or inf is an error."""
+        ratios = np.asarray(ratios, dtype=np.float64)
+        if not np.all(np.isfinite(ratios)):
+            raise ValueError(f"action must be finite, got {ratios.reshape(-1).tolist()}")
+        return np.clip(ratios, self.cfg.alpha, 1.0)
+
+    def static_ratios_of(self, policy: Any) -> np.ndarray:
+        """The ``(L,)`` static keep ratios a static policy chooses (deterministic, input-independent)."""
+        policy = as_policy(policy, self.num_layers)
+        policy.reset(1)
+        ratios = np.ones((1, self.num_layers))
+        for t in range(self.num_layers):
+            ratios[0, t] = self.clip(policy(self.static_observation(ratios, t)))[0]
+        return ratios[0]
+
+    def rollout(self, images: Tensor, runtime_policy: KeepRatioPolicy | Any, static_ratios: Any) -> StepState:
+        """Run images through the network, the runtime policy choosing each layer's keep ratio.
+
+        ``static_ratios`` is ``(L,)`` (shared) or ``(B, L)`` (per image). Gradients flow when enabled
+        by the caller (fine-tuning under frozen agents); the policy sees detached observations.
+        """
+        policy = as_policy(runtime_policy, self.num_layers)
+        static = torch.as_tensor(np.asarray(static_ratios, dtype=np.float64))
+        policy.reset(images.shape[0])
+        state = self.net.begin(images)
+        for t in range(self.num_layers):
+            with torch.no_grad():
+                obs = self.runtime_observation(StepState(None, t, state.pooled.detach(), state.kept))
+            d_r = torch.as_tensor(self.clip(policy(obs)), device=images.device)
+            d_s = static[t].item() if static.dim() == 1 else static[:, t].to(images.device)
+            state = self.net.step(state, d_r, d_s)
+        return state
+
+    def losses(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample cross entropy."""
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    def calibrated_normalizer(self, runtime_ratios: Any, static_ratios: Any) -> LossNormalizer:
+        """A :class:`LossNormalizer` whose ``beta0`` is the mean calibration loss at the given ratios."""
+        with torch.no_grad():
+            logits = self.net(self.calibration_images, runtime_ratios, static_ratios)
+            beta0 = float(self.losses(logits, self.calibration_labels).mean())
+        return LossNormalizer(beta0, lam=self.cfg.loss_lambda, batch_size=self.cfg.loss_batch)

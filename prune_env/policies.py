@@ -1,0 +1,119 @@
+"""Keep-ratio policies the environments accept for the *other* agent, and for evaluation.
+
+``prune_env`` never imports ``agents``: an environment that needs the other agent's actions
+takes a policy, built by :func:`as_policy` from
+
+* ``None`` or a number: a constant keep ratio (``None`` = 1, no pruning);
+* a sequence of ``L`` numbers: one keep ratio per layer;
+* any object with a stable-baselines3 ``predict(obs, state, episode_start, deterministic)``
+  method (a trained or loaded SB3 / sb3-contrib model, recurrent ones included);
+* a callable ``observation batch (B, D) -> keep ratios (B,)``.
+
+A policy sees one batch of episodes at a time: :meth:`KeepRatioPolicy.reset` starts them and
+each call returns the keep ratios of the next layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+class KeepRatioPolicy:
+    """Maps a batch of observations, layer by layer, to raw keep ratios (clipped by the caller)."""
+
+    def reset(self, batch_size: int) -> None:
+        """Start ``batch_size`` new episodes."""
+        self._t = 0
+        self._batch = batch_size
+
+    def act(self, observations: np.ndarray, t: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        """Keep ratios ``(B,)`` of the next layer for a batch of observations ``(B, D)``."""
+        ratios = np.asarray(self.act(np.asarray(observations, dtype=np.float32), self._t), dtype=np.float64)
+        self._t += 1
+        return np.broadcast_to(ratios.reshape(-1), (observations.shape[0],)).copy()
+
+
+class ConstantPolicy(KeepRatioPolicy):
+    """The same keep ratio everywhere."""
+
+    def __init__(self, ratio: float = 1.0):
+        self.ratio = float(ratio)
+
+    def act(self, observations, t):
+        return np.full(observations.shape[0], self.ratio)
+
+    def __repr__(self) -> str:
+        return f"ConstantPolicy({self.ratio})"
+
+
+class PerLayerPolicy(KeepRatioPolicy):
+    """A fixed keep ratio per layer."""
+
+    def __init__(self, ratios: Sequence[float]):
+        self.ratios = [float(r) for r in ratios]
+
+    def act(self, observations, t):
+        return np.full(observations.shape[0], self.ratios[t])
+
+    def __repr__(self) -> str:
+        return f"PerLayerPolicy({self.ratios})"
+
+
+class SB3Policy(KeepRatioPolicy):
+    """A stable-baselines3 model's deterministic action, recurrent state carried across layers.
+
+    Args:
+        model: an object with SB3's ``predict`` method.
+        levels: for discrete-action models, the keep ratio of each action index.
+    """
+
+    def __init__(self, model: Any, levels: Sequence[float] | None = None, deterministic: bool = True):
+        self.model = model
+        self.levels = None if levels is None else np.asarray(levels, dtype=np.float64)
+        self.deterministic = deterministic
+        self._state = None
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self._state = None
+
+    def act(self, observations, t):
+        starts = np.full(observations.shape[0], t == 0, dtype=bool)
+        actions, self._state = self.model.predict(observations, state=self._state, episode_start=starts, deterministic=self.deterministic)
+        actions = np.asarray(actions)
+        if self.levels is not None:
+            return self.levels[actions.reshape(-1).astype(int)]
+        return actions.reshape(observations.shape[0], -1)[:, 0]
+
+
+class CallablePolicy(KeepRatioPolicy):
+    """A plain function of the observation batch."""
+
+    def __init__(self, fn: Callable[[np.ndarray], Any]):
+        self.fn = fn
+
+    def act(self, observations, t):
+        return self.fn(observations)
+
+
+def as_policy(spec: Any, num_layers: int | None = None) -> KeepRatioPolicy:
+    """A :class:`KeepRatioPolicy` from ``None``, a number, ``L`` numbers, an SB3 model or a callable."""
+    if isinstance(spec, KeepRatioPolicy):
+        return spec
+    if spec is None:
+        return ConstantPolicy(1.0)
+    if isinstance(spec, (int, float, np.floating, np.integer)):
+        return ConstantPolicy(float(spec))
+    if hasattr(spec, "predict"):
+        return SB3Policy(spec)
+    if callable(spec):
+        return CallablePolicy(spec)
+    ratios = [float(r) for r in spec]
+    if num_layers is not None and len(ratios) != num_layers:
+        raise ValueError(f"a per-layer policy needs {num_layers} keep ratios, got {len(ratios)}")
+    return PerLayerPolicy(ratios)

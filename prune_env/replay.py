@@ -1,0 +1,121 @@
+"""Record episodes and replay them to validate a reported result, in the spirit of CompilerGym's ``validate()``.
+
+A record holds what makes an episode reproducible: the environment id and keywords, the data it
+started on (image index or validation batch), the actions, and the reward scale ``beta`` in
+force. :func:`validate` rebuilds the environment, replays the actions and checks that the
+reward and the results (loss, accuracy, MAC and parameter ratios, keep ratios) come out the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+#: info entries compared on replay
+CHECKED_KEYS = ("loss", "correct", "accuracy", "macs_ratio", "params_ratio", "keep_ratios", "reward_acc", "reward_budget")
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode, enough to replay it."""
+
+    env_id: str
+    env_kwargs: dict
+    reset_options: dict
+    actions: list[float]
+    beta: float
+    reward: float
+    info: dict = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, default=_jsonable))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EpisodeRecord":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"env keyword value {value!r} cannot be recorded (only JSON-serialisable keywords can be replayed)")
+
+
+class RecordEpisode(gym.Wrapper):
+    """Keeps the last finished episode as :attr:`last_record`; keywords must be JSON-serialisable."""
+
+    def __init__(self, env: gym.Env, env_id: str, env_kwargs: dict | None = None):
+        super().__init__(env)
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        json.dumps(self.env_kwargs, default=_jsonable)  # fail early if not replayable
+        self.last_record: EpisodeRecord | None = None
+        self._actions: list[float] = []
+        self._options: dict = {}
+        self._beta = float("nan")
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._actions = []
+        self._options = {k: info[k] for k in ("index", "indices") if k in info}
+        self._beta = self.env.unwrapped.normalizer.beta
+        return obs, info
+
+    def step(self, action):
+        self._actions.append(float(np.asarray(action, dtype=np.float64).reshape(-1)[0]))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            kept = {k: info[k] for k in CHECKED_KEYS if k in info}
+            self.last_record = EpisodeRecord(self.env_id, self.env_kwargs, self._options, list(self._actions), self._beta, float(reward), kept)
+        return obs, reward, terminated, truncated, info
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of :func:`validate`: ``ok`` and, if not, what differed."""
+
+    ok: bool
+    mismatches: dict[str, tuple[Any, Any]]
+    replayed_reward: float
+
+
+def _close(a: Any, b: Any, rtol: float) -> bool:
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rtol) for x, y in zip(a, b))
+    return math.isclose(float(a), float(b), rel_tol=rtol, abs_tol=1e-9)
+
+
+def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
+    """Replay ``record`` in a fresh environment and compare reward and results."""
+    import prune_env  # noqa: F401  (registers the ids)
+
+    env = gym.make(record.env_id, **record.env_kwargs)
+    env.unwrapped.normalizer.beta = record.beta
+    env.reset(options=record.reset_options)
+    reward, info = 0.0, {}
+    for action in record.actions:
+        _, reward, terminated, truncated, info = env.step(np.array([action], dtype=np.float32))
+        if terminated or truncated:
+            break
+    env.close()
+    mismatches = {}
+    if not _close(reward, record.reward, rtol):
+        mismatches["reward"] = (record.reward, reward)
+    for key, value in record.info.items():
+        if key not in info or not _close(value, info[key], rtol):
+            mismatches[key] = (value, info.get(key))
+    return ValidationResult(not mismatches, mismatches, float(reward))
