@@ -1,0 +1,9 @@
+"""Agents for the pruning environments: the SB3 algorithm registry and the paper's policies (Sec. 3.3)."""
+
+from agents.policies import LayerEncoderExtractor, RegularizedLstmPolicy, RegularizedMlpPolicy, ShapeEncoderExtractor, action_regularizer
+from agents.registry import ALGORITHMS, available_algorithms, get_spec, hyperparameters
+
+__all__ = [
+    "ALGORITHMS", "available_algorithms", "get_spec", "hyperparameters",
+    "LayerEncoderExtractor", "ShapeEncoderExtractor", "RegularizedLstmPolicy", "RegularizedMlpPolicy", "action_regularizer",
+]

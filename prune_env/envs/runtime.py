@@ -22,11 +22,15 @@ class RuntimeEpisodes:
 
     def __init__(self, task: PruningTask, static_ratios: np.ndarray, normalizer: LossNormalizer):
         self.task = task
-        self.static_ratios = np.asarray(static_ratios, dtype=np.float64)
         self.normalizer = normalizer
-        stored = task.stored_counts(self.static_ratios)
-        self.params_ratio = float(task.costs.params_ratio(stored[0]))
+        self.set_static_ratios(static_ratios)
         self.state = None
+
+    def set_static_ratios(self, static_ratios: np.ndarray) -> None:
+        """Use new static keep ratios from the next layer on (episodes in flight finish under them)."""
+        self.static_ratios = np.asarray(static_ratios, dtype=np.float64)
+        stored = self.task.stored_counts(self.static_ratios)
+        self.params_ratio = float(self.task.costs.params_ratio(stored[0]))
 
     @property
     def t(self) -> int:
@@ -172,6 +176,12 @@ class RuntimePruneEnv(gym.Env):
         self.layer_in_channels = list(task.in_channels)
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.runtime_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    def set_static_policy(self, static_policy: Any) -> np.ndarray:
+        """Replace the fixed static policy (e.g. after a round of static-agent training); returns its ratios."""
+        self.static_ratios = self.task.static_ratios_of(static_policy)
+        self.episodes.set_static_ratios(self.static_ratios)
+        return self.static_ratios
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

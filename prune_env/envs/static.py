@@ -134,6 +134,10 @@ class StaticPruneEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.static_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
 
+    def set_runtime_policy(self, runtime_policy: Any) -> None:
+        """Replace the fixed runtime policy used when evaluating static choices."""
+        self.episodes.runtime_policy = as_policy(runtime_policy, self.task.num_layers)
+
     def sample_eval_indices(self, rng: np.random.Generator) -> np.ndarray:
         """A validation batch drawn without replacement."""
         return rng.choice(len(self.task.source), size=self.eval_batch, replace=False)

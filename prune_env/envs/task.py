@@ -167,7 +167,7 @@ class PruningTask:
         self.net.eval().configure(gating=True, tradeoff_rate=cfg.tradeoff_rate)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        splits = load_dataset(self.dataset_name, cfg.data_root)
+        splits = self._splits = load_dataset(self.dataset_name, cfg.data_root)
         self.num_classes = splits.num_classes
         self.source = ImageSource(getattr(splits, cfg.split), self.device)
         self.input_shape = self.source.image_shape
@@ -193,10 +193,19 @@ class PruningTask:
     def static_obs_dim(self) -> int:
         return self._layer_geometry.shape[1] + self.num_layers + 2
 
+    def _calibration_batch(self, size: int) -> tuple[Tensor, Tensor]:
+        """The first ``size`` validation images: whatever split the task serves, encoders and the
+        reward scale are calibrated on the same images, so a policy sees the same observations in
+        training (val) and evaluation (test)."""
+        if self.cfg.split == "val":
+            return self.source.get(np.arange(min(size, len(self.source))))
+        val = self._splits.val
+        items = [val[i] for i in range(min(size, len(val)))]
+        return torch.stack([x for x, _ in items]).to(self.device), torch.tensor([y for _, y in items], device=self.device)
+
     def _build_encoders(self, calibration_size: int) -> None:
         """Per-layer standardisation (from a calibration batch) and fixed projections to ``encoding_dim``."""
-        n = min(calibration_size, len(self.source))
-        images, labels = self.source.get(np.arange(n))
+        images, labels = self._calibration_batch(calibration_size)
         with torch.no_grad():
             state = self.net.begin(images)
             pooled = []

@@ -38,7 +38,6 @@ class BatchedPruneVecEnv(VecEnv):
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
         self.env_id = env_id
         self.env = ENV_CLASSES[env_id](**(env_kwargs or {}))  # holds the shared task, spaces and normaliser
-        self.episodes = self.env.episodes
         super().__init__(int(n_envs), self.env.observation_space, self.env.action_space)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(self.num_envs)]
         self._actions: np.ndarray | None = None
@@ -91,10 +90,17 @@ class BatchedPruneVecEnv(VecEnv):
         setattr(self.env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        return [getattr(self.env, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+        """Call a method of the shared environment once; every index gets its result."""
+        result = getattr(self.env, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
+
+    @property
+    def episodes(self):
+        """The shared batch of episodes (replaced when the other agent's policy changes)."""
+        return self.env.episodes
 
     @property
     def task(self):

@@ -1,0 +1,163 @@
+"""Algorithm registry: name -> stable-baselines3 / sb3-contrib class and default hyper-parameters per env.
+
+Defaults are plain Python dicts. ``fast`` settings learn in about a minute on the embedded
+default (digitnet on digits, 2 CPU cores); the ``paper`` preset of ``recurrent_ppo`` holds the
+paper's settings (Adam, learning rate 1e-6, batch 128; Sec. 4.1 and the rebuttal). Any
+SB3-compatible class can also be named as ``"module:Class"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import sb3_contrib
+import stable_baselines3 as sb3
+
+from agents.policies import LayerEncoderExtractor, RegularizedLstmPolicy, RegularizedMlpPolicy, ShapeEncoderExtractor
+
+RUNTIME, STATIC = "RuntimePrune-v0", "StaticPrune-v0"
+ENV_IDS = (RUNTIME, STATIC)
+
+
+@dataclass
+class AlgoSpec:
+    """How to build one algorithm on the pruning environments.
+
+    Attributes:
+        cls: the algorithm class.
+        policy: the policy (class or SB3 name).
+        discrete: True if the algorithm needs the discrete-action wrapper.
+        hyperparams: per env id, keyword arguments of ``cls`` (``policy_kwargs`` included).
+        env_kwargs: per env id, environment keywords the algorithm expects (e.g. raw observations).
+        presets: named alternative hyper-parameters per env id (e.g. ``"paper"``).
+        timesteps: per env id, the default training length.
+    """
+
+    cls: type
+    policy: Any = "MlpPolicy"
+    discrete: bool = False
+    hyperparams: dict[str, dict] = field(default_factory=dict)
+    env_kwargs: dict[str, dict] = field(default_factory=dict)
+    presets: dict[str, dict[str, dict]] = field(default_factory=dict)
+    timesteps: dict[str, int] = field(default_factory=lambda: {RUNTIME: 100_000, STATIC: 8_000})
+    #: whether the policy takes the Eq. 13 keywords and the initial-action setting
+    regularized: bool = False
+
+
+_ON_POLICY_COMMON = dict(gamma=1.0, gae_lambda=0.95, ent_coef=0.0, clip_range=0.2, max_grad_norm=0.5)
+
+_RECURRENT_RUNTIME = dict(
+    _ON_POLICY_COMMON,
+    learning_rate=1e-3, n_steps=32, batch_size=512, n_epochs=5,
+    policy_kwargs=dict(
+        features_extractor_class=LayerEncoderExtractor, features_extractor_kwargs=dict(features_dim=128),
+        lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
+        net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
+    ),
+)
+_RECURRENT_STATIC = dict(
+    _ON_POLICY_COMMON,
+    learning_rate=1e-3, n_steps=16, batch_size=128, n_epochs=5,
+    policy_kwargs=dict(
+        features_extractor_class=ShapeEncoderExtractor, features_extractor_kwargs=dict(features_dim=128),
+        lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
+        net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
+    ),
+)
+
+
+def _paper(base: dict) -> dict:
+    """The paper's agent settings (Sec. 4.1, rebuttal): Adam, learning rate 1e-6, batch 128."""
+    return dict(base, learning_rate=1e-6, batch_size=128)
+
+
+_PPO = dict(_ON_POLICY_COMMON, learning_rate=1e-3, n_steps=32, batch_size=512, n_epochs=5,
+            policy_kwargs=dict(net_arch=[64, 64], log_std_init=-1.5, action_reg_coef=1.0))
+_PPO_STATIC = dict(_PPO, n_steps=16, batch_size=128)
+_A2C = dict(gamma=1.0, learning_rate=1e-3, n_steps=8, ent_coef=0.0,
+            policy_kwargs=dict(net_arch=[64, 64], log_std_init=-1.5, action_reg_coef=1.0))
+_OFF_POLICY = dict(gamma=1.0, learning_rate=1e-3, buffer_size=100_000, learning_starts=1_000, batch_size=256,
+                   train_freq=1, gradient_steps=4, policy_kwargs=dict(net_arch=[64, 64]))
+_DQN = dict(gamma=1.0, learning_rate=1e-3, buffer_size=100_000, learning_starts=1_000, batch_size=256,
+            train_freq=1, gradient_steps=4, target_update_interval=500, exploration_fraction=0.3,
+            policy_kwargs=dict(net_arch=[64, 64]))
+
+
+def _both(runtime: dict, static: dict | None = None) -> dict[str, dict]:
+    return {RUNTIME: runtime, STATIC: static if static is not None else runtime}
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "recurrent_ppo": AlgoSpec(
+        sb3_contrib.RecurrentPPO, RegularizedLstmPolicy, regularized=True,
+        hyperparams=_both(_RECURRENT_RUNTIME, _RECURRENT_STATIC),
+        env_kwargs={RUNTIME: {"observation": "raw"}},
+        presets={"paper": _both(_paper(_RECURRENT_RUNTIME), _paper(_RECURRENT_STATIC))},
+    ),
+    "ppo": AlgoSpec(sb3.PPO, RegularizedMlpPolicy, regularized=True, hyperparams=_both(_PPO, _PPO_STATIC)),
+    "a2c": AlgoSpec(sb3.A2C, RegularizedMlpPolicy, regularized=True, hyperparams=_both(_A2C)),
+    "trpo": AlgoSpec(sb3_contrib.TRPO, hyperparams=_both(dict(gamma=1.0, learning_rate=1e-3, n_steps=32, batch_size=512,
+                                                              policy_kwargs=dict(net_arch=[64, 64], log_std_init=-1.5)))),
+    "sac": AlgoSpec(sb3.SAC, hyperparams=_both(_OFF_POLICY)),
+    "td3": AlgoSpec(sb3.TD3, hyperparams=_both(_OFF_POLICY)),
+    "ddpg": AlgoSpec(sb3.DDPG, hyperparams=_both(_OFF_POLICY)),
+    "tqc": AlgoSpec(sb3_contrib.TQC, hyperparams=_both(_OFF_POLICY)),
+    "ars": AlgoSpec(sb3_contrib.ARS, "LinearPolicy", hyperparams=_both(dict(n_delta=8, n_top=4, learning_rate=0.02, delta_std=0.05))),
+    "dqn": AlgoSpec(sb3.DQN, discrete=True, hyperparams=_both(_DQN)),
+    "qrdqn": AlgoSpec(sb3_contrib.QRDQN, discrete=True, hyperparams=_both(_DQN)),
+}
+if hasattr(sb3_contrib, "CrossQ"):
+    ALGORITHMS["crossq"] = AlgoSpec(sb3_contrib.CrossQ, hyperparams=_both(dict(gamma=1.0, learning_rate=1e-3, buffer_size=100_000,
+                                                                             learning_starts=1_000, batch_size=256, train_freq=1,
+                                                                             gradient_steps=4)))
+
+DEFAULT_ALGO = "recurrent_ppo"
+
+
+def available_algorithms() -> list[str]:
+    return sorted(ALGORITHMS)
+
+
+def load_class(path: str) -> type:
+    """Import ``"module:Class"``."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"algo must be a registry name {available_algorithms()} or 'module:Class', got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def get_spec(algo: str) -> AlgoSpec:
+    """The registry entry, or a generic one for a ``module:Class`` name."""
+    if algo in ALGORITHMS:
+        return ALGORITHMS[algo]
+    if ":" in algo:
+        cls = load_class(algo)
+        return AlgoSpec(cls, hyperparams=_both({}))
+    raise ValueError(f"algo must be one of {available_algorithms()} or 'module:Class', got {algo!r}")
+
+
+def hyperparameters(algo: str, env_id: str, preset: str = "fast", overrides: dict | None = None) -> dict:
+    """The keyword arguments to build ``algo`` on ``env_id``: preset defaults, then ``overrides``.
+
+    Overrides may reach into ``policy_kwargs`` with dotted keys, e.g. ``policy_kwargs.lstm_hidden_size``.
+    """
+    env_id = env_id.split(":")[-1]
+    if env_id not in ENV_IDS:
+        raise ValueError(f"env must be one of {list(ENV_IDS)}, got {env_id!r}")
+    spec = get_spec(algo)
+    if preset == "fast":
+        params = copy.deepcopy(spec.hyperparams.get(env_id, {}))
+    elif preset in spec.presets:
+        params = copy.deepcopy(spec.presets[preset][env_id])
+    else:
+        raise ValueError(f"preset must be one of {['fast', *spec.presets]} for algo {algo!r}, got {preset!r}")
+    for key, value in (overrides or {}).items():
+        target = params
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    return params

@@ -1,0 +1,328 @@
+"""Train the runtime and/or static agent on the batched environments, checkpoint, resume, evaluate.
+
+This is the engine behind ``train_agents.py``; it can be driven from Python as well::
+
+    from agents.training import RunConfig, run
+    metrics = run(RunConfig(env_id="RuntimePrune-v0", out="runs/demo"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
+
+import prune_env
+from agents.policies import LayerEncoderExtractor
+from agents.registry import RUNTIME, STATIC, get_spec, hyperparameters
+from prune_env.envs import VecDiscreteKeepRatio
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.envs.wrappers import DEFAULT_LEVELS
+from prune_env.evaluation import evaluate_policies, format_table, plot_keep_ratios, reference_metrics, write_json
+from prune_env.policies import SB3Policy
+
+#: keywords only StaticPrune-v0 takes (dropped for the runtime env in joint runs)
+STATIC_ONLY = ("eval_batch",)
+MODEL_FILE, CHECKPOINT_FILE, STATE_FILE, RUN_FILE = "model.zip", "checkpoint.zip", "checkpoint_state.json", "run.json"
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs (the command line's options)."""
+
+    env_id: str = RUNTIME
+    algo: str = "recurrent_ppo"
+    timesteps: int | None = None
+    seed: int = 0
+    n_envs: int = 64
+    env_kwargs: dict = field(default_factory=dict)
+    hyperparams: dict = field(default_factory=dict)
+    preset: str = "fast"
+    out: str = "runs/agent"
+    device: str = "auto"
+    resume: bool = False
+    static_agent: str | None = None
+    runtime_agent: str | None = None
+    joint: bool = False
+    progress: bool = True
+    checkpoint_every: int = 20_000
+    command: str = ""
+
+
+# --------------------------------------------------------------------------- callbacks
+class PruningLogCallback(BaseCallback):
+    """Logs the episode results the environments report (reward parts, MAC / parameter ratios,
+    accuracy, per-layer keep ratios) to the SB3 logger (TensorBoard) at every rollout end."""
+
+    KEYS = ("reward_acc", "reward_budget", "macs_ratio", "params_ratio", "correct", "accuracy", "within_budget")
+
+    def __init__(self, prefix: str = "prune"):
+        super().__init__()
+        self.prefix = prefix
+        self._values: dict[str, list[float]] = {}
+        self._keep: list[list[float]] = []
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
+            if not done:
+                continue
+            for key in self.KEYS:
+                if key in info:
+                    self._values.setdefault(key, []).append(float(info[key]))
+            if "keep_ratios" in info:
+                self._keep.append(info["keep_ratios"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for key, values in self._values.items():
+            self.logger.record(f"{self.prefix}/{key}", float(np.mean(values)))
+        if self._keep:
+            for t, v in enumerate(np.mean(self._keep, axis=0)):
+                self.logger.record(f"{self.prefix}/keep_layer{t}", float(v))
+        self._values, self._keep = {}, []
+
+
+class AtomicCheckpointCallback(BaseCallback):
+    """Saves the model (and the environment's reward scale) atomically every ``every`` steps."""
+
+    def __init__(self, out: Path, venv: VecEnv, every: int):
+        super().__init__()
+        self.out, self.venv, self.every = out, venv, max(1, int(every))
+        self._last = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._last = self.num_timesteps
+            save_checkpoint(self.model, self.venv, self.out)
+        return True
+
+
+# --------------------------------------------------------------------------- saving / loading
+def atomic_model_save(model: BaseAlgorithm, path: Path) -> Path:
+    """``model.save`` to a temporary file, then rename: an interrupted save never corrupts ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _normalizer(venv: VecEnv):
+    return venv.unwrapped.env.normalizer
+
+
+def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, out: Path) -> None:
+    atomic_model_save(model, out / CHECKPOINT_FILE)
+    write_json({"num_timesteps": model.num_timesteps, "normalizer": _normalizer(venv).state_dict()}, out / STATE_FILE)
+
+
+def load_agent(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict]:
+    """Load a saved agent: a run directory (``model.zip`` + ``run.json``) or a ``.zip`` beside its ``run.json``."""
+    path = Path(path)
+    zip_path = path / MODEL_FILE if path.is_dir() else path
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"agent: no saved model at {str(zip_path)!r}")
+    meta_path = zip_path.parent / RUN_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    algo = meta.get("algo")
+    if algo is None:
+        raise ValueError(f"agent: {str(meta_path)!r} missing; cannot tell which algorithm saved {str(zip_path)!r}")
+    model = get_spec(algo).cls.load(zip_path, device=device)
+    return model, meta
+
+
+def agent_policy(model: BaseAlgorithm, meta: dict | None = None) -> SB3Policy:
+    """The deterministic keep-ratio policy of a trained model (discrete ones mapped to their levels)."""
+    levels = (meta or {}).get("levels")
+    if levels is None and get_spec((meta or {}).get("algo", "ppo")).discrete:
+        levels = list(DEFAULT_LEVELS)
+    return SB3Policy(model, levels=levels)
+
+
+# --------------------------------------------------------------------------- building
+def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -> VecEnv:
+    """The batched, monitored training VecEnv for ``algo`` (discrete algorithms get the level wrapper)."""
+    spec = get_spec(algo)
+    kwargs = {**spec.env_kwargs.get(env_id, {}), **env_kwargs}
+    venv = prune_env.make_vec_env(env_id, n_envs, seed=seed, **kwargs)
+    if spec.discrete:
+        venv = VecDiscreteKeepRatio(venv, DEFAULT_LEVELS)
+    return venv
+
+
+def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) -> BaseAlgorithm:
+    """A new model of ``cfg.algo`` on ``venv`` with the registry's hyper-parameters and the overrides."""
+    spec = get_spec(cfg.algo)
+    params = hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams)
+    policy_kwargs = params.setdefault("policy_kwargs", {})
+    if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
+        policy_kwargs.setdefault("features_extractor_kwargs", {})["layer_in_channels"] = venv.get_attr("layer_in_channels")[0]
+    if spec.regularized:
+        task = venv.unwrapped.task
+        policy_kwargs.setdefault("initial_action", float(task.cfg.budget) if task.cfg.budget_kind == "sparsity" else 0.5)
+    if not policy_kwargs:
+        params.pop("policy_kwargs")
+    return spec.cls(spec.policy, venv, seed=cfg.seed, device=cfg.device, verbose=0,
+                    tensorboard_log=None if tb_dir is None else str(tb_dir), **params)
+
+
+def default_timesteps(cfg: RunConfig, env_id: str) -> int:
+    return cfg.timesteps if cfg.timesteps is not None else get_spec(cfg.algo).timesteps[env_id]
+
+
+# --------------------------------------------------------------------------- training
+def _learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunConfig, *, reset: bool, prefix: str) -> None:
+    """``model.learn`` up to ``total`` steps with logging and checkpoints; Ctrl-C saves first."""
+    remaining = total - (0 if reset else model.num_timesteps)
+    if remaining <= 0:
+        return
+    callbacks = CallbackList([PruningLogCallback(prefix), AtomicCheckpointCallback(out, venv, cfg.checkpoint_every)])
+    try:
+        model.learn(remaining, callback=callbacks, progress_bar=cfg.progress, reset_num_timesteps=reset, tb_log_name=prefix)
+    except KeyboardInterrupt:
+        save_checkpoint(model, venv, out)
+        print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume", file=sys.stderr)
+        raise
+    save_checkpoint(model, venv, out)
+
+
+def _prepare(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
+    """Build (or, with ``--resume``, reload) one agent and its training env."""
+    venv = make_env(env_id, cfg.algo, cfg.n_envs, cfg.seed, env_kwargs)
+    ckpt = out / CHECKPOINT_FILE
+    if cfg.resume and ckpt.is_file():
+        model = get_spec(cfg.algo).cls.load(ckpt, env=venv, device=cfg.device)
+        state = json.loads((out / STATE_FILE).read_text())
+        _normalizer(venv).load_state_dict(state["normalizer"])
+        model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+        return model, venv, False
+    if cfg.resume:
+        print(f"--resume: no checkpoint at {ckpt}; starting afresh", file=sys.stderr)
+    return build_model(cfg, env_id, venv, out / "tb"), venv, True
+
+
+def _run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
+    import gymnasium
+    import sb3_contrib
+    import stable_baselines3
+
+    spec = get_spec(cfg.algo)
+    return {
+        "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
+        "env_kwargs": {**spec.env_kwargs.get(env_id, {}), **env_kwargs}, "hyperparams": cfg.hyperparams,
+        "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
+        "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+                     "sb3_contrib": sb3_contrib.__version__, "gymnasium": gymnasium.__version__, "python": platform.python_version()},
+    }
+
+
+def _policy_kwargs_from(env_kwargs: dict, path: str | None, device: str, key: str) -> dict:
+    if path is None:
+        return env_kwargs
+    model, meta = load_agent(path, device=device)
+    return {**env_kwargs, key: agent_policy(model, meta)}
+
+
+def run(cfg: RunConfig) -> dict:
+    """Train as configured, evaluate on the test split, write everything under ``cfg.out``; returns the metrics."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    start = time.time()
+    if cfg.joint:
+        return _run_joint(cfg, out, start)
+    env_id = cfg.env_id.split(":")[-1]
+    env_kwargs = dict(cfg.env_kwargs)
+    if env_id == RUNTIME:
+        env_kwargs = _policy_kwargs_from(env_kwargs, cfg.static_agent, cfg.device, "static_policy")
+    else:
+        env_kwargs = _policy_kwargs_from(env_kwargs, cfg.runtime_agent, cfg.device, "runtime_policy")
+    record = _run_record(cfg, env_id, cfg.env_kwargs)
+    write_json({**record, "status": "training"}, out / RUN_FILE)
+    model, venv, fresh = _prepare(cfg, env_id, out, env_kwargs)
+    _learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
+    atomic_model_save(model, out / MODEL_FILE)
+    train_seconds = time.time() - start
+    write_json({**record, "status": "trained", "train_seconds": train_seconds, "timesteps": model.num_timesteps}, out / RUN_FILE)
+    policy = agent_policy(model, record)
+    task = venv.unwrapped.task
+    if env_id == RUNTIME:
+        metrics = evaluate_run(cfg, task, runtime_policy=policy, static_ratios=venv.unwrapped.env.static_ratios, out=out)
+    else:
+        runtime = venv.unwrapped.env.episodes.runtime_policy
+        metrics = evaluate_run(cfg, task, runtime_policy=runtime, static_ratios=task.static_ratios_of(policy), out=out)
+    metrics.update(train_seconds=train_seconds, timesteps=int(model.num_timesteps))
+    write_json(metrics, out / "metrics.json")
+    venv.close()
+    return metrics
+
+
+def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
+    """Algorithm 1, lines 12-15: the runtime and the static agent trained in alternation, each on its own reward."""
+    env_kwargs = {"tradeoff_rate": 0.5, **cfg.env_kwargs}
+    record = _run_record(cfg, "joint", env_kwargs)
+    write_json({**record, "status": "training"}, out / RUN_FILE)
+    models, venvs = {}, {}
+    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+        (out / sub).mkdir(exist_ok=True)
+        write_json(_run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
+        kwargs = env_kwargs if env_id == STATIC else {k: v for k, v in env_kwargs.items() if k not in STATIC_ONLY}
+        models[env_id], venvs[env_id], fresh = _prepare(cfg, env_id, out / sub, kwargs)
+    runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
+    static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
+    rounds = 4
+    totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: get_spec(cfg.algo).timesteps[STATIC]}
+    for r in range(1, rounds + 1):
+        for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+            target = totals[env_id] * r // rounds
+            _learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
+        runtime_env.set_static_policy(agent_policy(models[STATIC], record))
+    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+        atomic_model_save(models[env_id], out / sub / MODEL_FILE)
+    train_seconds = time.time() - start
+    metrics = evaluate_run(cfg, runtime_env.task, runtime_policy=agent_policy(models[RUNTIME], record),
+                           static_ratios=runtime_env.static_ratios, out=out)
+    metrics.update(train_seconds=train_seconds)
+    write_json(metrics, out / "metrics.json")
+    write_json({**record, "status": "trained", "train_seconds": train_seconds}, out / RUN_FILE)
+    return metrics
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_task(task: PruningTask) -> PruningTask:
+    """The same task on the held-out test split (the agents never saw it)."""
+    cfg = TaskConfig(**{**asdict(task.cfg), "split": "test"})
+    return PruningTask(cfg)
+
+
+def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
+    """Deterministic evaluation on the test split: table, ``metrics.json``, references, ``keep_ratios.png``."""
+    test = test_task(task)
+    metrics = evaluate_policies(test, runtime_policy, static_ratios)
+    refs = reference_metrics(test, static_ratios)
+    metrics["dense_accuracy"] = refs["dense"]["accuracy"]
+    metrics["uniform_accuracy"] = refs["uniform"]["accuracy"]
+    metrics["uniform_keep_ratio"] = refs["uniform"]["uniform_keep_ratio"]
+    write_json(refs, out / "references.json")
+    plot_keep_ratios(metrics, out / "keep_ratios.png", uniform=refs["uniform"]["uniform_keep_ratio"],
+                     title=f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)")
+    print()
+    print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
+          f"parameter budget {metrics['params_budget']:.3f}:")
+    print(format_table({"agent": metrics, "uniform keep": refs["uniform"], "dense": refs["dense"]}))
+    print("per-layer keep ratio (mean ± std): " + ", ".join(
+        f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
+    print(f"results in {out}/ (metrics.json, references.json, keep_ratios.png, model.zip)")
+    return metrics

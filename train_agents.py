@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Train the runtime or static pruning agent (or both, --joint) and evaluate it on the test split.
+
+    python train_agents.py --env RuntimePrune-v0                      # the embedded default
+    python train_agents.py --env StaticPrune-v0 --algo ppo --timesteps 20000
+    python train_agents.py --env RuntimePrune-v0 --env-kwargs budget=0.7 tradeoff_rate=0.5 \\
+        --static-agent runs/static                                    # a fixed, trained static agent
+    python train_agents.py --joint                                    # Algorithm 1, lines 12-15
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shlex
+import sys
+
+from agents.registry import ALGORITHMS, DEFAULT_ALGO, ENV_IDS
+
+
+def parse_key_values(items: list[str], option: str) -> dict:
+    """``key=value`` pairs; values are Python literals where they parse as one, else strings."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{option}: expected key=value, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="RuntimePrune-v0", choices=ENV_IDS, help="environment id (default: %(default)s)")
+    p.add_argument("--algo", default=DEFAULT_ALGO,
+                   help=f"one of {sorted(ALGORITHMS)} or module:Class (default: %(default)s)")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="environment steps (default: per algorithm and env)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=positive_int, default=64, help="episodes run together in the batched VecEnv")
+    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="environment keywords, e.g. budget=0.7")
+    p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="algorithm keywords, e.g. learning_rate=3e-4 policy_kwargs.lstm_hidden_size=64")
+    p.add_argument("--preset", default="fast", help="hyper-parameter preset: fast (default) or paper (recurrent_ppo)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<env>-<algo>-s<seed>)")
+    p.add_argument("--device", default="auto", help="torch device for the agent (default: auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--static-agent", default=None, metavar="PATH", help="fixed static agent for RuntimePrune-v0")
+    p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
+    p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=20_000, help="steps between checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+        hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.static_agent and args.env != "RuntimePrune-v0":
+        parser.error("--static-agent applies to --env RuntimePrune-v0")
+    if args.runtime_agent and args.env != "StaticPrune-v0":
+        parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    from agents.registry import get_spec
+    from agents.training import RunConfig, run
+
+    try:
+        get_spec(args.algo)
+    except (ValueError, ImportError, AttributeError) as exc:
+        parser.error(f"--algo: {exc}")
+    name = "joint" if args.joint else args.env.split("-")[0].lower()
+    cfg = RunConfig(
+        env_id=args.env, algo=args.algo, timesteps=args.timesteps, seed=args.seed, n_envs=args.n_envs,
+        env_kwargs=env_kwargs, hyperparams=hyperparams, preset=args.preset,
+        out=args.out or f"runs/{name}-{args.algo}-s{args.seed}", device=args.device, resume=args.resume,
+        static_agent=args.static_agent, runtime_agent=args.runtime_agent, joint=args.joint,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+        command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
+    )
+    try:
+        return run(cfg)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
