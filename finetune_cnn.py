@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""The CNN phase of the method from the command line: pre-training, importance, fine-tuning.
+
+Three sub-commands, one per stage of :mod:`prune_env.training` (paper Sec. 4.1, Algorithm 1)::
+
+    python finetune_cnn.py pretrain   --model digitnet --dataset digits --out runs/pre.pt
+    python finetune_cnn.py importance --checkpoint runs/pre.pt --out runs/imp.pt
+    python finetune_cnn.py finetune   --checkpoint runs/imp.pt --keep 0.5 --out runs/ft.pt
+
+Hyper-parameters default to the dataset's preset (``prune_env.training.PRESETS``); every one
+can be overridden. Each epoch prints its validation accuracy; the last line is a summary with
+the test accuracy. Checkpoints are written atomically after every epoch and are
+self-describing (backbone, width, dataset, input shape, dense costs), so ``--resume`` continues
+an interrupted stage and other tools load them with nothing else. Under ``torchrun`` the stage
+runs data-parallel (``--batch-size`` is the global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
+from prune_env.data import available_datasets, load_dataset
+from prune_env.nets.backbones import BACKBONES, build_net
+from prune_env.nets.gated import GatedNet
+from prune_env.training import (
+    STAGES,
+    cleanup_distributed,
+    evaluate,
+    init_distributed,
+    stage_hparams,
+    train_stage,
+    uniform_ratio_fn,
+)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _number(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = _number(float, text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(float, text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def keep_ratio(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def decay_factor(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (sub-commands ``pretrain``, ``importance``, ``finetune``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("network and data")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="input checkpoint (required for importance/finetune unless --model builds a fresh net; "
+                        "optional for pretrain: continue from it)")
+    g.add_argument("--model", choices=sorted(BACKBONES), default=None,
+                   help="backbone for a fresh network (default digitnet; taken from --checkpoint when given)")
+    g.add_argument("--width", type=positive_float, default=None, help="width multiplier of a fresh network (default 1.0)")
+    g.add_argument("--weights", type=Path, default=None, help="torchvision state dict for a fresh resnet18")
+    g.add_argument("--dataset", choices=available_datasets(), default=None,
+                   help="dataset (default: the checkpoint's, else digits)")
+    g.add_argument("--data-root", type=Path, default=None, help="dataset root directory (see prune_env.data)")
+    g.add_argument("--val-fraction", type=unit_interval, default=0.1, help="held-out validation fraction (default 0.1)")
+    g.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the train/val split (default 0)")
+
+    h = common.add_argument_group("training (defaults: the dataset's preset)")
+    h.add_argument("--epochs", type=positive_int, default=None)
+    h.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate")
+    h.add_argument("--batch-size", type=positive_int, default=None, help="global batch size")
+    h.add_argument("--weight-decay", type=non_negative_float, default=None)
+    h.add_argument("--lr-decay-every", type=positive_int, default=None,
+                   help="iterations between learning-rate decays (times --lr-decay-factor)")
+    h.add_argument("--lr-decay-factor", type=decay_factor, default=None)
+    h.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap on batches per epoch")
+    h.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm in eval mode (running statistics fixed)")
+    h.add_argument("--tradeoff-rate", type=unit_interval, default=None,
+                   help="R_r in [0, 1] (1 = pure runtime, 0 = pure static; default: the checkpoint's, else 0.5)")
+    h.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and dropout")
+    h.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    h.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader workers")
+    h.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small nets)")
+
+    o = common.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None,
+                   help="output checkpoint (default runs/<model>_<dataset>_<stage>.pt)")
+    o.add_argument("--resume", action="store_true", help="continue the stage from --out if it holds it")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    parser = argparse.ArgumentParser(
+        prog="finetune_cnn.py",
+        description="CNN phase of runtime + static DRL pruning: pretrain, importance, finetune (paper Sec. 4.1).",
+    )
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{pretrain,importance,finetune}")
+    sub.add_parser("pretrain", parents=[common], help="train the backbone, gates off")
+    imp = sub.add_parser("importance", parents=[common],
+                         help="train f with u_s = 1, then u_s, f and backbone (keep ratios 1)")
+    imp.add_argument("--importance-split", type=unit_interval, default=None,
+                     help="fraction of the epochs with u_s held at 1 (default 0.5)")
+    ft = sub.add_parser("finetune", parents=[common], help="train CNN, f and u_s under the agents' masks")
+    ft.add_argument("--keep", type=keep_ratio, default=None,
+                    help="uniform keep ratio in (0, 1] for runtime and static masks (stand-in for the agents; default 0.5)")
+    return parser
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _load_input(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[GatedNet | None, dict]:
+    """The ``--checkpoint`` network and its checkpoint dict, or ``(None, {})`` for a fresh one."""
+    if args.checkpoint is None:
+        if args.stage != "pretrain" and args.model is None:
+            parser.error(f"{args.stage} needs --checkpoint (the previous stage's output) or --model for a fresh network")
+        if args.weights is not None and (args.model or "digitnet") != "resnet18":
+            parser.error("--weights loads a torchvision state dict and applies to --model resnet18 only")
+        return None, {}
+    if args.weights is not None:
+        parser.error("--weights applies to a fresh resnet18, not together with --checkpoint")
+    try:
+        config = read_checkpoint(args.checkpoint)["config"]
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(f"--checkpoint: {err}")
+    if args.model is not None and args.model != config["name"]:
+        parser.error(f"--model {args.model} conflicts with --checkpoint, which holds a {config['name']}")
+    if args.width is not None and float(args.width) != float(config.get("width", 1.0)):
+        parser.error(f"--width {args.width} conflicts with --checkpoint, whose width is {config.get('width')}")
+    return load_checkpoint(args.checkpoint)
+
+
+def _fresh_network(args: argparse.Namespace, parser: argparse.ArgumentParser, num_classes: int, in_channels: int) -> GatedNet:
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_channels=in_channels, width=args.width or 1.0)
+    if args.weights is not None:
+        kwargs["weights"] = args.weights
+    try:
+        return build_net(args.model or "digitnet", **kwargs)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run one stage; returns ``{"history", "test", "out"}`` (for tests and scripts)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stage: str = args.stage
+    assert stage in STAGES
+
+    net, payload = _load_input(args, parser)
+    dataset = args.dataset or payload.get("dataset") or "digits"
+    overrides = dict(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+        lr_decay_every=args.lr_decay_every, lr_decay_factor=args.lr_decay_factor,
+        steps_per_epoch=args.steps_per_epoch,
+        importance_split=getattr(args, "importance_split", None), keep=getattr(args, "keep", None),
+    )
+    hp = stage_hparams(dataset, stage, **overrides)
+    try:
+        splits = load_dataset(dataset, args.data_root, val_fraction=args.val_fraction, seed=args.split_seed)
+    except (ValueError, FileNotFoundError) as err:  # DatasetNotFoundError is a FileNotFoundError
+        parser.error(f"--dataset {dataset}: {err}")
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    ctx, device = init_distributed(args.device)
+    try:
+        torch.manual_seed(args.seed)
+        if net is None:
+            net = _fresh_network(args, parser, splits.num_classes, splits.input_shape[0])
+        elif (net.config.get("num_classes"), net.config.get("in_channels")) != (splits.num_classes, splits.input_shape[0]):
+            parser.error(
+                f"--checkpoint's network ({net.config.get('in_channels')} input channels, {net.config.get('num_classes')} "
+                f"classes) does not fit dataset {dataset!r} ({splits.input_shape[0]} channels, {splits.num_classes} classes)"
+            )
+        model_name = net.config["name"]
+        out = args.out or Path("runs") / f"{model_name}_{dataset}_{stage}.pt"
+        if args.checkpoint is not None and Path(out).resolve() == Path(args.checkpoint).resolve():
+            parser.error("--out must differ from --checkpoint (the input would be overwritten every epoch)")
+
+        extra = {
+            "parent": str(args.checkpoint) if args.checkpoint is not None else None,
+            "data": {"val_fraction": args.val_fraction, "split_seed": args.split_seed, "root": str(args.data_root) if args.data_root else None},
+        }
+        log = print if ctx.is_main else None
+        if log:
+            log(f"{stage}: {model_name} (width {net.config.get('width', 1.0)}) on {dataset}, "
+                f"{', '.join(f'{k}={v}' for k, v in hp.items() if v is not None)}, device {device}, "
+                f"{ctx.world_size} process(es)")
+        t0 = time.perf_counter()
+        stage_kwargs = {k: v for k, v in hp.items() if v is not None}
+        history = train_stage(
+            net, stage, splits, **stage_kwargs,
+            device=device, seed=args.seed, progress=not args.no_progress, tradeoff_rate=args.tradeoff_rate,
+            freeze_bn=args.freeze_bn, checkpoint_path=out, resume=args.resume, checkpoint_extra=extra,
+            num_workers=args.num_workers, log=log,
+        )
+        seconds = time.perf_counter() - t0
+        ratio_fn = uniform_ratio_fn(hp["keep"]) if stage == "finetune" else None
+        test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=args.num_workers)
+        if ctx.is_main:
+            if Path(out).is_file():  # record the test figures in the checkpoint too
+                final = read_checkpoint(out)
+                final["test"] = {"accuracy": test["accuracy"], "loss": test["loss"], "kept_fraction": test["kept_fraction"]}
+                atomic_save(final, out)
+            val = history[-1]["val_acc"] if history else float("nan")
+            kept = f" kept {sum(test['kept_fraction']) / len(test['kept_fraction']):.3f}" if stage == "finetune" else ""
+            print(
+                f"done: {stage} {model_name} on {dataset}: {len(history)} epochs, val_acc {val:.4f}, "
+                f"test_acc {test['accuracy']:.4f} (loss {test['loss']:.4f}{kept}), {seconds:.1f}s -> {out}"
+            )
+        return {"history": history, "test": test, "out": out}
+    finally:
+        if owns_group:
+            cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
