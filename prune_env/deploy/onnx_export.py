@@ -1,0 +1,124 @@
+"""ONNX export of the static part of a deployed network (runtime keep ratio fixed at 1).
+
+At ``d_r = 1`` the runtime mask ``M_r`` is empty, so the trade-off mask (Eq. 3-5) depends on
+``u_s`` and ``d_s`` only: it is a constant. :class:`StaticGraph` folds it into a constant
+per-channel factor, leaving plain tensor ops (conv, BN, ReLU, GAP, linear, multiply) that any
+ONNX runtime executes; the input-dependent Eq. 2 scale ``u_r * u_s`` is kept, computed by the
+predictor rows of the stored channels. ``StaticGraph(model)(x)`` equals ``model(x, 1.0)``, i.e.
+the masked network ``net(x, 1.0, d_s)``. For ``R_r = 0`` that is the whole deployed function
+(the mask never depends on ``d_r``). Data-dependent runtime masks (sorting ``u_r`` per input)
+are not exported.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from prune_env.deploy.export import DeployedGate, DeployedNet, DeployedResidualStage, DeployedSequentialStage, slice_linear
+from prune_env.nets.gated import global_pool
+
+
+class _FrozenGate(nn.Module):
+    """A deployed gate at ``d_r = 1``: ``act(bn(conv(x))) * f_S(GAP(x)) * (u_s (1 - M))``."""
+
+    scale: Tensor
+
+    def __init__(self, gate: DeployedGate):
+        super().__init__()
+        self.conv = copy.deepcopy(gate.conv)
+        self.bn = copy.deepcopy(gate.bn)
+        self.act = copy.deepcopy(gate.act)
+        self.predictor = slice_linear(gate.predictor, gate.survivors, None)  # u_r of the stored channels
+        u_s = gate.static_importance.index_select(0, gate.survivors)
+        self.register_buffer("scale", u_s * (~gate.dense_mask).to(u_s.dtype))
+
+    def forward(self, x: Tensor, pooled: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x))) * (self.predictor(pooled) * self.scale)[:, :, None, None]
+
+
+class _FrozenSequential(nn.Module):
+    def __init__(self, stage: DeployedSequentialStage):
+        super().__init__()
+        self.gated = _FrozenGate(stage.gated)
+        self.post = copy.deepcopy(stage.post)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post(self.gated(x, global_pool(x)))
+
+
+class _FrozenResidual(nn.Module):
+    def __init__(self, stage: DeployedResidualStage):
+        super().__init__()
+        self.gated = _FrozenGate(stage.gated)
+        self.conv2 = copy.deepcopy(stage.conv2)
+        self.bn2 = copy.deepcopy(stage.bn2)
+        self.shortcut = copy.deepcopy(stage.shortcut)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn2(self.conv2(self.gated(x, global_pool(x)))) + self.shortcut(x))
+
+
+class StaticGraph(nn.Module):
+    """The deployed network frozen at runtime keep ratio 1: no sorting, constant masks.
+
+    ``StaticGraph(model)(images) == model(images, 1.0)``. Weights are copied from ``model``.
+    """
+
+    def __init__(self, model: DeployedNet):
+        super().__init__()
+        self.stem = copy.deepcopy(model.stem)
+        stages: list[nn.Module] = []
+        for stage in model.stages:
+            if isinstance(stage, DeployedSequentialStage):
+                stages.append(_FrozenSequential(stage))
+            elif isinstance(stage, DeployedResidualStage):
+                stages.append(_FrozenResidual(stage))
+            else:
+                raise NotImplementedError(f"cannot freeze stage type {type(stage).__name__}")
+        self.stages = nn.Sequential(*stages)
+        self.head = copy.deepcopy(model.head)
+        self.train(model.training)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.stages(self.stem(images)))
+
+
+def export_onnx(model: DeployedNet, path: str | os.PathLike, input_shape: tuple[int, int, int], *, opset: int = 17,
+                dynamic_batch: bool = True) -> Path:
+    """Export ``StaticGraph(model)`` (eval mode) to ONNX at ``path``, written atomically.
+
+    Uses the TorchScript-based exporter (``dynamo=False``), which needs no ``onnxscript``.
+    The graph has one input ``images`` of shape ``(B, *input_shape)`` and one output ``logits``;
+    ``B`` is symbolic when ``dynamic_batch``.
+    """
+    graph = StaticGraph(model).eval().cpu()
+    example = torch.zeros(1, *input_shape)
+    buffer = io.BytesIO()
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
+        torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=["logits"], dynamic_axes=axes)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
