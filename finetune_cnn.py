@@ -6,6 +6,9 @@ Three sub-commands, one per stage of :mod:`prune_env.training` (paper Sec. 4.1, 
     python finetune_cnn.py pretrain   --model digitnet --dataset digits --out runs/pre.pt
     python finetune_cnn.py importance --checkpoint runs/pre.pt --out runs/imp.pt
     python finetune_cnn.py finetune   --checkpoint runs/imp.pt --keep 0.5 --out runs/ft.pt
+    python finetune_cnn.py finetune   --checkpoint runs/imp.pt --runtime-agent runs/rt --static-agent runs/st
+    python finetune_cnn.py algorithm1 --checkpoint runs/imp.pt --schedule cifar10      # Algorithm 1, K x (N1, N2)
+    python finetune_cnn.py method                                                     # all of it, embedded default
 
 Hyper-parameters default to the dataset's preset (``prune_env.training.PRESETS``); every one
 can be overridden. Each epoch prints its validation accuracy; the last line is a summary with
@@ -146,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="finetune_cnn.py",
         description="CNN phase of runtime + static DRL pruning: pretrain, importance, finetune (paper Sec. 4.1).",
     )
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="{pretrain,importance,finetune}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{pretrain,importance,finetune,algorithm1,method}")
     sub.add_parser("pretrain", parents=[common], help="train the backbone, gates off")
     imp = sub.add_parser("importance", parents=[common],
                          help="train f with u_s = 1, then u_s, f and backbone (keep ratios 1)")
@@ -154,8 +157,101 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the epochs with u_s held at 1 (default 0.5)")
     ft = sub.add_parser("finetune", parents=[common], help="train CNN, f and u_s under the agents' masks")
     ft.add_argument("--keep", type=keep_ratio, default=None,
-                    help="uniform keep ratio in (0, 1] for runtime and static masks (stand-in for the agents; default 0.5)")
+                    help="uniform keep ratio in (0, 1] for runtime and static masks when no agents are given (default 0.5)")
+    ft.add_argument("--runtime-agent", type=Path, default=None, metavar="PATH",
+                    help="frozen runtime agent (a train_agents.py run directory): its deterministic keep ratios")
+    ft.add_argument("--static-agent", type=Path, default=None, metavar="PATH",
+                    help="frozen static agent (a train_agents.py run directory)")
+
+    a1 = sub.add_parser("algorithm1", help="Algorithm 1: K x (N1 batches of agent training, N2 batches of CNN fine-tuning)")
+    _algorithm1_arguments(a1)
+    a1.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint after the importance stage")
+    method = sub.add_parser("method", help="the whole method on one dataset: pretrain, importance, Algorithm 1")
+    _algorithm1_arguments(method)
+    method.add_argument("--model", choices=sorted(BACKBONES), default="digitnet")
+    method.add_argument("--width", type=positive_float, default=1.0)
     return parser
+
+
+def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=available_datasets(), default=None, help="default: the checkpoint's, else digits")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--schedule", default=None,
+                   help="K/N1/N2 preset: cifar10, imagenet, fashion-mnist, digits (default: the dataset's)")
+    p.add_argument("--iterations", type=positive_int, default=None, help="K")
+    p.add_argument("--agent-batches", type=positive_int, default=None, help="N1: batches of agent training per iteration")
+    p.add_argument("--cnn-batches", type=positive_int, default=None, help="N2: batches of CNN fine-tuning per iteration")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="CNN learning rate")
+    p.add_argument("--budget", type=keep_ratio, default=0.5, help="sparsity defining the MAC and parameter budgets")
+    p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
+    p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
+    p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
+    p.add_argument("--n-envs", type=positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/algorithm1-<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last finished iteration")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The ``algorithm1`` and ``method`` sub-commands."""
+    import shlex
+    import sys
+
+    from agents.algorithm1 import PRESETS, Algorithm1Config, run_algorithm1
+
+    torch.set_num_threads(args.threads)
+    checkpoint = getattr(args, "checkpoint", None)
+    dataset = args.dataset or (read_checkpoint(checkpoint).get("dataset") if checkpoint else None) or "digits"
+    schedule = args.schedule or (dataset if dataset in PRESETS else "digits")
+    if schedule not in PRESETS:
+        parser.error(f"--schedule must be one of {sorted(PRESETS)}, got {schedule!r}")
+    out = args.out or Path("runs") / f"algorithm1-{dataset}"
+    if args.stage == "method":
+        out.mkdir(parents=True, exist_ok=True)
+        shared = ["--dataset", dataset, "--seed", str(args.seed), "--threads", str(args.threads),
+                  *(["--data-root", str(args.data_root)] if args.data_root else []),
+                  *(["--no-progress"] if args.no_progress else [])]
+        pre, imp = out / "pretrain.pt", out / "importance.pt"
+        if not (args.resume and pre.is_file() and read_checkpoint(pre).get("completed")):
+            main(["pretrain", "--model", args.model, "--width", str(args.width), *shared, "--out", str(pre)])
+        if not (args.resume and imp.is_file() and read_checkpoint(imp).get("completed")):
+            main(["importance", "--checkpoint", str(pre), *shared, "--out", str(imp)])
+        checkpoint = imp
+    schedule_values = dict(PRESETS[schedule])
+    for key in ("iterations", "agent_batches", "cnn_batches", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            schedule_values[key] = getattr(args, key)
+    cfg = Algorithm1Config(
+        checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate, algo=args.algo,
+        preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
+        data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,
+        command=" ".join(shlex.quote(a) for a in ["python", "finetune_cnn.py", *sys.argv[1:]]), **schedule_values,
+    )
+    return run_algorithm1(cfg)
+
+
+def _agent_ratio_fn(args: argparse.Namespace, checkpoint: Path):
+    """The frozen agents' deterministic keep ratios for ``finetune --runtime-agent/--static-agent``."""
+    from agents.algorithm1 import agent_ratio_fn
+    from agents.training import agent_policy, load_agent
+    from prune_env.envs.task import PruningTask, TaskConfig
+    from prune_env.policies import as_policy
+
+    env_kwargs: dict = {}
+    runtime, static = as_policy(None), None
+    if args.runtime_agent is not None:
+        model, meta = load_agent(args.runtime_agent)
+        runtime = agent_policy(model, meta)
+        env_kwargs = {k: v for k, v in meta.get("env_kwargs", {}).items() if k in TaskConfig.__dataclass_fields__}
+    task = PruningTask(TaskConfig(**{**env_kwargs, "checkpoint": str(checkpoint)}))
+    if args.static_agent is not None:
+        model, meta = load_agent(args.static_agent)
+        static = agent_policy(model, meta)
+    return agent_ratio_fn(task, runtime, task.static_ratios_of(static))
 
 
 # --------------------------------------------------------------------------- main
@@ -197,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
     stage: str = args.stage
+    if stage in ("algorithm1", "method"):
+        return _run_algorithm1(args, parser)
     assert stage in STAGES
 
     net, payload = _load_input(args, parser)
@@ -242,14 +340,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"{ctx.world_size} process(es)")
         t0 = time.perf_counter()
         stage_kwargs = {k: v for k, v in hp.items() if v is not None}
+        agents_given = stage == "finetune" and (args.runtime_agent is not None or args.static_agent is not None)
+        agent_fn = _agent_ratio_fn(args, args.checkpoint) if agents_given else None
         history = train_stage(
-            net, stage, splits, **stage_kwargs,
+            net, stage, splits, **stage_kwargs, ratio_fn=agent_fn,
             device=device, seed=args.seed, progress=not args.no_progress, tradeoff_rate=args.tradeoff_rate,
             freeze_bn=args.freeze_bn, checkpoint_path=out, resume=args.resume, checkpoint_extra=extra,
             num_workers=args.num_workers, log=log,
         )
         seconds = time.perf_counter() - t0
-        ratio_fn = uniform_ratio_fn(hp["keep"]) if stage == "finetune" else None
+        ratio_fn = (agent_fn or uniform_ratio_fn(hp["keep"])) if stage == "finetune" else None
         test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=args.num_workers)
         if ctx.is_main:
             if Path(out).is_file():  # record the test figures in the checkpoint too

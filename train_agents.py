@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
     p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
     p.add_argument("--checkpoint-every", type=positive_int, default=20_000, help="steps between checkpoints")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads (default 1: the embedded default's layers are too small to gain from more)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -74,8 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    import torch
+
     from agents.registry import get_spec
     from agents.training import RunConfig, run
+
+    torch.set_num_threads(args.threads)
 
     try:
         get_spec(args.algo)

@@ -269,6 +269,19 @@ def run(cfg: RunConfig) -> dict:
     return metrics
 
 
+def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
+    """Keywords of the runtime and the static env when both agents train together.
+
+    The static env runs the runtime agent to evaluate its choices, so it must build the runtime
+    observations the way the runtime agent sees them.
+    """
+    runtime = {**get_spec(algo).env_kwargs.get(RUNTIME, {}), **env_kwargs}
+    static = {**get_spec(algo).env_kwargs.get(STATIC, {}), **env_kwargs}
+    if "observation" in runtime:
+        static["observation"] = runtime["observation"]
+    return {RUNTIME: {k: v for k, v in runtime.items() if k not in STATIC_ONLY}, STATIC: static}
+
+
 def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     """Algorithm 1, lines 12-15: the runtime and the static agent trained in alternation, each on its own reward."""
     env_kwargs = {"tradeoff_rate": 0.5, **cfg.env_kwargs}
@@ -278,8 +291,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         (out / sub).mkdir(exist_ok=True)
         write_json(_run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
-        kwargs = env_kwargs if env_id == STATIC else {k: v for k, v in env_kwargs.items() if k not in STATIC_ONLY}
-        models[env_id], venvs[env_id], fresh = _prepare(cfg, env_id, out / sub, kwargs)
+        models[env_id], venvs[env_id], fresh = _prepare(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     rounds = 4
@@ -309,7 +321,7 @@ def test_task(task: PruningTask) -> PruningTask:
 
 def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
     """Deterministic evaluation on the test split: table, ``metrics.json``, references, ``keep_ratios.png``."""
-    test = test_task(task)
+    test = task if task.cfg.split == "test" else test_task(task)
     metrics = evaluate_policies(test, runtime_policy, static_ratios)
     refs = reference_metrics(test, static_ratios)
     metrics["dense_accuracy"] = refs["dense"]["accuracy"]

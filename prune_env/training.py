@@ -227,6 +227,23 @@ def uniform_ratio_fn(keep: float) -> RatioFn:
     return ratio_fn
 
 
+def random_ratio_fn(low: float = 0.2, high: float = 1.0, static: float = 1.0, seed: int = 0) -> RatioFn:
+    """A ``ratio_fn`` drawing every sample's runtime keep ratio per layer uniformly in ``[low, high]``.
+
+    Fine-tuning under it makes the network work for whatever allocation an agent picks later
+    (the shipped default checkpoint is prepared this way before any agent exists).
+    """
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"need 0 < low <= high <= 1, got low={low}, high={high}")
+    generator = torch.Generator().manual_seed(seed)
+
+    def ratio_fn(net: GatedNet, images: Tensor) -> tuple[Tensor, list[float]]:
+        u = torch.rand(images.shape[0], net.num_layers, generator=generator)
+        return (low + (high - low) * u).to(images.device), [float(static)] * net.num_layers
+
+    return ratio_fn
+
+
 # --------------------------------------------------------------------------- devices, DDP
 
 

@@ -3,7 +3,7 @@
 Trains digitnet on scikit-learn's 8x8 digits with a fixed seed through the first stages of
 the paper's schedule (Sec. 4.1, Algorithm 1 lines 1-7): ``pretrain`` (gates off), then
 ``importance`` (``f`` with ``u_s`` held at 1, then ``u_s``, ``f`` and backbone, keep ratios 1),
-with the ``digits`` preset of :data:`prune_env.training.PRESETS`. Writes a normal checkpoint
+then ``finetune`` under random runtime keep ratios (so any allocation works), with the ``digits`` preset of :data:`prune_env.training.PRESETS`. Writes a normal checkpoint
 (no optimizer state, so it stays small: about 150 KB) to ``prune_env/assets/digitnet_digits.pt``,
 with the per-epoch histories and the test accuracy. Per-epoch wall-clock times are left out so
 that rebuilding with the same library versions gives the same file. Under a minute on two
@@ -23,7 +23,7 @@ from prune_env.assets import default_checkpoint_path
 from prune_env.checkpoint import save_checkpoint
 from prune_env.data import load_dataset
 from prune_env.nets.backbones import build_net
-from prune_env.training import evaluate, stage_hparams, train_stage
+from prune_env.training import evaluate, random_ratio_fn, stage_hparams, train_stage
 
 #: The fixed recipe of the shipped checkpoint.
 MODEL = "digitnet"
@@ -31,6 +31,9 @@ DATASET = "digits"
 SEED = 0
 SPLIT_SEED = 0
 VAL_FRACTION = 0.1
+#: fine-tuning under random keep ratios in [ROBUST_LOW, 1]
+ROBUST_EPOCHS = 25
+ROBUST_LOW = 0.2
 
 
 def _without_timing(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,13 +65,22 @@ def _build(out: str | Path | None, *, seed: int, progress: bool, verbose: bool, 
         hp = {k: v for k, v in stage_hparams(DATASET, stage).items() if v is not None}
         hparams[stage] = hp
         histories[stage] = train_stage(net, stage, splits, **hp, device="cpu", seed=seed, progress=progress, log=log)
+    # Before any agent exists, fine-tune under random per-sample, per-layer keep ratios so the
+    # network works for whatever allocation the agents will pick (Algorithm 1 then fine-tunes
+    # under the agents' own masks).
+    hp = {k: v for k, v in stage_hparams(DATASET, "finetune", epochs=ROBUST_EPOCHS, lr=1e-3).items() if v is not None}
+    hp.pop("keep", None)
+    hparams["finetune"] = {**hp, "ratio_fn": f"random_ratio_fn({ROBUST_LOW}, 1.0)"}
+    histories["finetune"] = train_stage(net, "finetune", splits, **hp, device="cpu", seed=seed, progress=progress, log=log,
+                                        ratio_fn=random_ratio_fn(ROBUST_LOW, 1.0, seed=seed), tradeoff_rate=1.0)
     test = evaluate(net, splits.test, device="cpu")
     save_checkpoint(
         out, net.cpu(), dataset=splits.name, input_shape=tuple(splits.input_shape),
-        stage="importance", epoch=len(histories["importance"]), epochs=len(histories["importance"]), completed=True,
-        history=_without_timing(histories["importance"]),
+        stage="finetune", epoch=len(histories["finetune"]), epochs=len(histories["finetune"]), completed=True,
+        history=_without_timing(histories["finetune"]),
+        importance_history=_without_timing(histories["importance"]),
         pretrain_history=_without_timing(histories["pretrain"]),
-        hparams=hparams["importance"], pretrain_hparams=hparams["pretrain"], seed=seed,
+        hparams=hparams["finetune"], importance_hparams=hparams["importance"], pretrain_hparams=hparams["pretrain"], seed=seed,
         data={"val_fraction": VAL_FRACTION, "split_seed": SPLIT_SEED, "root": None},
         test={"accuracy": test["accuracy"], "loss": test["loss"], "kept_fraction": test["kept_fraction"]},
         builder="prune_env.assets.build_default",

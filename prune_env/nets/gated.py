@@ -176,6 +176,7 @@ class StepState:
         kept: ``(B, L)`` int64 kept channels per layer (columns ``>= t`` not yet filled).
         masks: the masks of the layers done so far, each ``(B, C_t)``, True = pruned.
         logits: ``(B, classes)`` once ``t == L``, else None.
+        runtime_ratios: the runtime keep ratios applied so far (a float or ``(B,)`` per layer).
     """
 
     x: Tensor | None
@@ -184,6 +185,7 @@ class StepState:
     kept: Tensor
     masks: list[Tensor] = field(default_factory=list)
     logits: Tensor | None = None
+    runtime_ratios: list[KeepRatio] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -287,9 +289,10 @@ class GatedNet(nn.Module):
         kept = state.kept.clone()
         kept[:, t] = mask.shape[1] - mask.sum(dim=1)
         masks = [*state.masks, mask]
+        ratios = [*state.runtime_ratios, d_r]
         if t + 1 < self.num_layers:
-            return StepState(x=x, t=t + 1, pooled=global_pool(x), kept=kept, masks=masks)
-        return StepState(x=None, t=t + 1, pooled=None, kept=kept, masks=masks, logits=self.head(x))
+            return StepState(x=x, t=t + 1, pooled=global_pool(x), kept=kept, masks=masks, runtime_ratios=ratios)
+        return StepState(x=None, t=t + 1, pooled=None, kept=kept, masks=masks, logits=self.head(x), runtime_ratios=ratios)
 
     def run(self, images: Tensor, runtime_keep_ratios: Any = 1.0, static_keep_ratios: Any = 1.0) -> StepState:
         """One-shot forward through the stepping API; returns the final state.

@@ -1,0 +1,227 @@
+"""The whole of the paper's Algorithm 1 (Appendix B; schedule from the rebuttal).
+
+From a checkpoint that went through pre-training and importance learning (lines 1-7), repeat K
+times: train the runtime and the static agent for N1 batches with the CNN frozen (lines 12-15),
+then fine-tune the CNN, ``f`` and ``u_s`` for N2 batches with the agents frozen, the masks
+coming from their deterministic actions (lines 16-19). Each iteration's train / test accuracy,
+MAC ratio and parameter ratio go to ``history.csv`` and a figure like the paper's Fig. 5; an
+interrupted run resumes from the last finished iteration.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.registry import RUNTIME, STATIC
+from agents.training import (CHECKPOINT_FILE, MODEL_FILE, RunConfig, STATE_FILE, _learn, _prepare, _run_record, agent_policy,
+                             atomic_model_save, evaluate_run, joint_env_kwargs, test_task)
+from prune_env.checkpoint import load_checkpoint, save_checkpoint
+from prune_env.data import load_dataset
+from prune_env.envs.task import PruningTask
+from prune_env.evaluation import evaluate_policies, write_json
+from prune_env.nets.gated import GatedNet
+from prune_env.policies import KeepRatioPolicy
+from prune_env.training import evaluate, train_stage
+
+#: K iterations, N1 agent batches, N2 CNN batches per iteration (rebuttal: CIFAR-10 and ImageNet),
+#: plus small settings for the embedded default. ``static_episodes`` is the number of static
+#: episodes per agent batch (the paper's is one; small datasets need more to learn in few batches).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10": dict(iterations=40, agent_batches=1560, cnn_batches=780, batch_size=128, lr=1e-3, static_episodes=1),
+    "imagenet": dict(iterations=64, agent_batches=1200, cnn_batches=600, batch_size=128, lr=1e-4, static_episodes=1,
+                     final_cnn_batches=200_000),
+    "fashion-mnist": dict(iterations=6, agent_batches=120, cnn_batches=200, batch_size=128, lr=1e-3, static_episodes=4),
+    "digits": dict(iterations=4, agent_batches=100, cnn_batches=60, batch_size=64, lr=1e-3, static_episodes=8),
+}
+ALGORITHM1_STATE = "algorithm1_state.json"
+#: static episodes run together (each one evaluates a batch of images)
+STATIC_ENVS = 8
+
+
+@dataclass
+class Algorithm1Config:
+    """Settings of one Algorithm 1 run (see :data:`PRESETS` for the schedules)."""
+
+    checkpoint: str
+    out: str = "runs/algorithm1"
+    iterations: int = 4
+    agent_batches: int = 100
+    cnn_batches: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    static_episodes: int = 8
+    final_cnn_batches: int = 0
+    budget: float = 0.5
+    tradeoff_rate: float = 0.5
+    algo: str = "recurrent_ppo"
+    preset: str = "fast"
+    seed: int = 0
+    n_envs: int = 64
+    device: str = "cpu"
+    data_root: str | None = None
+    env_kwargs: dict = field(default_factory=dict)
+    resume: bool = False
+    progress: bool = True
+    command: str = ""
+
+
+def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any):
+    """A ``ratio_fn`` for :func:`prune_env.training.train_stage`: the frozen agents' deterministic keep ratios.
+
+    The runtime agent observes the network being fine-tuned (its current weights), as it will at
+    deployment; the static ratios are fixed.
+    """
+    static = [float(r) for r in np.asarray(static_ratios).reshape(-1)]
+
+    def ratio_fn(net: GatedNet, images: Tensor) -> tuple[Tensor, list[float]]:
+        frozen, task.net = task.net, net
+        try:
+            with torch.no_grad():
+                state = task.rollout(images, runtime_policy, static)
+        finally:
+            task.net = frozen
+        ratios = torch.stack([torch.as_tensor(r, dtype=torch.float32).expand(images.shape[0]) for r in state.runtime_ratios], 1)
+        return ratios.to(images.device), static
+
+    return ratio_fn
+
+
+def _sync_weights(net: GatedNet, *tasks: PruningTask) -> None:
+    """Copy the fine-tuned CNN into the environments' frozen copies."""
+    state = net.state_dict()
+    for task in tasks:
+        task.net.load_state_dict(state)
+
+
+def _plot_history(rows: list[dict], path: Path) -> None:
+    """Train / test accuracy per iteration (the paper's Fig. 5), with MAC and parameter ratios."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [r["iteration"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(it, [100 * r["train_accuracy"] for r in rows], "o-", label="train")
+    ax1.plot(it, [100 * r["test_accuracy"] for r in rows], "s-", label="test")
+    ax1.set_xlabel("iteration")
+    ax1.set_ylabel("top-1 accuracy (%)")
+    ax1.legend()
+    ax1.set_title("accuracy under the agents' masks")
+    ax2.plot(it, [r["macs_ratio"] for r in rows], "o-", label="MAC ratio")
+    ax2.plot(it, [r["params_ratio"] for r in rows], "s-", label="stored-parameter ratio")
+    ax2.axhline(rows[-1]["budget"], color="gray", ls="--", label="MAC budget")
+    ax2.set_xlabel("iteration")
+    ax2.set_ylim(0, 1.05)
+    ax2.legend(fontsize=8)
+    ax2.set_title("cost (fraction of dense)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _write_history(rows: list[dict], out: Path) -> None:
+    tmp = out / ".history.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "history.csv")
+    write_json(rows, out / "history.json")
+    _plot_history(rows, out / "history.png")
+
+
+def run_algorithm1(cfg: Algorithm1Config) -> dict:
+    """Run (or resume) Algorithm 1; returns the final metrics (also in ``out/metrics.json``)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cnn_path = out / "cnn.pt"
+    state_path = out / ALGORITHM1_STATE
+    done, rows = 0, []
+    checkpoint = cfg.checkpoint
+    if cfg.resume and state_path.is_file():
+        saved = json.loads(state_path.read_text())
+        done, rows = saved["iterations_done"], saved["history"]
+        checkpoint = str(cnn_path)
+    env_kwargs = {"budget": cfg.budget, "tradeoff_rate": cfg.tradeoff_rate, "device": cfg.device, **cfg.env_kwargs,
+                  "checkpoint": checkpoint}
+    if cfg.data_root is not None:
+        env_kwargs["data_root"] = cfg.data_root
+    run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs, device=cfg.device,
+                        resume=cfg.resume and done > 0, progress=False, checkpoint_every=10**9, command=cfg.command)
+    # a static episode evaluates a whole batch of images, so fewer of them run together
+    static_cfg = RunConfig(**{**asdict(run_cfg), "n_envs": min(cfg.n_envs, STATIC_ENVS)})
+    models, venvs = {}, {}
+    per_env = joint_env_kwargs(cfg.algo, {**env_kwargs, "eval_batch": cfg.batch_size})
+    for env_id, sub, rc in ((RUNTIME, "runtime", run_cfg), (STATIC, "static", static_cfg)):
+        (out / sub).mkdir(exist_ok=True)
+        kwargs = per_env[env_id]
+        write_json(_run_record(rc, env_id, kwargs), out / sub / "run.json")
+        models[env_id], venvs[env_id], _ = _prepare(rc, env_id, out / sub, kwargs)
+    runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
+    runtime_policy = agent_policy(models[RUNTIME], {"algo": cfg.algo})
+    static_env.set_runtime_policy(runtime_policy)
+    if done > 0:
+        runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
+
+    net, _ = load_checkpoint(checkpoint, device=cfg.device)
+    splits = load_dataset(runtime_env.task.dataset_name, cfg.data_root)
+    test = test_task(runtime_env.task)
+    layers = runtime_env.task.num_layers
+    runtime_steps = cfg.agent_batches * cfg.batch_size * layers
+    static_steps = cfg.agent_batches * cfg.static_episodes * layers
+    start = time.time()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.iterations, initial=done, desc="Algorithm 1", disable=not cfg.progress, unit="iteration")
+    for k in range(done + 1, cfg.iterations + 1):
+        # lines 12-15: the agents learn on the frozen CNN
+        for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
+            _learn(models[env_id], venvs[env_id], out / sub, models[env_id].num_timesteps + steps, run_cfg,
+                   reset=False, prefix=env_id.split("-")[0])
+        static_ratios = runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
+        # lines 16-19: the CNN, f and u_s learn under the frozen agents' masks
+        batches = cfg.cnn_batches + (cfg.final_cnn_batches if k == cfg.iterations else 0)
+        history = train_stage(net, "finetune", splits, epochs=1, steps_per_epoch=batches, lr=cfg.lr,
+                              batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed + k, progress=False,
+                              ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios),
+                              tradeoff_rate=cfg.tradeoff_rate)
+        net.eval()
+        _sync_weights(net, runtime_env.task, static_env.task, test)
+        metrics = evaluate_policies(test, runtime_policy, static_ratios)
+        rows.append({
+            "iteration": k, "train_accuracy": history[-1]["train_acc"], "val_accuracy": history[-1]["val_acc"],
+            "test_accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"], "params_ratio": metrics["params_ratio"],
+            "budget": metrics["budget"], "within_budget": metrics["within_budget"], "seconds": time.time() - start,
+        })
+        # a finished iteration is durable: CNN, agents, reward scales, history
+        save_checkpoint(cnn_path, net, dataset=runtime_env.task.dataset_name, input_shape=runtime_env.task.input_shape,
+                        stage="algorithm1", iteration=k)
+        for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+            atomic_model_save(models[env_id], out / sub / CHECKPOINT_FILE)
+            write_json({"num_timesteps": models[env_id].num_timesteps,
+                        "normalizer": venvs[env_id].unwrapped.env.normalizer.state_dict()}, out / sub / STATE_FILE)
+        _write_history(rows, out)
+        write_json({"iterations_done": k, "history": rows, "config": asdict(cfg)}, state_path)
+        bar.update(1)
+        bar.set_postfix(test=f"{100 * metrics['accuracy']:.2f}%", macs=f"{metrics['macs_ratio']:.3f}")
+    bar.close()
+    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+        atomic_model_save(models[env_id], out / sub / MODEL_FILE)
+    final = evaluate_run(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True), test, runtime_policy=runtime_policy,
+                         static_ratios=runtime_env.static_ratios, out=out)
+    final.update(iterations=len(rows), seconds=time.time() - start, history=rows)
+    write_json(final, out / "metrics.json")
+    for v in venvs.values():
+        v.close()
+    return final
