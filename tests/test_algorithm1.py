@@ -1,0 +1,102 @@
+"""Algorithm 1 end to end: alternation, resume, frozen-agent masks, the CIFAR-10 command on a fixture."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import finetune_cnn
+from agents.algorithm1 import Algorithm1Config, agent_ratio_fn, run_algorithm1
+from prune_env.assets import default_checkpoint_path
+from prune_env.checkpoint import save_checkpoint
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.nets import build_net
+from prune_env.policies import PerLayerPolicy
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TINY = dict(iterations=2, agent_batches=2, cnn_batches=2, batch_size=16, n_envs=8, static_episodes=2, progress=False)
+
+
+def test_agent_ratio_fn_gives_the_agents_deterministic_ratios():
+    task = PruningTask(TaskConfig(tradeoff_rate=0.5))
+    fn = agent_ratio_fn(task, PerLayerPolicy([0.3, 0.05, 2.0, 0.6]), [0.5, 0.5, 1.0, 1.0])
+    net = task.net
+    runtime, static = fn(net, task.calibration_images[:5])
+    expected = torch.tensor([0.3, 0.1, 1.0, 0.6]).expand(5, 4)  # clipped to [alpha, 1]
+    assert torch.allclose(runtime, expected.float())
+    assert static == [0.5, 0.5, 1.0, 1.0]
+    assert task.net is net
+
+
+def test_algorithm1_alternates_records_and_resumes(tmp_path):
+    out = tmp_path / "a1"
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", **TINY)
+    first = run_algorithm1(cfg)
+    rows = json.loads((out / "history.json").read_text())
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for key in ("train_accuracy", "test_accuracy", "macs_ratio", "params_ratio"):
+        assert all(0.0 <= r[key] <= 1.0 for r in rows)
+    assert rows[-1]["params_ratio"] < 1.0  # R_r = 0.5 and a static agent: channels removed for good
+    assert (out / "history.csv").read_text().startswith("iteration,")
+    assert (out / "history.png").stat().st_size > 1000 and (out / "keep_ratios.png").is_file()
+    assert {"accuracy", "dense_accuracy", "macs_ratio", "params_ratio", "budget", "within_budget"} <= set(first)
+    cnn_before = torch.load(out / "cnn.pt", weights_only=False)["state_dict"]
+    # the CNN really changed from the starting checkpoint
+    start = torch.load(default_checkpoint_path(), weights_only=False)["state_dict"]
+    assert any(not torch.equal(cnn_before[k], start[k]) for k in start if k.endswith("weight"))
+    # resume: one more iteration continues from the second
+    cfg.iterations, cfg.resume = 3, True
+    resumed = run_algorithm1(cfg)
+    rows = json.loads((out / "history.json").read_text())
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert resumed["iterations"] == 3
+
+
+def _cifar_fixture(root, n_train=8, n_test=8):
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [*[(f"data_batch_{i}", n_train) for i in range(1, 6)], ("test_batch", n_test)]:
+        data = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
+        with open(base / name, "wb") as f:
+            pickle.dump(data, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return root
+
+
+def test_paper_cifar10_command_runs_its_first_iteration_on_a_fixture(tmp_path, monkeypatch):
+    """The documented CIFAR-10 command (Table 1) on a generated CIFAR-10-format fixture."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)  # fixture files have other checksums
+    root = _cifar_fixture(tmp_path / "cifar")
+    net = build_net("mcifarnet", width=0.125)
+    ckpt = save_checkpoint(tmp_path / "imp.pt", net, dataset="cifar10", input_shape=(3, 32, 32), stage="importance")
+    out = tmp_path / "run"
+    metrics = finetune_cnn.main([
+        "algorithm1", "--checkpoint", str(ckpt), "--data-root", str(root), "--schedule", "cifar10",
+        "--iterations", "1", "--agent-batches", "1", "--cnn-batches", "1", "--batch-size", "4", "--n-envs", "4",
+        "--out", str(out), "--no-progress",
+    ])
+    state = json.loads((out / "algorithm1_state.json").read_text())
+    assert state["iterations_done"] == 1
+    assert state["config"]["lr"] == 1e-3  # the CIFAR-10 schedule's CNN learning rate
+    assert metrics["num_images"] == 8
+
+
+def test_finetune_cli_uses_frozen_agents(tmp_path):
+    import train_agents
+
+    agent = tmp_path / "rt"
+    train_agents.main(["--timesteps", "256", "--n-envs", "8", "--algo", "ppo", "--out", str(agent), "--no-progress",
+                       "--hyperparams", "n_steps=8", "batch_size=64"])
+    result = finetune_cnn.main(["finetune", "--checkpoint", str(default_checkpoint_path()), "--runtime-agent", str(agent),
+                                "--epochs", "1", "--steps-per-epoch", "3", "--out", str(tmp_path / "ft.pt"), "--no-progress",
+                                "--threads", "1"])
+    assert result["test"]["accuracy"] > 0.5
+    kept = result["test"]["kept_fraction"]
+    assert len(kept) == 4 and min(kept) < 1.0  # the agent's masks were applied
