@@ -51,7 +51,7 @@ _ON_POLICY_COMMON = dict(gamma=1.0, gae_lambda=0.95, ent_coef=0.0, clip_range=0.
 
 _RECURRENT_RUNTIME = dict(
     _ON_POLICY_COMMON,
-    learning_rate=1e-3, n_steps=32, batch_size=512, n_epochs=5,
+    learning_rate=3e-4, n_steps=32, batch_size=512, n_epochs=5,
     policy_kwargs=dict(
         features_extractor_class=LayerEncoderExtractor, features_extractor_kwargs=dict(features_dim=128),
         lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
@@ -93,6 +93,7 @@ def _both(runtime: dict, static: dict | None = None) -> dict[str, dict]:
 ALGORITHMS: dict[str, AlgoSpec] = {
     "recurrent_ppo": AlgoSpec(
         sb3_contrib.RecurrentPPO, RegularizedLstmPolicy, regularized=True,
+        timesteps={RUNTIME: 150_000, STATIC: 8_000},
         hyperparams=_both(_RECURRENT_RUNTIME, _RECURRENT_STATIC),
         env_kwargs={RUNTIME: {"observation": "raw"}},
         presets={"paper": _both(_paper(_RECURRENT_RUNTIME), _paper(_RECURRENT_STATIC))},
