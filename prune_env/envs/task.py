@@ -175,12 +175,16 @@ class PruningTask:
         self.num_layers = self.net.num_layers
         self.channels = torch.tensor(self.net.channels)
         self.in_channels = list(self.net.in_channels)
+        self._layer_geometry = self._static_layer_features()
         if cfg.budget_kind == "sparsity":
+            # the MAC budget: every layer keeps ceil(s C) channels; the parameter budget: every layer
+            # stores what a static keep ratio s removes for good under this R_r (Sec. 3.4), so that
+            # the budget is reachable for any R_r (with R_r = 0 it is the s-uniform network's)
             self.macs_budget = self.costs.macs_budget(cfg.budget)
-            self.params_budget = self.costs.params_budget(cfg.budget)
+            uniform = np.full((1, self.num_layers), cfg.budget)
+            self.params_budget = float(self.costs.params_ratio(self.stored_counts(uniform)[0]))
         else:
             self.macs_budget = self.params_budget = cfg.budget
-        self._layer_geometry = self._static_layer_features()
         self._build_encoders(calibration_size)
 
     # ------------------------------------------------------------------ observations
