@@ -153,8 +153,10 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         saved = json.loads(state_path.read_text())
         done, rows = saved["iterations_done"], saved["history"]
         checkpoint = str(cnn_path)
+    # the environments are built from the starting checkpoint, whatever the iteration: their
+    # observation encoders and reward scale stay calibrated as the agents first saw them
     env_kwargs = {"budget": cfg.budget, "tradeoff_rate": cfg.tradeoff_rate, "device": cfg.device, **cfg.env_kwargs,
-                  "checkpoint": checkpoint}
+                  "checkpoint": cfg.checkpoint}
     if cfg.data_root is not None:
         env_kwargs["data_root"] = cfg.data_root
     run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs, device=cfg.device,
@@ -171,12 +173,14 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     runtime_policy = agent_policy(models[RUNTIME], {"algo": cfg.algo})
     static_env.set_runtime_policy(runtime_policy)
-    if done > 0:
-        runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
+    # before the static agent has acted, runtime episodes run under the budget's uniform static
+    # ratio, so that the MAC budget is reachable for any R_r
+    runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0 else cfg.budget)
 
     net, _ = load_checkpoint(checkpoint, device=cfg.device)
     splits = load_dataset(runtime_env.task.dataset_name, cfg.data_root)
     test = test_task(runtime_env.task)
+    _sync_weights(net, runtime_env.task, static_env.task, test)
     layers = runtime_env.task.num_layers
     runtime_steps = cfg.agent_batches * cfg.batch_size * layers
     static_steps = cfg.agent_batches * cfg.static_episodes * layers

@@ -223,6 +223,7 @@ def _run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
         "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
         "env_kwargs": {**spec.env_kwargs.get(env_id, {}), **env_kwargs}, "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
+        "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
         "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
                      "sb3_contrib": sb3_contrib.__version__, "gymnasium": gymnasium.__version__, "python": platform.python_version()},
     }
@@ -294,6 +295,8 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
         models[env_id], venvs[env_id], fresh = _prepare(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
+    if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
+        runtime_env.set_static_policy(runtime_env.task.cfg.budget if runtime_env.task.cfg.budget_kind == "sparsity" else 1.0)
     rounds = 4
     totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: get_spec(cfg.algo).timesteps[STATIC]}
     for r in range(1, rounds + 1):

@@ -1,0 +1,233 @@
+"""Evaluate a run directory: find its network and agents, build the paper-style report, write it.
+
+Accepted directories (what :func:`inspect_run` recognises):
+
+* ``runtime`` / ``static``: a ``train_agents.py`` run (``model.zip`` + ``run.json``) of one agent;
+* ``joint``: ``train_agents.py --joint`` (``runtime/`` and ``static/``, each with its model);
+* ``algorithm1``: ``finetune_cnn.py algorithm1`` / ``method`` output (``cnn.pt`` + ``runtime/`` +
+  ``static/``): the fine-tuned CNN is evaluated, not the checkpoint the agents started from.
+
+The network is the checkpoint named in ``run.json``'s ``env_kwargs`` (the shipped default when
+none is named) or, for Algorithm 1, ``cnn.pt``. Agents are loaded with
+:func:`agents.training.load_agent` and run deterministically (:func:`agents.training.agent_policy`).
+The evaluation itself is :func:`prune_env.report.build_report` on the test split.
+
+Where a single-agent run trained against a fixed partner (``--static-agent`` /
+``--runtime-agent``), the partner's path is read from ``run.json`` (keys ``static_agent`` /
+``runtime_agent`` when present, else the recorded ``command``); a static partner whose directory
+is gone falls back to the static keep ratios recorded in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from agents.registry import RUNTIME, STATIC
+from agents.training import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
+
+KINDS = ("runtime", "static", "joint", "algorithm1")
+CNN_FILE = "cnn.pt"
+
+
+@dataclass
+class LoadedRun:
+    """What a run directory evaluates: the test task, the policies, and where they came from."""
+
+    run_dir: Path
+    kind: str
+    task: PruningTask
+    pair: PolicyPair
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- discovery
+def inspect_run(run_dir: str | Path) -> str:
+    """The kind of run directory (one of :data:`KINDS`); ``ValueError`` when it is none of them."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
+    sub = all((run_dir / s / RUN_FILE).is_file() for s in ("runtime", "static"))
+    if sub and (run_dir / CNN_FILE).is_file():
+        return "algorithm1"
+    if sub:
+        return "joint"
+    meta_path = run_dir / RUN_FILE
+    if meta_path.is_file():
+        env_id = json.loads(meta_path.read_text()).get("env_id", "")
+        if env_id.endswith(RUNTIME):
+            return "runtime"
+        if env_id.endswith(STATIC):
+            return "static"
+        raise ValueError(f"{str(meta_path)!r}: unknown env_id {env_id!r}")
+    raise ValueError(f"{str(run_dir)!r} is not a run directory: expected run.json (train_agents.py) or "
+                     f"cnn.pt + runtime/ + static/ (finetune_cnn.py algorithm1)")
+
+
+def _agent(path: Path, device: str) -> tuple[Any, dict, Path]:
+    """Load the agent of a directory; an interrupted run's last checkpoint when ``model.zip`` is missing."""
+    path = Path(path)
+    if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / CHECKPOINT_FILE).is_file():
+        warnings.warn(f"{path}: no {MODEL_FILE} (run interrupted?); evaluating its last {CHECKPOINT_FILE}")
+        path = path / CHECKPOINT_FILE
+    model, meta = load_agent(path, device=device)
+    return agent_policy(model, meta), meta, path
+
+
+def _task_config(env_kwargs: dict, **overrides: Any) -> TaskConfig:
+    names = {f.name for f in fields(TaskConfig)}
+    kwargs = {k: v for k, v in env_kwargs.items() if k in names}
+    return TaskConfig(**{**kwargs, "split": "test", "device": "cpu", **overrides})
+
+
+def _command_option(meta: dict, key: str, option: str) -> str | None:
+    """The value of ``option`` in ``meta[key]`` or the recorded command line."""
+    if meta.get(key):
+        return str(meta[key])
+    try:
+        argv = shlex.split(meta.get("command") or "")
+    except ValueError:
+        return None
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _resolve(path: str, run_dir: Path) -> Path | None:
+    """An agent path as recorded: as given (relative to the working directory), else beside the run."""
+    for candidate in (Path(path), run_dir.parent / Path(path).name):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _recorded(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    keys = ("accuracy", "macs_ratio", "params_ratio", "static_keep_ratios")
+    return {k: m[k] for k in keys if k in m} if "accuracy" in m else None
+
+
+def load_run(run_dir: str | Path, *, runtime_agent: str | Path | None = None, static_agent: str | Path | None = None,
+             device: str = "cpu") -> LoadedRun:
+    """Load a run directory's test task and policies (see the module docstring).
+
+    ``runtime_agent`` / ``static_agent`` override the fixed partner of a single-agent run.
+    """
+    run_dir = Path(run_dir)
+    kind = inspect_run(run_dir)
+    info: dict[str, Any] = {"run_dir": str(run_dir), "kind": kind}
+    if kind in ("joint", "algorithm1"):
+        if runtime_agent is not None or static_agent is not None:
+            raise ValueError(f"a {kind} run holds both agents; --runtime-agent / --static-agent apply to single-agent runs")
+        rt_policy, rt_meta, rt_path = _agent(run_dir / "runtime", device)
+        st_policy, st_meta, st_path = _agent(run_dir / "static", device)
+        task = _build_task(run_dir, kind, rt_meta, info)
+        static = task.static_ratios_of(st_policy)
+        info.update(algo=rt_meta.get("algo"), runtime_agent=str(rt_path), static_agent=str(st_path))
+        pair = PolicyPair(f"agents ({rt_meta.get('algo')}, runtime + static)", rt_policy, static)
+    else:
+        policy, meta, path = _agent(run_dir, device)
+        task = _build_task(run_dir, kind, meta, info)
+        info.update(algo=meta.get("algo"))
+        if kind == "runtime":
+            partner = static_agent or _command_option(meta, "static_agent", "--static-agent")
+            static, source = np.ones(task.num_layers), "none (d_s = 1)"
+            if partner is not None:
+                found = Path(partner) if static_agent is not None else _resolve(str(partner), run_dir)
+                recorded = _recorded(run_dir) or {}
+                if found is not None:
+                    st_policy, _, st_path = _agent(found, device)
+                    static, source = task.static_ratios_of(st_policy), str(st_path)
+                elif "static_keep_ratios" in recorded:
+                    static = np.asarray(recorded["static_keep_ratios"], dtype=np.float64)
+                    source = f"metrics.json (static agent {partner!r} not found)"
+                else:
+                    raise FileNotFoundError(f"the static agent {partner!r} this run trained with is gone; "
+                                            f"pass --static-agent PATH")
+            info.update(runtime_agent=str(path), static_agent=source)
+            pair = PolicyPair(f"runtime agent ({meta.get('algo')})", policy, static)
+        else:
+            partner = runtime_agent or _command_option(meta, "runtime_agent", "--runtime-agent")
+            runtime, source = None, "none (d_r = 1)"
+            if partner is not None:
+                found = Path(partner) if runtime_agent is not None else _resolve(str(partner), run_dir)
+                if found is None:
+                    raise FileNotFoundError(f"the runtime agent {partner!r} this run trained with is gone; "
+                                            f"pass --runtime-agent PATH")
+                runtime, _, rt_path = _agent(found, device)
+                source = str(rt_path)
+            info.update(runtime_agent=source, static_agent=str(path))
+            pair = PolicyPair(f"static agent ({meta.get('algo')})", runtime, task.static_ratios_of(policy))
+    return LoadedRun(run_dir, kind, task, pair, info)
+
+
+def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask:
+    """The test-split task of a run. For Algorithm 1 the network is ``cnn.pt``; the observation
+    encoders are calibrated, as during the run, on the checkpoint the agents started from when
+    it still exists (the runtime agent was trained on those observations), else on ``cnn.pt``."""
+    env_kwargs = dict(meta.get("env_kwargs", {}))
+    if kind == "static":  # StaticPrune-v0's own default (pure static pruning), not TaskConfig's
+        env_kwargs.setdefault("tradeoff_rate", 0.0)
+    if kind != "algorithm1":
+        task = PruningTask(_task_config(env_kwargs))
+        info["checkpoint"] = task.cfg.checkpoint or "shipped default"
+        return task
+    from prune_env.checkpoint import load_checkpoint
+
+    cnn = run_dir / CNN_FILE
+    start = env_kwargs.get("checkpoint")
+    if start and Path(start).is_file() and Path(start).resolve() != cnn.resolve():
+        task = PruningTask(_task_config(env_kwargs, checkpoint=str(start)))
+        net, _ = load_checkpoint(cnn)
+        task.net.load_state_dict(net.state_dict())
+        info["encoder_calibration"] = str(start)
+    else:
+        task = PruningTask(_task_config(env_kwargs, checkpoint=str(cnn)))
+        info["encoder_calibration"] = str(cnn)
+    task.cfg.checkpoint = str(cnn)
+    info["checkpoint"] = str(cnn)
+    return task
+
+
+# --------------------------------------------------------------------------- the whole job
+def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = False, batch_size: int = 512,
+                     runtime_agent: str | Path | None = None, static_agent: str | Path | None = None,
+                     write: bool = True, echo: Callable[[str], Any] | None = print) -> dict:
+    """Evaluate ``run_dir`` on the test split, write ``report.{json,md,txt}`` into it, print the table.
+
+    ``latency``: True (default :class:`~prune_env.report.LatencyConfig`) or a config measures CPU
+    latency of dense vs the deployed model. Returns the report dict (see :mod:`prune_env.report`).
+    """
+    run = load_run(run_dir, runtime_agent=runtime_agent, static_agent=static_agent)
+    recorded = _recorded(run.run_dir)
+    lat_cfg = LatencyConfig() if latency is True else (latency or None)
+    report = build_report(run.task, {"agents": run.pair}, batch_size=batch_size, latency=lat_cfg,
+                          info={**run.info, "recorded": recorded})
+    if recorded:
+        row = next(r for r in report["rows"] if r["name"] == "agents")
+        report["run"]["reproduces_recorded"] = bool(
+            abs(row["accuracy"] - recorded["accuracy"]) < 1e-9 and abs(row["macs_ratio"] - recorded["macs_ratio"]) < 1e-9)
+    if write:
+        report["files"] = {k: str(v) for k, v in write_report(report, run.run_dir).items()}
+    if echo is not None:
+        echo(format_text(report).rstrip())
+        if write:
+            echo(f"written: {', '.join(report['files'].values())}")
+    return report
+
+
+__all__ = ["KINDS", "LoadedRun", "evaluate_run_dir", "inspect_run", "load_run"]

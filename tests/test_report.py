@@ -1,0 +1,189 @@
+"""evaluate_run.py / agents.report / prune_env.report, and the trade-off sweep's --quick mode."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate_run
+import train_agents
+from agents.algorithm1 import Algorithm1Config, run_algorithm1
+from agents.report import evaluate_run_dir, inspect_run
+from prune_env.assets import default_checkpoint_path
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.report import ROW_KEYS, LatencyConfig, PolicyPair, build_report, format_markdown, format_text
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ROOT = Path(__file__).resolve().parents[1]
+TINY_AGENT = ["--n-envs", "8", "--algo", "ppo", "--no-progress", "--hyperparams", "n_steps=8", "batch_size=64"]
+FAST_LATENCY = ["--latency", "--repeats", "3", "--warmup", "1", "--latency-inputs", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runtime_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "runtime"
+    train_agents.main(["--timesteps", "256", "--out", str(out), *TINY_AGENT])
+    return out
+
+
+def _check_rows(report: dict) -> dict[str, dict]:
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["dense", "uniform", "agents"]
+    for row in rows.values():
+        assert set(ROW_KEYS) <= set(row)
+        assert row["speedup"] == pytest.approx(1.0 / row["macs_ratio"])
+        assert row["stored_params"] == pytest.approx(row["params_ratio"] * report["task"]["dense_params"])
+        assert row["delta_pp"] == pytest.approx(100 * (row["accuracy"] - rows["dense"]["accuracy"]))
+        assert 0.0 <= row["accuracy"] <= 1.0
+    dense = rows["dense"]
+    assert dense["delta_pp"] == 0.0
+    assert dense["macs_ratio"] == pytest.approx(1.0) and dense["params_ratio"] == pytest.approx(1.0)
+    assert dense["overhead_params"] == 0.0
+    return rows
+
+
+def test_evaluate_run_writes_consistent_report(runtime_run, capsys):
+    assert inspect_run(runtime_run) == "runtime"
+    report = evaluate_run.main([str(runtime_run)])
+    printed = capsys.readouterr().out
+    rows = _check_rows(report)
+    assert report["latency"] is None and rows["agents"]["latency_ms"] is None
+    # the training-time evaluation (metrics.json) is reproduced from the saved agent
+    recorded = json.loads((runtime_run / "metrics.json").read_text())
+    assert rows["agents"]["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-12)
+    assert rows["agents"]["macs_ratio"] == pytest.approx(recorded["macs_ratio"], abs=1e-12)
+    assert report["run"]["reproduces_recorded"] is True
+    assert report["task"]["split"] == "test" and report["task"]["num_images"] == recorded["num_images"]
+    assert rows["uniform"]["macs_ratio"] <= report["task"]["macs_budget"] + 1e-9
+    # the three files, with the same numbers
+    saved = json.loads((runtime_run / "report.json").read_text())
+    assert [r["name"] for r in saved["rows"]] == ["dense", "uniform", "agents"]
+    assert saved["rows"][2]["accuracy"] == rows["agents"]["accuracy"]
+    md = (runtime_run / "report.md").read_text()
+    txt = (runtime_run / "report.txt").read_text()
+    assert "| policy | top-1 % |" in md and "dense baseline" in md
+    assert md.count("\n| ") == 5  # header, separator, three rows
+    assert f"{100 * rows['agents']['accuracy']:.2f}" in txt and f"{100 * rows['agents']['accuracy']:.2f}" in md
+    assert txt.rstrip() in printed
+
+
+def test_latency_measures_dense_and_the_deployed_model(runtime_run):
+    report = evaluate_run.main([str(runtime_run), *FAST_LATENCY, "--latency-batch", "2", "--no-write"])
+    rows = _check_rows(report)
+    lat = report["latency"]
+    assert set(lat["configs"]) == {"dense", "dense_executor", "uniform", "agents"}
+    assert lat["settings"]["batch"] == 2 and lat["settings"]["repeats"] == 3 and lat["settings"]["threads"] == 1
+    for name in ("uniform", "agents"):
+        cfg = lat["configs"][name]
+        assert cfg["kept_match"] and cfg["max_abs_diff"] < 1e-4  # the executor computes what was evaluated
+        assert cfg["samples"] == 3
+        assert cfg["deployed_backbone_params"] == pytest.approx(rows[name]["stored_params"])
+    for row in rows.values():
+        assert row["latency_ms"] > 0
+        assert row["latency_speedup"] == pytest.approx(rows["dense"]["latency_ms"] / row["latency_ms"])
+    assert rows["dense"]["latency_speedup"] == pytest.approx(1.0)
+    assert "latency ms (b2)" in format_text(report) and "latency ms (b2)" in format_markdown(report)
+
+
+def test_static_run_with_its_runtime_partner(runtime_run, tmp_path):
+    out = tmp_path / "static"
+    train_agents.main(["--env", "StaticPrune-v0", "--timesteps", "64", "--runtime-agent", str(runtime_run),
+                       "--env-kwargs", "eval_batch=32", "--out", str(out), *TINY_AGENT])
+    report = evaluate_run_dir(out, echo=None)
+    assert report["run"]["kind"] == "static"
+    assert report["run"]["runtime_agent"] == str(runtime_run)
+    assert report["run"]["reproduces_recorded"] is True
+    rows = _check_rows(report)
+    # the static agent's ratios are what the stored parameters count
+    static = report["metrics"]["agents"]["static_keep_ratios"]
+    assert report["metrics"]["uniform"]["static_keep_ratios"] == static
+    assert rows["uniform"]["params_ratio"] == rows["agents"]["params_ratio"]
+
+
+def test_algorithm1_run_dir_evaluates_the_finetuned_cnn(tmp_path):
+    out = tmp_path / "a1"
+    final = run_algorithm1(Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo",
+                                            iterations=1, agent_batches=1, cnn_batches=2, batch_size=16, n_envs=8,
+                                            static_episodes=2, budget=0.45, progress=False))
+    assert inspect_run(out) == "algorithm1"
+    report = evaluate_run.main([str(out), *FAST_LATENCY])
+    rows = _check_rows(report)
+    assert report["task"]["checkpoint"] == str(out / "cnn.pt")
+    assert report["run"]["encoder_calibration"] == str(default_checkpoint_path())
+    assert rows["agents"]["accuracy"] == pytest.approx(final["accuracy"], abs=1e-12)
+    assert rows["dense"]["accuracy"] == pytest.approx(final["dense_accuracy"], abs=1e-12)
+    assert rows["agents"]["params_ratio"] < 1.0  # R_r = 0.5 with a static agent: channels removed for good
+    assert report["latency"]["configs"]["agents"]["kept_match"]
+    assert (out / "report.md").is_file() and (out / "report.txt").is_file()
+
+
+def test_build_report_with_plain_policies():
+    task = PruningTask(TaskConfig(split="test", tradeoff_rate=0.0, budget=0.5))
+    static = np.full(task.num_layers, 0.5)
+    report = build_report(task, {"half": PolicyPair("static 0.5", 1.0, static)}, batch_size=128,
+                          latency=LatencyConfig(repeats=2, warmup=0, inputs=2))
+    rows = {r["name"]: r for r in report["rows"]}
+    # R_r = 0: pure static pruning, the uniform runtime ratio changes nothing
+    assert rows["uniform"]["accuracy"] == rows["half"]["accuracy"]
+    assert rows["half"]["params_ratio"] < 0.5 and rows["half"]["macs_ratio"] < 0.5
+    assert report["latency"]["configs"]["half"]["kept_match"]
+    with pytest.raises(ValueError, match="reserved"):
+        build_report(task, {"dense": PolicyPair("x", 1.0, static)})
+
+
+def test_evaluate_run_rejects_what_is_not_a_run_dir(tmp_path):
+    with pytest.raises(SystemExit):
+        evaluate_run.main([str(tmp_path)])
+    with pytest.raises(SystemExit):
+        evaluate_run.main([str(tmp_path / "missing")])
+
+
+def _sweep_module():
+    spec = importlib.util.spec_from_file_location("tradeoff_sweep", ROOT / "benchmarks" / "tradeoff_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("tradeoff_sweep", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tradeoff_sweep_quick_writes_csv_json_png_and_resumes(tmp_path, capsys):
+    sweep = _sweep_module()
+    args = ["--quick", "--rates", "0", "1", "--out", str(tmp_path / "sweep"), "--figures", str(tmp_path / "fig")]
+    result = sweep.main(args)
+    with open(tmp_path / "sweep" / "tradeoff.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["rate"]) for r in rows] == [0.0, 1.0]
+    by_rate = {r["rate"]: r for r in result["rows"]}
+    # R_r = 1 is pure runtime pruning: nothing removed for good; R_r = 0 removes channels
+    assert by_rate[1.0]["params_ratio"] == pytest.approx(1.0)
+    assert by_rate[0.0]["params_ratio"] < by_rate[1.0]["params_ratio"]
+    for r in result["rows"]:
+        assert r["speedup"] == pytest.approx(1.0 / r["macs_ratio"]) and not math.isnan(r["accuracy"])
+    for name in ("tradeoff_params.png", "tradeoff_rate.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 5_000
+    saved = json.loads((tmp_path / "sweep" / "tradeoff.json").read_text())
+    assert len(saved["rows"]) == 2 and len(saved["summary"]) == 2 and 0 < saved["starting_accuracy"] <= 1
+    # resumable: a second call skips both rates
+    row_file = tmp_path / "sweep" / "rr0.00-s0" / sweep.ROW_FILE
+    before = row_file.stat().st_mtime_ns
+    capsys.readouterr()
+    again = sweep.main(args)
+    assert "skipped" in capsys.readouterr().out
+    assert row_file.stat().st_mtime_ns == before
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
