@@ -33,12 +33,21 @@ Registered datasets and how ``root`` is read:
 ``imagenet``
     ``root`` (required) holds ``train/<class>/<image>`` and ``val/<class>/<image>``; the
     ``val`` folder is the test split. ``image_size`` (default 224) sets the crop size.
+``synthetic``
+    seeded random images for benchmarks and tests when no real dataset is on the machine;
+    ignores ``root``. Keywords: ``shape`` (default ``(3, 32, 32)``, CIFAR-10's), ``num_classes``
+    (10), ``size`` (2048 images in the train pool, split into train / val by ``seed``) and
+    ``test_size`` (512). Images are standard normal; a label is the argmax of a fixed random
+    linear projection of its image, so labels are a learnable function of the images (a linear
+    classifier represents them exactly), not noise. The pool, the test split and the projection
+    come from fixed generator seeds, independent of ``seed``.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -86,6 +95,9 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_TEST_SEED = 0
+
+# Fixed generator seeds of the synthetic data: the projection, the train pool, the test split.
+_SYNTHETIC_SEEDS = {"projection": 20_011, "pool": 20_021, "test": 20_023}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -445,6 +457,58 @@ def _build_imagenet(
     )
 
 
+# --------------------------------------------------------------------------- synthetic
+
+
+def _synthetic_tensor_dataset(
+    n: int, shape: tuple[int, int, int], projection: torch.Tensor, seed: int
+) -> _ImageTensorDataset:
+    """``n`` standard normal images labelled by the argmax of ``projection`` (``(C*H*W, classes)``)."""
+    images = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+    labels = (images.reshape(n, -1).double() @ projection).argmax(dim=1)
+    return _ImageTensorDataset(images, labels)
+
+
+def _build_synthetic(
+    root: str | os.PathLike | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+    augment: bool,
+    shape: Sequence[int] = (3, 32, 32),
+    num_classes: int = 10,
+    size: int = 2048,
+    test_size: int = 512,
+) -> DatasetSplits:
+    """Seeded random images with learnable labels (see the module docstring)."""
+    del root, download, augment  # generated data; no augmentation
+    try:
+        shape = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be three positive integers (C, H, W), got {shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be three positive integers (C, H, W), got {shape!r}")
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    if int(size) < 2:
+        raise ValueError(f"size must be >= 2 (train and val both need images), got {size!r}")
+    if int(test_size) < 1:
+        raise ValueError(f"test_size must be >= 1, got {test_size!r}")
+    generator = torch.Generator().manual_seed(_SYNTHETIC_SEEDS["projection"])
+    projection = torch.randn(math.prod(shape), int(num_classes), generator=generator, dtype=torch.float64)
+    pool = _synthetic_tensor_dataset(int(size), shape, projection, _SYNTHETIC_SEEDS["pool"])
+    train, val = _train_val_subsets(pool, pool, val_fraction, seed)
+    return DatasetSplits(
+        name="synthetic",
+        train=train,
+        val=val,
+        test=_synthetic_tensor_dataset(int(test_size), shape, projection, _SYNTHETIC_SEEDS["test"]),
+        num_classes=int(num_classes),
+        input_shape=shape,  # type: ignore[arg-type]
+    )
+
+
 # --------------------------------------------------------------------------- public API
 
 #: Dataset builders by name; each takes ``(root, *, val_fraction, seed, download, augment, ...)``.
@@ -453,6 +517,7 @@ DATASETS: dict[str, Callable[..., DatasetSplits]] = {
     "fashion-mnist": _build_fashion_mnist,
     "cifar10": _build_cifar10,
     "imagenet": _build_imagenet,
+    "synthetic": _build_synthetic,
 }
 
 
@@ -475,7 +540,8 @@ def load_dataset(
 
     ``val_fraction`` (in (0, 0.5]) of the training set is held out as ``val``, chosen by
     ``seed``. Extra keyword arguments go to the dataset's builder (``verify`` for
-    ``cifar10``, ``image_size`` for ``imagenet``).
+    ``cifar10``, ``image_size`` for ``imagenet``, ``shape``, ``num_classes``, ``size`` and
+    ``test_size`` for ``synthetic``).
 
     Raises:
         ValueError: unknown ``name`` or ``val_fraction`` out of range.

@@ -48,7 +48,7 @@ def _index_sets(splits: DatasetSplits) -> tuple[set[int], set[int]]:
 
 
 def test_registry_names():
-    assert available_datasets() == sorted(["digits", "fashion-mnist", "cifar10", "imagenet"])
+    assert available_datasets() == sorted(["digits", "fashion-mnist", "cifar10", "imagenet", "synthetic"])
     assert set(DATASETS) == set(available_datasets())
 
 
@@ -382,3 +382,86 @@ def test_imagenet_missing_names_path(tmp_path):
     assert "<root>/train/<class>/<image>" in str(info.value)
     with pytest.raises(ValueError, match="root"):
         load_dataset("imagenet")
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_default_shapes_and_sizes():
+    splits = load_dataset("synthetic")
+    assert (splits.name, splits.num_classes, splits.input_shape) == ("synthetic", 10, (3, 32, 32))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (2048 - 205, 205, 512)
+    train, val = _index_sets(splits)
+    assert not train & val and train | val == set(range(2048))
+    for part in (splits.train, splits.val, splits.test):
+        image, label = part[0]
+        assert image.dtype == torch.float32 and tuple(image.shape) == (3, 32, 32)
+        assert type(label) is int and 0 <= label < 10
+    images, labels = next(iter(make_loader(splits.val, 32, shuffle=False)))
+    assert images.shape == (32, 3, 32, 32) and labels.dtype == torch.int64
+
+
+def test_synthetic_keywords_through_load_dataset():
+    splits = load_dataset(
+        "synthetic", val_fraction=0.25, shape=[1, 8, 6], num_classes=3, size=40, test_size=7
+    )
+    assert (splits.num_classes, splits.input_shape) == (3, (1, 8, 6))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 7)
+    assert splits.test[6][0].shape == (1, 8, 6)
+    labels = [label for part in (splits.train, splits.val, splits.test) for _, label in part]
+    assert set(labels) <= {0, 1, 2}
+
+
+def test_synthetic_deterministic_and_test_independent_of_seed():
+    a, b = load_dataset("synthetic", seed=5), load_dataset("synthetic", seed=5)
+    other = load_dataset("synthetic", seed=6, val_fraction=0.3)
+    for x, y in ((a, b), (a, other)):  # the generated data never depends on seed
+        assert torch.equal(x.train.dataset.tensors[0], y.train.dataset.tensors[0])
+        assert torch.equal(x.train.dataset.tensors[1], y.train.dataset.tensors[1])
+        assert torch.equal(x.test.tensors[0], y.test.tensors[0])
+        assert torch.equal(x.test.tensors[1], y.test.tensors[1])
+    assert list(a.val.indices) == list(b.val.indices)
+    assert set(other.val.indices) != set(a.val.indices)
+    # the val split is the module's seeded split of the pool
+    assert (list(a.train.indices), list(a.val.indices)) == data._split_indices(2048, 0.1, 5)
+    # pool and test are different draws
+    assert not torch.equal(a.train.dataset.tensors[0][:512], a.test.tensors[0])
+
+
+_SYNTHETIC_FINGERPRINT = """
+from prune_env.data import load_dataset
+s = load_dataset("synthetic", seed=2, shape=(2, 5, 5), size=64, test_size=16)
+print(repr((list(s.val.indices), s.train.dataset.tensors[1].tolist(), s.test.tensors[1].tolist(),
+            round(float(s.test.tensors[0].sum()), 4))))
+"""
+
+
+def test_synthetic_same_in_another_process():
+    out = subprocess.run(
+        [sys.executable, "-c", _SYNTHETIC_FINGERPRINT],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+    ).stdout
+    s = load_dataset("synthetic", seed=2, shape=(2, 5, 5), size=64, test_size=16)
+    expected = (list(s.val.indices), s.train.dataset.tensors[1].tolist(), s.test.tensors[1].tolist(),
+                round(float(s.test.tensors[0].sum()), 4))
+    assert ast.literal_eval(out) == expected
+
+
+def test_synthetic_labels_are_learnable_and_balanced():
+    splits = load_dataset("synthetic", shape=(1, 8, 8), size=1024, test_size=256)
+    images, labels = splits.train.dataset.tensors
+    assert torch.bincount(labels, minlength=10).min() > 1024 / 10 / 2  # every class well represented
+    # a least-squares linear classifier fitted on the pool generalises to the test split
+    x = images.reshape(len(images), -1).double()
+    w = torch.linalg.lstsq(x, torch.nn.functional.one_hot(labels, 10).double()).solution
+    test_x = splits.test.tensors[0].reshape(256, -1).double()
+    accuracy = (test_x @ w).argmax(1).eq(splits.test.tensors[1]).double().mean()
+    assert accuracy > 0.5  # chance is 0.1 (0.68 measured)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"shape": (32, 32)}, {"shape": (3, 0, 32)}, {"shape": 32}, {"num_classes": 1}, {"size": 1}, {"test_size": 0},
+])
+def test_synthetic_rejects_bad_keywords(kwargs):
+    with pytest.raises(ValueError):
+        load_dataset("synthetic", **kwargs)
