@@ -69,6 +69,7 @@ class CostModel:
         self.in_channels_of_layer = torch.tensor(net.in_channels, dtype=torch.long)
         self.num_layers = net.num_layers
         self.entries = self._trace(net)
+        self._macs_q = self._macs_form()
         # predictor input follows the previous layer exactly when the layer's conv input does
         conv_in = {e.out_layer: e.in_layer for e in self.entries if e.kind == "conv" and e.out_layer >= 0}
         self._predictor_in_layer = [conv_in[t] for t in range(self.num_layers)]
@@ -152,13 +153,25 @@ class CostModel:
         return torch.stack([keep_count(keep_ratio, int(c)) for c in self.channels])
 
     # ------------------------------------------------------------------ MACs
+    def _macs_form(self) -> Tensor:
+        """``Q`` with ``macs(kept) = c Q c^T`` for ``c = [kept, 1]``: every conv / linear contributes
+        ``k * spatial / groups`` times its (active or fixed) input and output channel counts."""
+        L = self.num_layers
+        q = torch.zeros(L + 1, L + 1, dtype=torch.float64)
+        for e in self.entries:
+            if e.kind == "bn":
+                continue
+            weight = e.kernel * e.spatial / e.groups
+            weight *= 1 if e.in_layer >= 0 else e.in_channels
+            weight *= 1 if e.out_layer >= 0 else e.out_channels
+            q[e.in_layer if e.in_layer >= 0 else L, e.out_layer if e.out_layer >= 0 else L] += weight
+        return q
+
     def macs(self, kept) -> Tensor:
         """Per-sample backbone MACs given ``(B, L)`` (or ``(L,)``) kept channel counts; ``(B,)`` float64."""
         kept = self._as_counts(kept)
-        total = torch.zeros(kept.shape[0], dtype=torch.float64)
-        for e in self.entries:
-            total += e.macs(self._active(kept, e.in_layer, e.in_channels), self._active(kept, e.out_layer, e.out_channels))
-        return total
+        c = torch.cat([kept.double(), torch.ones(kept.shape[0], 1, dtype=torch.float64)], 1)
+        return ((c @ self._macs_q) * c).sum(1)
 
     def macs_ratio(self, kept) -> Tensor:
         """Per-sample MACs as a fraction of the dense network's."""

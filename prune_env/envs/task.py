@@ -246,15 +246,15 @@ class PruningTask:
 
         ``[encoded GAP(F_in) | one-hot layer index | MAC ratio so far (rest dense) | MAC budget]``.
         """
-        batch, t = state.kept.shape[0], state.t
-        onehot = torch.zeros(batch, self.num_layers)
-        if t < self.num_layers:
-            features = self.encode_pooled(state.pooled, t).cpu().float()
-            onehot[:, t] = 1.0
-        else:
-            features = torch.zeros(batch, self.runtime_obs_dim - self.num_layers - 2)
-        progress = torch.stack([self.macs_so_far(state.kept, t).float(), torch.full((batch,), self.macs_budget)], 1)
-        return torch.cat([features, onehot, progress], 1).numpy()
+        batch, t, layers = state.kept.shape[0], state.t, self.num_layers
+        out = np.zeros((batch, self.runtime_obs_dim), dtype=np.float32)
+        width = self.runtime_obs_dim - layers - 2
+        if t < layers:
+            out[:, :width] = self.encode_pooled(state.pooled, t).cpu().numpy()
+            out[:, width + t] = 1.0
+        out[:, -2] = self.macs_so_far(state.kept, t).numpy()
+        out[:, -1] = self.macs_budget
+        return out
 
     def _static_layer_features(self) -> np.ndarray:
         """``(L, 7)``: the layer's output shape, input channels, stride and share of MACs and parameters."""

@@ -128,6 +128,10 @@ def tradeoff_mask(
         raise ValueError(f"tradeoff_rate (R_r) must be in [0, 1], got {tradeoff_rate}")
     u_r = runtime_importance
     u_s = static_importance.expand_as(u_r)
+    if tradeoff_rate == 1.0:  # exactly M_r: nothing of M_s - M_o is pruned and P is empty
+        return keep_ratio_mask(u_r, runtime_keep_ratio)
+    if tradeoff_rate == 0.0:  # exactly M_s (P lies inside it)
+        return keep_ratio_mask(u_s, static_keep_ratio)
     m_r = keep_ratio_mask(u_r, runtime_keep_ratio)
     m_s = keep_ratio_mask(u_s, static_keep_ratio)
     m_o = m_r & m_s
