@@ -174,6 +174,12 @@ def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) 
         policy_kwargs.setdefault("initial_action", float(task.cfg.budget) if task.cfg.budget_kind == "sparsity" else 0.5)
     if not policy_kwargs:
         params.pop("policy_kwargs")
+    noise_std = params.pop("action_noise_std", None)  # deterministic off-policy actors explore with Gaussian noise
+    if noise_std:
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        dim = int(np.prod(venv.action_space.shape))
+        params["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, float(noise_std)))
     return spec.cls(spec.policy, venv, seed=cfg.seed, device=cfg.device, verbose=0,
                     tensorboard_log=None if tb_dir is None else str(tb_dir), **params)
 

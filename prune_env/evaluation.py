@@ -71,13 +71,25 @@ def uniform_keep_ratio(task: PruningTask, budget: float | None = None) -> float:
     return lo
 
 
-def reference_metrics(task: PruningTask, static_ratios: Any, *, batch_size: int = 512) -> dict[str, dict]:
-    """The dense network and the uniform keep ratio meeting the budget (FBS-like), same static ratios."""
+def reference_metrics(task: PruningTask, static_ratios: Any = None, *, batch_size: int = 512) -> dict[str, dict]:
+    """The references beside an agent, on the same network and budget.
+
+    * ``dense``: nothing pruned;
+    * ``uniform``: FBS-like pure runtime pruning, the largest uniform keep ratio whose MACs meet
+      the budget in every layer, ``R_r = 1`` and no static pruning (``static_ratios`` is accepted
+      for backward compatibility and ignored).
+    """
     uniform = uniform_keep_ratio(task)
-    out = {
-        "dense": evaluate_policies(task, 1.0, np.ones(task.num_layers), batch_size=batch_size),
-        "uniform": evaluate_policies(task, uniform, static_ratios, batch_size=batch_size),
-    }
+    ones = np.ones(task.num_layers)
+    saved = task.net.gate_config
+    try:
+        task.net.configure(tradeoff_rate=1.0)
+        out = {
+            "dense": evaluate_policies(task, 1.0, ones, batch_size=batch_size),
+            "uniform": evaluate_policies(task, uniform, ones, batch_size=batch_size),
+        }
+    finally:
+        task.net.gate_config = saved
     out["uniform"]["uniform_keep_ratio"] = uniform
     return out
 

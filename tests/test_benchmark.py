@@ -1,0 +1,136 @@
+"""The benchmark runner: the smoke suite end to end, resume, validation, intervals, import direction."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from prune_env import benchmark
+from prune_env.benchmark import binned_curve, main, summarize, t_interval, validate_result
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """2 algorithms x 2 seeds (+ the uniform baseline) of the smoke suite in 2 spawned workers."""
+    out = tmp_path_factory.mktemp("bench")
+    code = main(["run", "--suite", "smoke", "--algos", "ppo", "dqn", "--seeds", "0", "1", "--baselines", "uniform",
+                 "--workers", "2", "--out", str(out)])
+    return out, code
+
+
+def test_smoke_suite_writes_every_output(smoke):
+    out, code = smoke
+    assert code == 0
+    root = out / "smoke"
+    runs = sorted(p.relative_to(root / "runs").as_posix() for p in (root / "runs").glob("*/seed*.json"))
+    assert runs == ["dqn/seed0.json", "dqn/seed1.json", "ppo/seed0.json", "ppo/seed1.json", "uniform/seed0.json", "uniform/seed1.json"]
+    with open(root / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {r["algo"] for r in rows} == {"ppo", "dqn", "uniform"}
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and 0.0 < float(r["macs_ratio"]) <= 1.0
+        assert math.isfinite(float(r["final_return"])) and float(r["wall_seconds"]) > 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["interval"] == "95% Student-t over seeds"
+    by_algo = {r["algo"]: r for r in summary["rows"]}
+    assert set(by_algo) == {"ppo", "dqn", "uniform"} and all(r["n"] == 2 for r in by_algo.values())
+    ppo = by_algo["ppo"]
+    accs = [float(r["accuracy"]) for r in rows if r["algo"] == "ppo"]
+    mean, lo, hi = t_interval(accs)
+    assert ppo["accuracy"] == pytest.approx(np.mean(accs)) and ppo["accuracy_low"] == pytest.approx(lo)
+    uniform = by_algo["uniform"]
+    assert uniform["macs_ratio"] <= uniform["budget"] + 1e-9 and uniform["budget_met"]
+    assert uniform["accuracy_low"] == pytest.approx(uniform["accuracy_high"])  # deterministic: zero width
+    md = (root / "leaderboard.md").read_text()
+    assert "| `ppo` |" in md and "| `uniform` |" in md and "test top-1 (%)" in md and "--suite smoke" in md
+    assert (root / "learning_curves.png").stat().st_size > 5_000
+    assert (root / "summary.csv").read_text().startswith("algo,")
+
+
+def test_result_json_records_versions_seed_command_and_curve(smoke):
+    out, _ = smoke
+    result = json.loads((out / "smoke" / "runs" / "dqn" / "seed1.json").read_text())
+    assert result["seed"] == 1 and result["algo"] == "dqn" and result["suite"] == "smoke"
+    assert result["command"].startswith("python -m prune_env.benchmark run --suite smoke")
+    assert {"torch", "stable_baselines3", "sb3_contrib", "gymnasium", "prune_env"} <= set(result["versions"])
+    assert result["timesteps"] >= 256 and result["levels"] == [0.25, 0.5, 0.75, 1.0]
+    curve = result["curve"]
+    assert len(curve["steps"]) == len(curve["return"]) == benchmark.CURVE_BINS and curve["steps"][-1] == 256
+    assert result["final_episodes"] == 16 and math.isfinite(result["final_return"])
+    record = result["episode_record"]
+    assert record["env_id"] == "RuntimePrune-v0" and record["env_kwargs"]["split"] == "test"
+    assert len(record["actions"]) == 4 and set(record["actions"]) <= {0.25, 0.5, 0.75, 1.0}
+
+
+def test_rerun_skips_finished_runs(smoke, capsys):
+    out, _ = smoke
+    paths = sorted((out / "smoke" / "runs").glob("*/seed*.json"))
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    capsys.readouterr()
+    code = main(["run", "--suite", "smoke", "--algos", "ppo", "dqn", "--seeds", "0", "1", "--baselines", "uniform",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "6 already finished (skipped), 0 to run" in printed and "ran 0 runs" in printed
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+
+def test_validate_replays_a_claimed_result(smoke, tmp_path, capsys):
+    out, _ = smoke
+    path = out / "smoke" / "runs" / "ppo" / "seed0.json"
+    ok, message = validate_result(path)
+    assert ok, message
+    assert main(["validate", str(path), str(out / "smoke" / "runs" / "uniform" / "seed1.json")]) == 0
+    tampered = json.loads(path.read_text())
+    tampered["episode_record"]["info"]["loss"] *= 0.5  # claim a better loss than the actions give
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(tampered))
+    assert main(["validate", str(bad)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_checkpoint_suite_is_skipped_with_a_message_without_a_checkpoint(tmp_path, capsys):
+    assert main(["run", "--suite", "fashion-mnist", "--out", str(tmp_path)]) == 0
+    assert "needs a trained network, pass --checkpoint" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_t_interval_and_binned_curve():
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and (hi - lo) / 2 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) * s / sqrt(n)
+    assert math.isnan(t_interval([1.0])[1]) and t_interval([1.0])[0] == 1.0
+    curve = binned_curve([10, 20, 60, 90], [1.0, 3.0, 5.0, 7.0], total=100, bins=4)
+    assert curve["steps"] == [25.0, 50.0, 75.0, 100.0]
+    assert curve["return"] == [2.0, 2.0, 5.0, 7.0]  # the empty second bin carries the first forward
+
+
+def test_summary_ranks_budget_meeting_methods_first():
+    def result(algo, acc, macs, constraint="macs", params=1.0):
+        return {"algo": algo, "kind": "agent", "env_id": "RuntimePrune-v0", "timesteps": 1, "seed": 0, "constraint": constraint,
+                "final_return": -1.0, "wall_seconds": 1.0,
+                "test": {"accuracy": acc, "macs_ratio": macs, "params_ratio": params, "within_budget": 1.0,
+                         "params_within_budget": 1.0, "budget": 0.25, "params_budget": 0.26}}
+
+    rows = summarize([result("greedy", 0.99, 0.9), result("ok", 0.90, 0.2), result("better", 0.95, 0.25),
+                      result("static", 0.97, 0.5, "params", 0.2)])
+    assert [r["algo"] for r in rows] == ["static", "better", "ok", "greedy"]
+    assert [r["budget_met"] for r in rows] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("module", ["benchmark", "baselines"])
+def test_agents_is_imported_lazily_only(module):
+    """DESIGN.md: prune_env never imports agents at import time (inside functions is allowed here)."""
+    import ast
+    from pathlib import Path
+
+    import prune_env
+
+    tree = ast.parse((Path(prune_env.__file__).parent / f"{module}.py").read_text())
+    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)]
+    assert names and not any(name == "agents" or name.startswith("agents.") for name in names)
