@@ -85,7 +85,6 @@ def _build(out: str | Path | None, *, seed: int, progress: bool, verbose: bool, 
         test={"accuracy": test["accuracy"], "loss": test["loss"], "kept_fraction": test["kept_fraction"]},
         builder="prune_env.assets.build_default",
     )
-    out.chmod(0o644)  # atomic_save's temporary file is private (0600); this one ships
     seconds = time.perf_counter() - t0
     if verbose:
         print(

@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from prune_env.checkpoint import atomic_write
 from prune_env.deploy.export import DeployedGate, DeployedNet, DeployedResidualStage, DeployedSequentialStage, slice_linear
 from prune_env.nets.gated import global_pool
 
@@ -108,17 +108,4 @@ def export_onnx(model: DeployedNet, path: str | os.PathLike, input_shape: tuple[
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
         torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["logits"], dynamic_axes=axes)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))

@@ -154,8 +154,5 @@ class StaticPruneEnv(gym.Env):
     def step(self, action):
         if self.episodes.done:
             raise RuntimeError("call reset() before step() (the episode is over or not started)")
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (1,):
-            raise ValueError(f"action must hold one keep ratio, got shape {np.shape(action)}")
-        obs, rewards, terminated, infos = self.episodes.advance(action[None])
+        obs, rewards, terminated, infos = self.episodes.advance(self.task.single_action(action))
         return obs[0], float(rewards[0]), terminated, False, infos[0]

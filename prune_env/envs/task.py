@@ -317,6 +317,14 @@ class PruningTask:
             raise ValueError(f"action must be finite, got {ratios.reshape(-1).tolist()}")
         return np.clip(ratios, self.cfg.alpha, 1.0)
 
+    @staticmethod
+    def single_action(action: Any) -> np.ndarray:
+        """One environment's action as a ``(1, 1)`` batch, or a ValueError naming what was wrong."""
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (1,):
+            raise ValueError(f"action must hold one keep ratio, got shape {np.shape(action)}")
+        return action[None]
+
     def static_ratios_of(self, policy: Any) -> np.ndarray:
         """The ``(L,)`` static keep ratios a static policy chooses (deterministic, input-independent)."""
         policy = as_policy(policy, self.num_layers)
