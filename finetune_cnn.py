@@ -36,6 +36,7 @@ from prune_env.training import (
     cleanup_distributed,
     evaluate,
     init_distributed,
+    random_ratio_fn,
     stage_hparams,
     train_stage,
     uniform_ratio_fn,
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("finetune", parents=[common], help="train CNN, f and u_s under the agents' masks")
     ft.add_argument("--keep", type=keep_ratio, default=None,
                     help="uniform keep ratio in (0, 1] for runtime and static masks when no agents are given (default 0.5)")
+    ft.add_argument("--random-keep", type=keep_ratio, default=None, metavar="LOW",
+                    help="instead of agents: random runtime keep ratios per input and layer in [LOW, 1] "
+                         "(prepares a network for whatever allocation agents will pick)")
     ft.add_argument("--runtime-agent", type=Path, default=None, metavar="PATH",
                     help="frozen runtime agent (a train_agents.py run directory): its deterministic keep ratios")
     ft.add_argument("--static-agent", type=Path, default=None, metavar="PATH",
@@ -170,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     _algorithm1_arguments(method)
     method.add_argument("--model", choices=sorted(BACKBONES), default="digitnet")
     method.add_argument("--width", type=positive_float, default=1.0)
+    method.add_argument("--warmup-epochs", type=non_negative_int, default=25,
+                        help="epochs of fine-tuning under random keep ratios before Algorithm 1 (0: none)")
     return parser
 
 
@@ -215,12 +221,18 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         shared = ["--dataset", dataset, "--seed", str(args.seed), "--threads", str(args.threads),
                   *(["--data-root", str(args.data_root)] if args.data_root else []),
                   *(["--no-progress"] if args.no_progress else [])]
-        pre, imp = out / "pretrain.pt", out / "importance.pt"
+        pre, imp, warm = out / "pretrain.pt", out / "importance.pt", out / "warmup.pt"
         if not (args.resume and pre.is_file() and read_checkpoint(pre).get("completed")):
             main(["pretrain", "--model", args.model, "--width", str(args.width), *shared, "--out", str(pre)])
         if not (args.resume and imp.is_file() and read_checkpoint(imp).get("completed")):
             main(["importance", "--checkpoint", str(pre), *shared, "--out", str(imp)])
-        checkpoint = imp
+        # our addition to the schedule: before any agent exists, fine-tune under random keep ratios,
+        # so that the agents' first rewards tell allocations apart (an untouched network answers
+        # every pruned allocation with chance-level loss, and the agents then drift to alpha)
+        if args.warmup_epochs > 0 and not (args.resume and warm.is_file() and read_checkpoint(warm).get("completed")):
+            main(["finetune", "--checkpoint", str(imp), *shared, "--random-keep", "0.2", "--epochs", str(args.warmup_epochs),
+                  "--tradeoff-rate", "1.0", "--out", str(warm)])
+        checkpoint = warm if args.warmup_epochs > 0 else imp
     schedule_values = dict(PRESETS[schedule])
     for key in ("iterations", "agent_batches", "cnn_batches", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -341,7 +353,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         stage_kwargs = {k: v for k, v in hp.items() if v is not None}
         agents_given = stage == "finetune" and (args.runtime_agent is not None or args.static_agent is not None)
+        random_keep = getattr(args, "random_keep", None)
+        if agents_given and random_keep is not None:
+            parser.error("--random-keep replaces the agents; give one or the other")
         agent_fn = _agent_ratio_fn(args, args.checkpoint) if agents_given else None
+        if random_keep is not None:
+            agent_fn = random_ratio_fn(random_keep, 1.0, seed=args.seed)
         history = train_stage(
             net, stage, splits, **stage_kwargs, ratio_fn=agent_fn,
             device=device, seed=args.seed, progress=not args.no_progress, tradeoff_rate=args.tradeoff_rate,

@@ -100,3 +100,14 @@ def test_finetune_cli_uses_frozen_agents(tmp_path):
     assert result["test"]["accuracy"] > 0.5
     kept = result["test"]["kept_fraction"]
     assert len(kept) == 4 and min(kept) < 1.0  # the agent's masks were applied
+
+
+def test_finetune_cli_random_keep_warmup(tmp_path):
+    result = finetune_cnn.main(["finetune", "--checkpoint", str(default_checkpoint_path()), "--random-keep", "0.3",
+                                "--epochs", "1", "--steps-per-epoch", "3", "--tradeoff-rate", "1.0",
+                                "--out", str(tmp_path / "warm.pt"), "--no-progress", "--threads", "1"])
+    kept = result["test"]["kept_fraction"]
+    assert len(kept) == 4 and 0.3 < min(kept) and max(kept) < 1.0  # random ratios in [0.3, 1] were applied
+    with pytest.raises(SystemExit):
+        finetune_cnn.main(["finetune", "--checkpoint", str(default_checkpoint_path()), "--random-keep", "0.3",
+                           "--runtime-agent", str(tmp_path), "--out", str(tmp_path / "x.pt"), "--no-progress"])
