@@ -80,7 +80,21 @@ def action_regularizer(mean_actions: torch.Tensor, low: float, high: float) -> t
 
 
 class _ActionRegularizerMixin:
-    """Adds Eq. 13 to the loss of on-policy algorithms (see the module docstring)."""
+    """Adds Eq. 13 to the loss of on-policy algorithms (see the module docstring).
+
+    Extra keywords: ``action_reg_coef`` (1.0), ``action_low`` (the action space's low, i.e.
+    ``alpha``), ``action_high`` (1.0), ``initial_action`` (None: the initial policy mean).
+    """
+
+    def __init__(self, *args: Any, action_reg_coef: float = 1.0, action_low: float | None = None,
+                 action_high: float = 1.0, initial_action: float | None = None, **kwargs: Any):
+        self._reg_args = (action_reg_coef, action_low, action_high, initial_action)
+        super().__init__(*args, **kwargs)
+
+    def _build(self, lr_schedule) -> None:
+        self._setup_regularizer(*self._reg_args)
+        super()._build(lr_schedule)
+        self._finish_build()
 
     def _setup_regularizer(self, coef: float, low: float | None, high: float, initial_action: float | None) -> None:
         if coef < 0:
@@ -127,21 +141,7 @@ class _ActionRegularizerMixin:
 
 
 class RegularizedLstmPolicy(_ActionRegularizerMixin, RecurrentActorCriticPolicy):
-    """sb3-contrib's LSTM actor-critic with the Eq. 13 term in its loss.
-
-    Extra keywords: ``action_reg_coef`` (1.0), ``action_low`` (the action space's low, i.e.
-    ``alpha``), ``action_high`` (1.0), ``initial_action`` (None: the initial policy mean).
-    """
-
-    def __init__(self, *args: Any, action_reg_coef: float = 1.0, action_low: float | None = None,
-                 action_high: float = 1.0, initial_action: float | None = None, **kwargs: Any):
-        self._reg_args = (action_reg_coef, action_low, action_high, initial_action)
-        super().__init__(*args, **kwargs)
-
-    def _build(self, lr_schedule) -> None:
-        self._setup_regularizer(*self._reg_args)
-        super()._build(lr_schedule)
-        self._finish_build()
+    """sb3-contrib's LSTM actor-critic with the Eq. 13 term in its loss (keywords: see the mixin)."""
 
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
         out = super().evaluate_actions(obs, actions, lstm_states, episode_starts)
@@ -150,17 +150,7 @@ class RegularizedLstmPolicy(_ActionRegularizerMixin, RecurrentActorCriticPolicy)
 
 
 class RegularizedMlpPolicy(_ActionRegularizerMixin, ActorCriticPolicy):
-    """SB3's MLP actor-critic with the Eq. 13 term in its loss (keywords as :class:`RegularizedLstmPolicy`)."""
-
-    def __init__(self, *args: Any, action_reg_coef: float = 1.0, action_low: float | None = None,
-                 action_high: float = 1.0, initial_action: float | None = None, **kwargs: Any):
-        self._reg_args = (action_reg_coef, action_low, action_high, initial_action)
-        super().__init__(*args, **kwargs)
-
-    def _build(self, lr_schedule) -> None:
-        self._setup_regularizer(*self._reg_args)
-        super()._build(lr_schedule)
-        self._finish_build()
+    """SB3's MLP actor-critic with the Eq. 13 term in its loss (keywords: see the mixin)."""
 
     def evaluate_actions(self, obs, actions, action_masks=None):
         out = super().evaluate_actions(obs, actions)
