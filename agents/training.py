@@ -332,7 +332,7 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
     """Deterministic evaluation on the test split: table, ``metrics.json``, references, ``keep_ratios.png``."""
     test = task if task.cfg.split == "test" else test_task(task)
     metrics = evaluate_policies(test, runtime_policy, static_ratios)
-    refs = reference_metrics(test, static_ratios)
+    refs = reference_metrics(test)
     metrics["dense_accuracy"] = refs["dense"]["accuracy"]
     metrics["uniform_accuracy"] = refs["uniform"]["accuracy"]
     metrics["uniform_keep_ratio"] = refs["uniform"]["uniform_keep_ratio"]

@@ -71,13 +71,12 @@ def uniform_keep_ratio(task: PruningTask, budget: float | None = None) -> float:
     return lo
 
 
-def reference_metrics(task: PruningTask, static_ratios: Any = None, *, batch_size: int = 512) -> dict[str, dict]:
+def reference_metrics(task: PruningTask, *, batch_size: int = 512) -> dict[str, dict]:
     """The references beside an agent, on the same network and budget.
 
     * ``dense``: nothing pruned;
     * ``uniform``: FBS-like pure runtime pruning, the largest uniform keep ratio whose MACs meet
-      the budget in every layer, ``R_r = 1`` and no static pruning (``static_ratios`` is accepted
-      for backward compatibility and ignored).
+      the budget in every layer, ``R_r = 1`` and no static pruning.
     """
     uniform = uniform_keep_ratio(task)
     ones = np.ones(task.num_layers)

@@ -200,16 +200,14 @@ def build_report(task: PruningTask, pairs: Mapping[str, PolicyPair], *, batch_si
     """Evaluate the policy pairs and the references on ``task``; returns the report dict.
 
     ``pairs`` maps a row name (e.g. ``"agents"``) to a :class:`PolicyPair`; the uniform reference
-    uses the static keep ratios of the first pair. ``info`` (run directory, agents, ...) is stored
+    is FBS-like pure runtime pruning with nothing removed for good. ``info`` (run directory, agents, ...) is stored
     under ``"run"``. With ``latency`` the rows get measured CPU latencies (module docstring).
     """
     if not pairs:
         raise ValueError("build_report needs at least one policy pair")
-    first = next(iter(pairs.values()))
-    first_static = np.asarray(first.static_ratios, dtype=np.float64).reshape(-1)
-    refs = reference_metrics(task, first_static, batch_size=batch_size)
+    refs = reference_metrics(task, batch_size=batch_size)
     metrics: dict[str, dict] = {"dense": refs["dense"], "uniform": refs["uniform"]}
-    statics: dict[str, np.ndarray] = {"dense": np.ones(task.num_layers), "uniform": first_static}
+    statics: dict[str, np.ndarray] = {"dense": np.ones(task.num_layers), "uniform": np.ones(task.num_layers)}
     for name, pair in pairs.items():
         if name in metrics:
             raise ValueError(f"row name {name!r} is reserved")
@@ -241,7 +239,7 @@ def build_report(task: PruningTask, pairs: Mapping[str, PolicyPair], *, batch_si
         "latency": None,
     }
     if latency is not None:
-        pair_args = {"uniform": (uniform_ratio, first_static),
+        pair_args = {"uniform": (uniform_ratio, statics["uniform"]),
                      **{name: (pair.runtime_policy, statics[name]) for name, pair in pairs.items()}}
         lat = measure_latency(task, pair_args, latency)
         report["latency"] = lat
