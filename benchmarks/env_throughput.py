@@ -8,13 +8,13 @@ For each model and each ``n_envs`` three things run ``n_envs`` episodes of ``L``
    environment's static ratios;
 2. **VecEnv**: ``prune_env.make_vec_env("RuntimePrune-v0", n_envs=n, ...)`` (monitored, as SB3
    trains on it) stepped ``L`` times with ``(n, 1)`` actions;
-3. **DummyVecEnv**: SB3's ``DummyVecEnv`` over ``n`` single ``RuntimePruneEnv`` s (wrapped in
-   ``VecMonitor`` like the VecEnv). Building an M-CifarNet environment takes one to a few
-   seconds (data, cost tracing, calibration), so by default one environment is built and the others
-   are shallow copies sharing its task (network, data, costs, normaliser) with their own
-   episode state: the per-step work is that of independent environments, only the build is
-   shared (``--construct-envs`` builds each one; construction times are reported apart and
-   never counted in the throughput).
+3. **DummyVecEnv**: SB3's ``DummyVecEnv`` over ``n`` single ``RuntimePruneEnv`` s, wrapped in the
+   same episode monitor as the VecEnv (``EpisodeMonitor``, a vectorised ``VecMonitor``). Building
+   an M-CifarNet environment takes one to a few seconds (data, cost tracing, calibration), so by
+   default one environment is built and the others are shallow copies sharing its task (network,
+   data, costs, normaliser) with their own episode state: the per-step work is that of
+   independent environments, only the build is shared (``--construct-envs`` builds each one;
+   construction times are reported apart and never counted in the throughput).
 
 Measurements are interleaved (bare, VecEnv, Dummy, bare, ...) in one process, each running
 whole rounds for at least ``--seconds`` after one warm-up round; the table shows the median of
@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import prune_env  # noqa: E402
 from prune_env.envs import RuntimePruneEnv  # noqa: E402
 from prune_env.envs.runtime import RuntimeEpisodes  # noqa: E402
+from prune_env.envs.vec_env import MONITOR_KEYWORDS, EpisodeMonitor  # noqa: E402
 
 #: Environment keywords of each benchmarked model.
 MODELS: dict[str, dict] = {
@@ -102,7 +103,7 @@ class Case:
     """The three runners of one (model, n_envs), each running one round of ``n`` episodes."""
 
     def __init__(self, base: RuntimePruneEnv, kwargs: dict, n: int, args: argparse.Namespace, *, dummy: bool = True):
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.n, self.base = n, base
         task = base.task
@@ -128,7 +129,7 @@ class Case:
                 envs = [RuntimePruneEnv(**kwargs) for _ in range(n)]
             else:
                 envs = [base] + [shared_task_copy(base) for _ in range(n - 1)]
-            venv = VecMonitor(DummyVecEnv([lambda e=e: e for e in envs]), info_keywords=("macs_ratio", "params_ratio"))
+            venv = EpisodeMonitor(DummyVecEnv([lambda e=e: e for e in envs]), info_keywords=MONITOR_KEYWORDS)
             venv.seed(args.seed)
             venv.reset()
             return venv

@@ -9,7 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import prune_env
 from prune_env.envs import DiscreteKeepRatio, RuntimePruneEnv, StaticPruneEnv, VecDiscreteKeepRatio
-from prune_env.envs.vec_env import BatchedPruneVecEnv
+from prune_env.envs.vec_env import BatchedPruneVecEnv, EpisodeMonitor, IndexStreams
 from prune_env.replay import RecordEpisode, validate
 from prune_env.rewards import LossNormalizer, budget_penalty
 
@@ -208,6 +208,52 @@ def test_batched_vec_env_equals_dummy_vec_env(env_id, kwargs):
         finished += int(db.all())
     assert finished == 3
     assert batched.env.normalizer.updates == 3 == shared.updates
+
+
+def test_index_streams_draw_what_single_environments_draw():
+    size, n, block = 359, 3, 4
+    streams = IndexStreams([np.random.default_rng(s) for s in range(n)], size, block=block)
+    singles = [np.random.default_rng(s) for s in range(n)]
+    for step in range(11):  # several blocks; a reseed and a partial draw in between
+        if step == 5:
+            streams.reseed(1, np.random.default_rng(99))
+            singles[1] = np.random.default_rng(99)
+        rows = np.array([0, 2]) if step == 7 else np.arange(n)
+        assert streams.draw(None if step != 7 else rows).tolist() == [int(singles[i].integers(size)) for i in rows]
+
+
+def test_batched_vec_env_honours_index_options_like_dummy_vec_env():
+    n = 4
+    batched = BatchedPruneVecEnv("RuntimePrune-v0", n)
+    dummy = DummyVecEnv([lambda: RuntimePruneEnv(normalizer=batched.env.normalizer) for _ in range(n)])
+    options = [{"index": 5}, {}, {"index": 7}, {}]
+    for venv in (batched, dummy):
+        venv.seed(3)
+        venv.set_options(options)
+    assert np.allclose(batched.reset(), dummy.reset(), atol=1e-6)
+    assert batched.episodes.indices[[0, 2]].tolist() == [5, 7]
+    for _ in range(4):
+        *_, infos_b = batched.step(np.full((n, 1), 0.5, dtype=np.float32))
+        *_, infos_d = dummy.step(np.full((n, 1), 0.5, dtype=np.float32))
+    assert [i["index"] for i in infos_b] == [i["index"] for i in infos_d]
+
+
+def test_episode_monitor_records_what_vec_monitor_records():
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    def play(monitor_cls):
+        venv = monitor_cls(DummyVecEnv([lambda: RuntimePruneEnv() for _ in range(3)]), info_keywords=("macs_ratio",))
+        venv.seed(0)
+        venv.reset()
+        actions = np.array([[0.3], [0.6], [0.9]], dtype=np.float32)
+        episodes = []
+        for step in range(9):
+            *_, infos = venv.step(actions if step != 2 else actions[::-1])
+            episodes += [(i, {k: (type(v), v) for k, v in info["episode"].items() if k != "t"})
+                         for i, info in enumerate(infos) if "episode" in info]
+        return episodes, venv.episode_count
+
+    assert play(EpisodeMonitor) == play(VecMonitor)
 
 
 def test_make_vec_env_is_monitored_and_trains_with_ppo():

@@ -2,7 +2,10 @@
 
 from prune_env.envs.runtime import RuntimePruneEnv
 from prune_env.envs.static import StaticPruneEnv
-from prune_env.envs.vec_env import BatchedPruneVecEnv, make_vec_env
+from prune_env.envs.vec_env import BatchedPruneVecEnv, EpisodeMonitor, make_vec_env
 from prune_env.envs.wrappers import DiscreteKeepRatio, VecDiscreteKeepRatio
 
-__all__ = ["RuntimePruneEnv", "StaticPruneEnv", "BatchedPruneVecEnv", "make_vec_env", "DiscreteKeepRatio", "VecDiscreteKeepRatio"]
+__all__ = [
+    "RuntimePruneEnv", "StaticPruneEnv", "BatchedPruneVecEnv", "EpisodeMonitor", "make_vec_env",
+    "DiscreteKeepRatio", "VecDiscreteKeepRatio",
+]

@@ -57,11 +57,12 @@ class RuntimeEpisodes:
         macs = task.costs.macs_ratio(state.kept).numpy()
         return self.normalizer.reward(losses) + budget_penalty(macs, task.macs_budget, task.cfg.alpha_budget)
 
-    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict] | None]:
         """Apply one keep ratio per episode to the current layer.
 
-        Returns ``(observations, rewards, terminated, infos)``; after the last layer the
-        observations are terminal vectors and the infos hold the episode's results.
+        Returns ``(observations, rewards, terminated, infos)``; before the last layer ``infos`` is
+        None (nothing to report), after it the observations are terminal vectors and ``infos``
+        holds one new dict of the episode's results per episode.
         """
         task, t = self.task, self.state.t
         ratios = task.clip(np.asarray(actions, dtype=np.float64).reshape(len(self.indices), -1)[:, 0])
@@ -74,7 +75,7 @@ class RuntimeEpisodes:
                 if task.cfg.reward == "dense":
                     current = self._lookahead_return(self.state)
                     rewards, self._previous = current - self._previous, current
-                return observations, rewards, False, [{} for _ in self.indices]
+                return observations, rewards, False, None
             return observations, *self._finish()
 
     def _finish(self) -> tuple[np.ndarray, bool, list[dict]]:
@@ -89,24 +90,23 @@ class RuntimeEpisodes:
         final = r_acc + r_bud
         rewards = final - self._previous if task.cfg.reward == "dense" else final
         keep = (state.kept.cpu().double() / task.channels.double()).numpy()
-        infos = [
+        within = macs <= task.macs_budget + 1e-9
+        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, beta)
+
+    def _infos(self, losses: np.ndarray, correct: np.ndarray, macs: np.ndarray, within: np.ndarray, keep: np.ndarray,
+               r_acc: np.ndarray, r_bud: np.ndarray, beta: float) -> list[dict]:
+        """One info dict per episode, built from whole columns (``tolist`` gives Python scalars)."""
+        params, budget = self.params_ratio, self.task.macs_budget
+        columns = zip(self.indices.tolist(), losses.tolist(), correct.tolist(), macs.tolist(), within.tolist(),
+                      keep.tolist(), self.actions.tolist(), r_acc.tolist(), r_bud.tolist())
+        return [
             {
-                "index": int(self.indices[b]),
-                "loss": float(losses[b]),
-                "correct": int(correct[b]),
-                "macs_ratio": float(macs[b]),
-                "params_ratio": self.params_ratio,
-                "budget": task.macs_budget,
-                "within_budget": bool(macs[b] <= task.macs_budget + 1e-9),
-                "keep_ratios": keep[b].tolist(),
-                "actions": self.actions[b].tolist(),
-                "reward_acc": float(r_acc[b]),
-                "reward_budget": float(r_bud[b]),
-                "beta": beta,
+                "index": index, "loss": loss, "correct": ok, "macs_ratio": mac, "params_ratio": params,
+                "budget": budget, "within_budget": inside, "keep_ratios": kept, "actions": acts,
+                "reward_acc": acc, "reward_budget": bud, "beta": beta,
             }
-            for b in range(len(self.indices))
+            for index, loss, ok, mac, inside, kept, acts, acc, bud in columns
         ]
-        return rewards, True, infos
 
 
 class RuntimePruneEnv(gym.Env):
@@ -202,4 +202,4 @@ class RuntimePruneEnv(gym.Env):
         if self.episodes.state is None or self.episodes.state.done:
             raise RuntimeError("call reset() before step() (the episode is over or not started)")
         obs, rewards, terminated, infos = self.episodes.advance(self.task.single_action(action))
-        return obs[0], float(rewards[0]), terminated, False, infos[0]
+        return obs[0], float(rewards[0]), terminated, False, infos[0] if terminated else {}

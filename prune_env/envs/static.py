@@ -35,14 +35,18 @@ class StaticEpisodes:
     def done(self) -> bool:
         return self.ratios is None or self.t >= self.task.num_layers
 
-    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
-        """Set the current layer's static keep ratio in every episode."""
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict] | None]:
+        """Set the current layer's static keep ratio in every episode.
+
+        Returns ``(observations, rewards, terminated, infos)``; ``infos`` is None before the last
+        layer, then one new dict of results per episode.
+        """
         task, batch = self.task, self.eval_indices.shape[0]
         self.ratios[:, self.t] = task.clip(np.asarray(actions, dtype=np.float64).reshape(batch, -1)[:, 0])
         self.t += 1
         observations = task.static_observation(self.ratios, self.t)
         if self.t < task.num_layers:
-            return observations, np.zeros(batch), False, [{} for _ in range(batch)]
+            return observations, np.zeros(batch), False, None
         return observations, *self._finish()
 
     def _finish(self) -> tuple[np.ndarray, bool, list[dict]]:
@@ -155,4 +159,4 @@ class StaticPruneEnv(gym.Env):
         if self.episodes.done:
             raise RuntimeError("call reset() before step() (the episode is over or not started)")
         obs, rewards, terminated, infos = self.episodes.advance(self.task.single_action(action))
-        return obs[0], float(rewards[0]), terminated, False, infos[0]
+        return obs[0], float(rewards[0]), terminated, False, infos[0] if terminated else {}

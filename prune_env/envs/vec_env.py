@@ -8,6 +8,7 @@ environments seeded ``seed + i``: the same images, observations, rewards and inf
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -19,6 +20,40 @@ from prune_env.envs.runtime import RuntimePruneEnv
 from prune_env.envs.static import StaticPruneEnv
 
 ENV_CLASSES = {"RuntimePrune-v0": RuntimePruneEnv, "StaticPrune-v0": StaticPruneEnv}
+#: the episode results the monitor adds to ``info["episode"]``
+MONITOR_KEYWORDS = ("macs_ratio", "params_ratio")
+#: episodes whose image indices a sub-environment draws in one call
+INDEX_BLOCK = 64
+
+
+class IndexStreams:
+    """The image indices of each sub-environment's next episodes, drawn from its own generator.
+
+    Row ``i`` yields exactly the numbers ``int(rngs[i].integers(size))`` yields one episode at a
+    time, as a single environment draws them, but fetched ``block`` at a time: NumPy's generators
+    give the same numbers drawn one by one or as an array (``tests/test_envs.py`` checks it).
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], size: int, block: int = INDEX_BLOCK):
+        self.rngs, self.size, self.block = rngs, int(size), int(block)
+        self._pending = np.zeros((len(rngs), self.block), dtype=np.int64)
+        self._next = np.full(len(rngs), self.block)  # column of each row's next index; block = none left
+        self._rows = np.arange(len(rngs))
+
+    def reseed(self, i: int, rng: np.random.Generator) -> None:
+        """Draw row ``i`` from ``rng`` from now on (its pending indices are dropped)."""
+        self.rngs[i] = rng
+        self._next[i] = self.block
+
+    def draw(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The next index of every row, or of the given rows (an int array), in row order."""
+        rows = self._rows if rows is None else rows
+        for i in rows[self._next[rows] >= self.block].tolist():
+            self._pending[i] = self.rngs[i].integers(self.size, size=self.block)
+            self._next[i] = 0
+        columns = self._next[rows]
+        self._next[rows] = columns + 1
+        return self._pending[rows, columns]
 
 
 class BatchedPruneVecEnv(VecEnv):
@@ -40,25 +75,36 @@ class BatchedPruneVecEnv(VecEnv):
         self.env = ENV_CLASSES[env_id](**(env_kwargs or {}))  # holds the shared task, spaces and normaliser
         super().__init__(int(n_envs), self.env.observation_space, self.env.action_space)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        self._indices = IndexStreams(self._rngs, len(self.env.task.source)) if isinstance(self.env, RuntimePruneEnv) else None
         self._actions: np.ndarray | None = None
 
     # ------------------------------------------------------------------ episodes
     def _start(self) -> np.ndarray:
-        env = self.env
-        if isinstance(env, RuntimePruneEnv):
-            size = len(env.task.source)
-            starts = [env._pick_index(self._options[i]) if self._options[i] else int(self._rngs[i].integers(size)) for i in range(self.num_envs)]
-            return self.episodes.start(np.asarray(starts))
+        """Begin the next episode of every sub-environment; returns the first observations."""
+        if self._indices is not None:
+            return self.episodes.start(self._runtime_indices())
         rows = []
         for i in range(self.num_envs):
             options = self._options[i] or {}
-            rows.append(np.asarray(options["indices"]) if "indices" in options else env.sample_eval_indices(self._rngs[i]))
+            rows.append(np.asarray(options["indices"]) if "indices" in options else self.env.sample_eval_indices(self._rngs[i]))
         return self.episodes.start(np.stack(rows))
+
+    def _runtime_indices(self) -> np.ndarray:
+        """Each sub-environment's image: ``options["index"]`` where given, else its next draw."""
+        if not any(self._options):
+            return self._indices.draw()
+        chosen = np.array(["index" in (options or {}) for options in self._options])
+        indices = np.empty(self.num_envs, dtype=np.int64)
+        indices[chosen] = [self.env._pick_index(self._options[i]) for i in np.flatnonzero(chosen).tolist()]
+        indices[~chosen] = self._indices.draw(np.flatnonzero(~chosen))
+        return indices
 
     def reset(self) -> np.ndarray:
         for i, seed in enumerate(self._seeds):
             if seed is not None:
                 self._rngs[i] = seeding.np_random(seed)[0]
+                if self._indices is not None:
+                    self._indices.reseed(i, self._rngs[i])
         obs = self._start()
         self.reset_infos = [{} for _ in range(self.num_envs)]
         self._reset_seeds()
@@ -69,15 +115,16 @@ class BatchedPruneVecEnv(VecEnv):
         self._actions = np.asarray(actions)
 
     def step_wait(self):
+        """Step every episode; after the last layer, report and start the next ones (as ``DummyVecEnv``)."""
         obs, rewards, done, infos = self.episodes.advance(self._actions)
-        dones = np.full(self.num_envs, done)
-        for i, info in enumerate(infos):
-            info["TimeLimit.truncated"] = False  # episodes terminate, they are never cut short
-            if done:
-                info["terminal_observation"] = obs[i]
-        if done:
-            obs = self._start()
-        return obs, rewards.astype(np.float32), dones, infos
+        rewards = rewards.astype(np.float32)
+        if not done:  # episodes terminate, they are never cut short
+            infos = [{"TimeLimit.truncated": False} for _ in range(self.num_envs)]
+            return obs, rewards, np.zeros(self.num_envs, dtype=bool), infos
+        for info, last in zip(infos, obs):
+            info["TimeLimit.truncated"] = False
+            info["terminal_observation"] = last
+        return self._start(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:
         self.env.close()
@@ -108,8 +155,52 @@ class BatchedPruneVecEnv(VecEnv):
         return self.env.task
 
 
+class EpisodeMonitor(VecMonitor):
+    """``VecMonitor`` with a vectorised step: the same ``info["episode"] = {"r", "l", "t", *info_keywords}``
+    (and monitor file rows), with no per-environment Python work in the steps where no episode ends.
+
+    ``r`` and ``l`` are NumPy float32 / int32 scalars as in ``VecMonitor``; ``t`` (seconds since the
+    monitor started, rounded to microseconds) is read once per step for all environments ending then.
+    With ``copy_infos=False`` the ``episode`` entry goes into the wrapped VecEnv's own info dicts
+    instead of copies: right for a VecEnv that returns new dicts every step and keeps no reference
+    to them, as :class:`BatchedPruneVecEnv` does.
+    """
+
+    def __init__(self, venv: VecEnv, filename: str | None = None, info_keywords: tuple[str, ...] = (), *,
+                 copy_infos: bool = True):
+        super().__init__(venv, filename, info_keywords)
+        self.copy_infos = copy_infos
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.episode_returns += rewards
+        self.episode_lengths += 1
+        if not dones.any():
+            return obs, rewards, dones, infos
+        return obs, rewards, dones, self._record(np.flatnonzero(dones), infos)
+
+    def _record(self, ended: np.ndarray, infos: Sequence[dict]) -> list[dict]:
+        """The infos (ended ones copied unless ``copy_infos`` is False) with each ended episode's
+        ``episode`` entry; resets the ended episodes' tallies."""
+        infos = list(infos)
+        copy = self.copy_infos
+        elapsed = round(time.time() - self.t_start, 6)
+        for i, ret, length in zip(ended.tolist(), self.episode_returns[ended], self.episode_lengths[ended]):
+            info = infos[i] = infos[i].copy() if copy else infos[i]
+            episode = {"r": ret, "l": length, "t": elapsed}
+            for key in self.info_keywords:
+                episode[key] = info[key]
+            info["episode"] = episode
+            if self.results_writer:
+                self.results_writer.write_row(episode)
+        self.episode_count += len(ended)
+        self.episode_returns[ended] = 0
+        self.episode_lengths[ended] = 0
+        return infos
+
+
 def make_vec_env(env_id: str, n_envs: int = 1, *, seed: int | None = None, monitor: bool = True, **env_kwargs: Any) -> VecEnv:
-    """The fast path SB3 trains on: a :class:`BatchedPruneVecEnv` wrapped in ``VecMonitor``.
+    """The fast path SB3 trains on: a :class:`BatchedPruneVecEnv` wrapped in :class:`EpisodeMonitor`.
 
     ``seed`` seeds sub-environment ``i`` with ``seed + i``, as SB3's ``make_vec_env`` does.
     """
@@ -117,5 +208,5 @@ def make_vec_env(env_id: str, n_envs: int = 1, *, seed: int | None = None, monit
     if seed is not None:
         venv.seed(seed)
     if monitor:
-        venv = VecMonitor(venv, info_keywords=("macs_ratio", "params_ratio"))
+        venv = EpisodeMonitor(venv, info_keywords=MONITOR_KEYWORDS, copy_infos=False)  # its infos are new each step
     return venv
