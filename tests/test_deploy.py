@@ -353,6 +353,67 @@ def test_executor_breaks_ties_like_the_masked_network():
         assert torch.equal(kept, ref.kept[:1])
 
 
+@pytest.mark.parametrize("rate", [0.5, 1.0])
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_executor_folds_static_importance_of_any_sign_and_keeps_other_activations(rate, act):
+    """|u_s| goes into the conv after a ReLU (negative and zero u_s included); other activations keep u_s apart."""
+    net = make("mcifarnet", (3, 32, 32), {"width": 0.25}, rate, seed=2)
+    with torch.no_grad():
+        for t, layer in enumerate(net.layers):
+            sign = torch.where(torch.arange(layer.out_channels) % 3 == t % 3, -1.0, 1.0)
+            layer.static_importance.mul_(sign)
+            layer.static_importance[t % layer.out_channels] = 0.0
+            if act == "leaky":
+                layer.act = nn.LeakyReLU(0.1)
+    d_s = [0.8] * net.num_layers
+    executor = RuntimeExecutor(export_static(net, d_s))
+    assert all((layer.scale_factor is layer.u_s) == (act == "leaky") for layer in executor.layers)
+    x = images(3, (3, 32, 32), torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for d in (0.4, 0.7):
+            ref = net.run(x, d, d_s)
+            for i in range(3):
+                logits, kept = executor.run(x[i : i + 1], d)
+                assert close(logits, ref.logits[i : i + 1])
+                assert torch.equal(kept, ref.kept[i : i + 1])
+            assert close(executor(x, d), ref.logits)
+
+
+@pytest.mark.parametrize("min_macs", [0, 10**12])
+def test_executor_gives_the_same_outputs_through_onednn_and_plain_convs(monkeypatch, min_macs):
+    """Every conv through oneDNN directly (threshold 0), or none (F.conv2d picks): same function."""
+    import prune_env.deploy.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ONEDNN_MIN_MACS", min_macs)
+    net = make("mcifarnet", (3, 32, 32), {"width": 0.5}, 1.0, seed=3)
+    executor = RuntimeExecutor(net)
+    x = images(2, (3, 32, 32), torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        for d in (0.5, 1.0):
+            ref = net.run(x, d, 1.0)
+            logits, kept = executor.run(x[:1], d)
+            assert close(logits, ref.logits[:1])
+            assert torch.equal(kept, ref.kept[:1])
+            assert close(executor(x, d), ref.logits)
+
+
+def test_executor_head_reads_only_the_kept_columns_or_falls_back_to_the_module():
+    from prune_env.deploy.executor import _pool_linear
+
+    net = make("digitnet", (1, 8, 8), {}, 1.0)
+    executor = RuntimeExecutor(net)
+    assert executor.pool_linear is not None
+    assert _pool_linear(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4, 2))) is None
+    assert _pool_linear(nn.Linear(4, 2)) is None
+    x = images(2, (1, 8, 8))
+    with torch.no_grad():
+        ref = net(x, 0.5, 1.0)
+        assert close(executor(x[:1], 0.5), ref[:1])
+        executor.pool_linear = None  # the generic path: zeros back, then the head module
+        assert close(executor(x[:1], 0.5), ref[:1])
+        assert close(executor(x, 0.5), ref)
+
+
 def test_executor_rejects_wrong_ratio_shapes():
     executor = RuntimeExecutor(make("digitnet", (1, 8, 8), {}, 1.0))
     with pytest.raises(ValueError):

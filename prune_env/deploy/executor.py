@@ -12,12 +12,17 @@ Prepared once per model (eval-mode semantics):
 
 * BatchNorm is folded into the conv weights and biases (``W' = W g / sqrt(v + eps)``,
   ``b' = (b - mean) g / sqrt(v + eps) + beta``), so a slice of a folded weight is conv + BN;
+  after a ReLU, ``|u_s|`` is folded in too (``relu(z) u_s = relu(|u_s| z) sign(u_s)``), so the
+  per-input factor left is ``u_r`` (times the sign where ``u_s < 0``), which top-``k`` returns;
 * weights stay contiguous ``(C_out, C_in, k_h, k_w)``: ``index_select`` on dim 0 then dim 1
   is the cheapest slice (measured against channels-last layouts and advanced indexing);
 * per layer, how the kept set is found: top-``k`` of ``u_r`` for ``R_r = 1`` (``M = M_r``, with
   a stable sort as fallback when ``u_r`` ties at the boundary), a constant for ``R_r = 0``
   (``M = M_s`` = P), the full trade-off pruner (:func:`~prune_env.nets.masks.tradeoff_mask`)
-  otherwise. All give the masked network's mask, ties included.
+  otherwise. All give the masked network's mask, ties included;
+* batch-1 convs of at least :data:`ONEDNN_MIN_MACS` call oneDNN directly (PyTorch sends small
+  inputs to its slower im2col + GEMM path); a ``pool -> flatten -> linear`` head reads only
+  the kept columns of the linear layer.
 
 Batches: kept sets differ per input. Samples run together while their masks agree (always when
 the masks are constant: ``R_r = 0`` or ``d_r = 1``). Where they differ, a layer either splits the
@@ -49,8 +54,11 @@ def _keep_count(d: float, channels: int) -> int:
     return min(channels, max(1, math.ceil(d * channels - _ROUNDING_SLACK)))
 
 
-def fold_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
-    """Conv weight and bias with an eval-mode BatchNorm folded in (computed in float64)."""
+def fold_bn(conv: nn.Conv2d, bn: nn.Module, out_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Conv weight and bias with an eval-mode BatchNorm, then ``out_scale`` per output channel, folded in.
+
+    Computed in float64; ``out_scale`` (non-negative) multiplies the output rows after BN.
+    """
     weight = conv.weight.detach().double()
     bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64,
                                                                                  device=weight.device)
@@ -64,8 +72,23 @@ def fold_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
         bias = (bias - mean) * factor + beta
     elif not isinstance(bn, nn.Identity):
         raise NotImplementedError(f"cannot fold normalisation {type(bn).__name__}")
+    if out_scale is not None:
+        factor = out_scale.detach().double()
+        weight = weight * factor[:, None, None, None]
+        bias = bias * factor
     dtype = conv.weight.dtype
     return weight.to(dtype), bias.to(dtype)
+
+
+#: per-sample MACs from which a batch-1 conv calls oneDNN directly: below PyTorch's own oneDNN
+#: threshold (inputs of 20480 elements) its im2col + GEMM path is slower on mid-sized convs,
+#: while oneDNN's fixed cost per call (about 40 us) loses on tiny ones (docs/benchmarks_latency.md)
+ONEDNN_MIN_MACS = 3_000_000
+
+
+def _onednn_available() -> bool:
+    """Whether ``torch.mkldnn_convolution`` (oneDNN) can be called on CPU tensors."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
 
 
 @dataclass
@@ -77,13 +100,16 @@ class _ConvPlan:
     stride: list[int]
     padding: list[int]
     dilation: list[int]
+    onednn: bool = False
 
     @classmethod
-    def build(cls, conv: nn.Conv2d, bn: nn.Module) -> "_ConvPlan":
+    def build(cls, conv: nn.Conv2d, bn: nn.Module, out_scale: Tensor | None = None) -> "_ConvPlan":
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise NotImplementedError("the executor supports ungrouped, zero-padded convs with numeric padding")
-        weight, bias = fold_bn(conv, bn)
-        return cls(weight.contiguous(), bias.contiguous(), list(conv.stride), list(conv.padding), list(conv.dilation))
+        weight, bias = fold_bn(conv, bn, out_scale)
+        onednn = _onednn_available() and weight.dtype == torch.float32 and weight.device.type == "cpu"
+        return cls(weight.contiguous(), bias.contiguous(), list(conv.stride), list(conv.padding), list(conv.dilation),
+                   onednn)
 
     def weights(self, out_index: Tensor | None, in_index: Tensor | None) -> tuple[Tensor, Tensor]:
         """Folded weight and bias of the kept output rows and input columns (None = all)."""
@@ -96,7 +122,14 @@ class _ConvPlan:
         return weight, bias
 
     def conv(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """The conv (+ folded BN) with the given (sliced) weight and bias."""
+        """The conv (+ folded BN) with the given (sliced) weight and bias.
+
+        Convs of at least :data:`ONEDNN_MIN_MACS` per sample go to oneDNN directly; the others
+        to ``F.conv2d``, which picks its own kernel. Both compute the same convolution.
+        """
+        macs = weight.numel() * x.shape[-2] * x.shape[-1] // (self.stride[0] * self.stride[1])  # about, per sample
+        if self.onednn and macs >= ONEDNN_MIN_MACS:
+            return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, 1)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
 
@@ -112,16 +145,24 @@ class _LayerPlan:
         if not (self.residual or isinstance(stage, DeployedSequentialStage)):
             raise NotImplementedError(f"cannot execute stage type {type(stage).__name__}")
         self.reads_previous = reads_previous
-        self.conv = _ConvPlan.build(gate.conv, gate.bn)
+        survivors = gate.survivors
         self.act = None if isinstance(gate.act, nn.ReLU) else gate.act  # None: in-place ReLU
+        self.u_s = gate.static_importance.detach().clone()
+        # relu(z) u_s = relu(|u_s| z) sign(u_s): |u_s| is folded into the conv, the sign stays in the scale
+        fold = self.act is None
+        self.conv = _ConvPlan.build(gate.conv, gate.bn, self.u_s.abs()[survivors] if fold else None)
+        if not fold:
+            self.scale_factor: Tensor | None = self.u_s
+        elif bool((self.u_s < 0).any()):
+            self.scale_factor = torch.where(self.u_s < 0, -1.0, 1.0).to(self.u_s.dtype)
+        else:
+            self.scale_factor = None
         self.pred_weight_t = gate.predictor.weight.detach().t().contiguous()  # (S_in, C)
         self.pred_bias = gate.predictor.bias.detach().clone()
-        self.u_s = gate.static_importance.detach().clone()
         self.channels = gate.channels
         self.static_keep_ratio = gate.static_keep_ratio
         self.rate = gate.tradeoff_rate
         self.mode = _STATIC if gate.input_independent else (_RUNTIME if self.rate == 1.0 else _GENERAL)
-        survivors = gate.survivors
         self.stored = survivors.numel()
         self.has_removed = self.stored < self.channels
         self.full_to_stored = torch.full((self.channels,), -1, dtype=torch.long, device=survivors.device)
@@ -136,21 +177,33 @@ class _LayerPlan:
             self.conv2 = _ConvPlan.build(stage.conv2, stage.bn2)
             self.shortcut = stage.shortcut
 
-    def keep_one(self, u_r: Tensor, d_r: float) -> Tensor:
-        """Original indices of the channels one input keeps (``u_r`` is ``(C,)``)."""
+    def predict(self, x: Tensor, kept_prev: Tensor | None) -> Tensor:
+        """``u_r = f(GAP(x))``, ``(G, C)``, before the conv; ``x`` holds the stored inputs ``kept_prev``."""
+        pred = self.pred_weight_t if kept_prev is None else self.pred_weight_t.index_select(0, kept_prev)
+        return torch.addmm(self.pred_bias, x.sum(dim=(2, 3)), pred, alpha=1.0 / (x.shape[2] * x.shape[3]))
+
+    def gate_scale(self, u_r: Tensor) -> Tensor:
+        """The Eq. 2 factor ``u_r u_s`` per full channel, less the ``|u_s|`` folded into the conv."""
+        return u_r if self.scale_factor is None else u_r * self.scale_factor
+
+    def keep_one(self, u_r: Tensor, d_r: float) -> tuple[Tensor, Tensor]:
+        """Original indices of the channels one input keeps, and their ``u_r`` (``u_r`` is ``(C,)``)."""
         if self.mode == _STATIC:
-            return self.static_kept
+            return self.static_kept, u_r.index_select(0, self.static_kept)
         channels = self.channels
         if self.mode == _RUNTIME:  # M = M_r: prune the C - k smallest u_r, ties by index (stable)
             k = min(channels, max(1, math.ceil(d_r * channels - _ROUNDING_SLACK)))
-            if k == channels:  # R_r = 1 removes nothing, so these are the survivors
-                return self.survivors
+            if k == channels:  # R_r = 1 removes nothing, so these are the survivors (all, in order)
+                return self.survivors, u_r
             values, index = torch.topk(u_r, k + 1)
-            if values[k - 1] != values[k]:  # no tie at the boundary: the k largest are the kept set
-                return index[:k]
-            return torch.argsort(u_r, stable=True)[channels - k:]
-        mask = tradeoff_mask(u_r.unsqueeze(0), self.u_s, d_r, self.static_keep_ratio, self.rate)[0]
-        return torch.nonzero(~mask).flatten()
+            smallest_kept, largest_pruned = values[k - 1 : k + 1].tolist()
+            if smallest_kept != largest_pruned:  # no tie at the boundary: the k largest are the kept set
+                return index[:k], values[:k]
+            kept = torch.argsort(u_r, stable=True)[channels - k:]
+        else:
+            mask = tradeoff_mask(u_r.unsqueeze(0), self.u_s, d_r, self.static_keep_ratio, self.rate)[0]
+            kept = torch.nonzero(~mask).flatten()
+        return kept, u_r.index_select(0, kept)
 
     def keep_many(self, u_r: Tensor, d_r: list[float]) -> Tensor | None:
         """``(G, C)`` keep masks of a group (True = kept), or None when it is ``static_kept`` for all."""
@@ -185,7 +238,8 @@ class _LayerPlan:
         """The layer on the kept channels only: ``act(conv(x)) * scale`` (Eq. 2 on the small output).
 
         ``kept_full`` holds original channel indices and ``scale`` the ``(G, k)`` factors
-        ``(1 - M) (u_r u_s)`` of those channels; ``kept_prev`` the stored channels of the previous
+        ``(1 - M) (u_r u_s)`` of those channels, less what the conv holds (:meth:`gate_scale`);
+        ``kept_prev`` the stored channels of the previous
         layer that ``x`` holds (None = all, in order). Returns the output and the stored channels
         it holds.
         """
@@ -197,13 +251,27 @@ class _LayerPlan:
         weight, bias = conv.weights(kept_pos, kept_prev if self.reads_previous else None)
         y = conv.conv(x, weight, bias)
         y = torch.relu_(y) if self.act is None else self.act(y)
-        y = y.mul_(scale[:, :, None, None])
+        y = y.mul_(scale.view(*scale.shape, 1, 1))
         if self.residual:
             w2, b2 = self.conv2.weights(None, kept_pos)
             return torch.relu_(self.conv2.conv(y, w2, b2).add_(self.shortcut(x))), None
         if self.post is not None:
             y = self.post(y)
         return y, kept_pos
+
+
+def _pool_linear(head: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """``(W^T, b)`` of a ``global average pool -> flatten -> linear`` head, else None."""
+    if not (isinstance(head, nn.Sequential) and len(head) == 3):
+        return None
+    pool, flatten, linear = head
+    if not (isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1))
+            and isinstance(flatten, nn.Flatten) and flatten.start_dim == 1 and flatten.end_dim == -1
+            and isinstance(linear, nn.Linear)):
+        return None
+    weight = linear.weight.detach()
+    bias = linear.bias.detach() if linear.bias is not None else weight.new_zeros(weight.shape[0])
+    return weight.t().contiguous(), bias.clone()
 
 
 @dataclass
@@ -264,6 +332,7 @@ class RuntimeExecutor:
                 for t, stage in enumerate(model.stages)
             ]
         self.num_layers = len(self.layers)
+        self.pool_linear = _pool_linear(self.head)
         self.last_stored = model.stored_channels[-1]
         self.last_gated = model.stages[-1].gated_output
 
@@ -309,8 +378,12 @@ class RuntimeExecutor:
         return self.run(images, runtime_keep_ratios)[0]
 
     def _head(self, x: Tensor, kept_prev: Tensor | None) -> Tensor:
-        if self.last_gated and kept_prev is not None:  # the head reads all stored channels: zeros back
-            full = x.new_zeros(x.shape[0], self.last_stored, *x.shape[2:])
+        if self.last_gated and kept_prev is not None:  # the head reads all stored channels
+            if self.pool_linear is not None:  # GAP + linear on the kept channels only (the others are zero)
+                weight_t, bias = self.pool_linear
+                return torch.addmm(bias, x.sum(dim=(2, 3)), weight_t.index_select(0, kept_prev),
+                                   alpha=1.0 / (x.shape[2] * x.shape[3]))
+            full = x.new_zeros(x.shape[0], self.last_stored, *x.shape[2:])  # zeros back
             x = full.index_copy_(1, kept_prev, x)
         return self.head(x)
 
@@ -318,12 +391,11 @@ class RuntimeExecutor:
         """The batch-1 path: predictor, kept set, small conv, layer after layer."""
         kept_prev = None
         for t, layer in enumerate(self.layers):
-            pred = layer.pred_weight_t if kept_prev is None else layer.pred_weight_t.index_select(0, kept_prev)
-            u_r = torch.addmm(layer.pred_bias, x.mean(dim=(2, 3)), pred)  # (1, C), before the conv
-            kept_full = layer.keep_one(u_r[0], row[t])
+            kept_full, u_kept = layer.keep_one(layer.predict(x, kept_prev)[0], row[t])
             kept[t] = kept_full.numel()
-            scale = (u_r * layer.u_s).index_select(1, kept_full)
-            x, kept_prev = layer(x, scale, kept_full, kept_prev)
+            if layer.scale_factor is not None:
+                u_kept = u_kept * layer.scale_factor.index_select(0, kept_full)
+            x, kept_prev = layer(x, u_kept.view(1, -1), kept_full, kept_prev)
         return self._head(x, kept_prev)
 
     def _run_group(self, x: Tensor, ids: list[int], rows: list[list[float]], start: int, kept_prev: Tensor | None,
@@ -331,11 +403,10 @@ class RuntimeExecutor:
         """Run samples ``ids`` (features ``x``) from layer ``start`` on; split where masks differ."""
         for t in range(start, self.num_layers):
             layer = self.layers[t]
-            pred = layer.pred_weight_t if kept_prev is None else layer.pred_weight_t.index_select(0, kept_prev)
-            u_r = torch.addmm(layer.pred_bias, x.mean(dim=(2, 3)), pred)  # (G, C), before the conv
-            importance = u_r * layer.u_s
+            u_r = layer.predict(x, kept_prev)  # (G, C), before the conv
+            importance = layer.gate_scale(u_r)
             if len(ids) == 1:
-                kept_full = layer.keep_one(u_r[0], rows[0][t])
+                kept_full = layer.keep_one(u_r[0], rows[0][t])[0]
                 kept[ids[0]][t] = kept_full.numel()
             else:
                 keep = layer.keep_many(u_r, [r[t] for r in rows])
