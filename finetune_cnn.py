@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and dropout")
     h.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     h.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader workers")
+    h.add_argument("--data-on-device", action="store_true",
+                   help="hold the splits as tensors on the device and augment batches there (fast on a GPU; "
+                        "datasets that fit in memory)")
     h.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for small nets)")
 
@@ -187,6 +190,10 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=positive_int, default=None, help="K")
     p.add_argument("--agent-batches", type=positive_int, default=None, help="N1: batches of agent training per iteration")
     p.add_argument("--cnn-batches", type=positive_int, default=None, help="N2: batches of CNN fine-tuning per iteration")
+    p.add_argument("--final-cnn-batches", type=non_negative_int, default=None,
+                   help="extra CNN fine-tuning batches after the last iteration (as the paper's last ImageNet round)")
+    p.add_argument("--static-episodes", type=positive_int, default=None,
+                   help="static episodes per agent batch (the paper's is one)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None, help="CNN learning rate")
     p.add_argument("--budget", type=keep_ratio, default=0.5, help="sparsity defining the MAC and parameter budgets")
@@ -195,7 +202,10 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
     p.add_argument("--n-envs", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="device of the CNN and the environments (cpu, cuda, ...)")
+    p.add_argument("--agent-device", default=None, help="device of the agents' networks (default: --device)")
+    p.add_argument("--data-on-device", action="store_true",
+                   help="hold the splits as tensors on the device and augment batches there (fast on a GPU)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/algorithm1-<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue from the last finished iteration")
@@ -218,7 +228,8 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     out = args.out or Path("runs") / f"algorithm1-{dataset}"
     if args.stage == "method":
         out.mkdir(parents=True, exist_ok=True)
-        shared = ["--dataset", dataset, "--seed", str(args.seed), "--threads", str(args.threads),
+        shared = ["--dataset", dataset, "--seed", str(args.seed), "--threads", str(args.threads), "--device", args.device,
+                  *(["--data-on-device"] if args.data_on_device else []),
                   *(["--data-root", str(args.data_root)] if args.data_root else []),
                   *(["--no-progress"] if args.no_progress else [])]
         pre, imp, warm = out / "pretrain.pt", out / "importance.pt", out / "warmup.pt"
@@ -234,12 +245,13 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                   "--tradeoff-rate", "1.0", "--out", str(warm)])
         checkpoint = warm if args.warmup_epochs > 0 else imp
     schedule_values = dict(PRESETS[schedule])
-    for key in ("iterations", "agent_batches", "cnn_batches", "batch_size", "lr"):
+    for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
             schedule_values[key] = getattr(args, key)
     cfg = Algorithm1Config(
         checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate, algo=args.algo,
         preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
+        agent_device=args.agent_device, data_on_device=args.data_on_device,
         data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,
         command=" ".join(shlex.quote(a) for a in ["python", "finetune_cnn.py", *sys.argv[1:]]), **schedule_values,
     )
@@ -363,11 +375,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             net, stage, splits, **stage_kwargs, ratio_fn=agent_fn,
             device=device, seed=args.seed, progress=not args.no_progress, tradeoff_rate=args.tradeoff_rate,
             freeze_bn=args.freeze_bn, checkpoint_path=out, resume=args.resume, checkpoint_extra=extra,
-            num_workers=args.num_workers, log=log,
+            num_workers=args.num_workers, data_on_device=args.data_on_device, log=log,
         )
         seconds = time.perf_counter() - t0
         ratio_fn = (agent_fn or uniform_ratio_fn(hp["keep"])) if stage == "finetune" else None
-        test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=args.num_workers)
+        test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=args.num_workers,
+                        data_on_device=args.data_on_device)
         if ctx.is_main:
             if Path(out).is_file():  # record the test figures in the checkpoint too
                 final = read_checkpoint(out)

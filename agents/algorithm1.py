@@ -68,6 +68,8 @@ class Algorithm1Config:
     seed: int = 0
     n_envs: int = 64
     device: str = "cpu"
+    agent_device: str | None = None  # the agents' networks (default: ``device``)
+    data_on_device: bool = False  # CNN batches indexed from a tensor on ``device`` (see train_stage)
     data_root: str | None = None
     env_kwargs: dict = field(default_factory=dict)
     resume: bool = False
@@ -159,7 +161,8 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
                   "checkpoint": cfg.checkpoint}
     if cfg.data_root is not None:
         env_kwargs["data_root"] = cfg.data_root
-    run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs, device=cfg.device,
+    run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs,
+                        device=cfg.agent_device or cfg.device,
                         resume=cfg.resume and done > 0, progress=False, checkpoint_every=10**9, command=cfg.command)
     # a static episode evaluates a whole batch of images, so fewer of them run together
     static_cfg = RunConfig(**{**asdict(run_cfg), "n_envs": min(cfg.n_envs, STATIC_ENVS)})
@@ -199,7 +202,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         history = train_stage(net, "finetune", splits, epochs=1, steps_per_epoch=batches, lr=cfg.lr,
                               batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed + k, progress=False,
                               ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios),
-                              tradeoff_rate=cfg.tradeoff_rate)
+                              tradeoff_rate=cfg.tradeoff_rate, data_on_device=cfg.data_on_device)
         net.eval()
         _sync_weights(net, runtime_env.task, static_env.task, test)
         metrics = evaluate_policies(test, runtime_policy, static_ratios)

@@ -63,6 +63,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import transforms as T
 
 __all__ = [
+    "BatchAugment",
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DatasetNotFoundError",
@@ -71,6 +72,7 @@ __all__ = [
     "cache_dir",
     "load_dataset",
     "make_loader",
+    "materialize",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs its files.
@@ -105,8 +107,49 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class BatchAugment:
+    """A random crop with zero padding and a random horizontal flip, applied to a batch on its device.
+
+    The same distribution as torchvision's ``RandomCrop(size, padding=pad)`` followed by
+    ``RandomHorizontalFlip()`` on unnormalised images: the padding ``fill`` is the value a
+    zero pixel takes after normalisation, one per channel.
+    """
+
+    pad: int
+    flip: bool
+    fill: tuple[float, ...]
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augmented copy of ``images`` ``(B, C, H, W)``; randomness from ``generator`` (on their device)."""
+        b, c, h, w = images.shape
+        dev = images.device
+        out = images
+        if self.pad > 0:
+            p = self.pad
+            padded = images.new_empty(b, c, h + 2 * p, w + 2 * p)
+            padded[:] = torch.tensor(self.fill, dtype=images.dtype, device=dev).view(1, c, 1, 1)
+            padded[:, :, p:p + h, p:p + w] = images
+            dy = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=dev)
+            dx = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=dev)
+            rows = (dy + torch.arange(h, device=dev)).view(b, 1, h, 1).expand(b, c, h, w + 2 * p)
+            out = padded.gather(2, rows)
+            cols = (dx + torch.arange(w, device=dev)).view(b, 1, 1, w).expand(b, c, h, w)
+            out = out.gather(3, cols)
+        if self.flip:
+            flip = torch.rand(b, generator=generator, device=dev) < 0.5
+            out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
+        return out
+
+
+@dataclass(frozen=True)
 class DatasetSplits:
-    """The train / validation / test splits of one dataset."""
+    """The train / validation / test splits of one dataset.
+
+    ``train_plain`` is ``train`` without augmentation (same images, same order) and
+    ``batch_augment`` the augmentation as a batched operation, where the dataset has them: with
+    both, a trainer can hold the split as one tensor on its device (:func:`materialize`) and
+    augment whole batches there instead of going through a per-image ``DataLoader``.
+    """
 
     name: str
     train: Dataset  # training augmentation where the dataset has one
@@ -114,6 +157,8 @@ class DatasetSplits:
     test: Dataset  # the official test split, never used for rewards
     num_classes: int
     input_shape: tuple[int, int, int]  # (C, H, W) of one image tensor after transforms
+    train_plain: Dataset | None = None
+    batch_augment: BatchAugment | None = None
 
 
 # --------------------------------------------------------------------------- generic helpers
@@ -161,10 +206,11 @@ def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
 
 def _train_val_subsets(
     train_view: Dataset, eval_view: Dataset, val_fraction: float, seed: int
-) -> tuple[Subset, Subset]:
-    """``train`` from the augmented view and ``val`` from the plain view, on disjoint indices."""
+) -> tuple[Subset, Subset, Subset]:
+    """``train`` from the augmented view, ``val`` from the plain view on disjoint indices, and
+    ``train`` from the plain view (``train_plain``)."""
     train_idx, val_idx = _split_indices(len(train_view), val_fraction, seed)  # type: ignore[arg-type]
-    return Subset(train_view, train_idx), Subset(eval_view, val_idx)
+    return Subset(train_view, train_idx), Subset(eval_view, val_idx), Subset(eval_view, train_idx)
 
 
 def _splits_from_views(
@@ -178,9 +224,14 @@ def _splits_from_views(
     seed: int,
     num_classes: int,
     input_shape: tuple[int, int, int],
+    batch_augment: BatchAugment | None = None,
 ) -> DatasetSplits:
-    """Assemble the splits from untransformed train / test datasets and two transforms."""
-    train, val = _train_val_subsets(
+    """Assemble the splits from untransformed train / test datasets and two transforms.
+
+    ``batch_augment`` is ``train_transform``'s augmentation as a batched operation (None when
+    ``train_transform`` augments nothing).
+    """
+    train, val, train_plain = _train_val_subsets(
         _TransformedView(train_base, train_transform),
         _TransformedView(train_base, eval_transform),
         val_fraction,
@@ -193,7 +244,14 @@ def _splits_from_views(
         test=_TransformedView(test_base, eval_transform),
         num_classes=num_classes,
         input_shape=input_shape,
+        train_plain=train_plain,
+        batch_augment=batch_augment,
     )
+
+
+def _pad_flip(pad: int, mean: Sequence[float], std: Sequence[float]) -> BatchAugment:
+    """The batched form of ``RandomCrop(size, padding=pad)`` + ``RandomHorizontalFlip()`` before ``Normalize``."""
+    return BatchAugment(pad=pad, flip=True, fill=tuple(-m / s for m, s in zip(mean, std)))
 
 
 def _missing(paths: Sequence[Path]) -> list[Path]:
@@ -243,7 +301,7 @@ def _build_digits(
     pool_x, test_x, pool_y, test_y = _digits_arrays()
     mean, std = float(pool_x.mean()), float(pool_x.std())
     pool = _digits_tensor_dataset(pool_x, pool_y, mean, std)
-    train, val = _train_val_subsets(pool, pool, val_fraction, seed)
+    train, val, _ = _train_val_subsets(pool, pool, val_fraction, seed)
     return DatasetSplits(
         name="digits",
         train=train,
@@ -251,6 +309,7 @@ def _build_digits(
         test=_digits_tensor_dataset(test_x, test_y, mean, std),
         num_classes=10,
         input_shape=(1, 8, 8),
+        train_plain=train,
     )
 
 
@@ -343,6 +402,7 @@ def _build_fashion_mnist(
         seed=seed,
         num_classes=10,
         input_shape=(1, 28, 28),
+        batch_augment=_pad_flip(2, _FASHION_MNIST_MEAN, _FASHION_MNIST_STD) if augment else None,
     )
 
 
@@ -403,6 +463,7 @@ def _build_cifar10(
         seed=seed,
         num_classes=10,
         input_shape=(3, 32, 32),
+        batch_augment=_pad_flip(4, _CIFAR10_MEAN, _CIFAR10_STD) if augment else None,
     )
 
 
@@ -498,7 +559,7 @@ def _build_synthetic(
     generator = torch.Generator().manual_seed(_SYNTHETIC_SEEDS["projection"])
     projection = torch.randn(math.prod(shape), int(num_classes), generator=generator, dtype=torch.float64)
     pool = _synthetic_tensor_dataset(int(size), shape, projection, _SYNTHETIC_SEEDS["pool"])
-    train, val = _train_val_subsets(pool, pool, val_fraction, seed)
+    train, val, _ = _train_val_subsets(pool, pool, val_fraction, seed)
     return DatasetSplits(
         name="synthetic",
         train=train,
@@ -506,6 +567,7 @@ def _build_synthetic(
         test=_synthetic_tensor_dataset(int(test_size), shape, projection, _SYNTHETIC_SEEDS["test"]),
         num_classes=int(num_classes),
         input_shape=shape,  # type: ignore[arg-type]
+        train_plain=train,
     )
 
 
@@ -574,3 +636,29 @@ def make_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+#: (dataset, device) -> (images, labels) of the last few materialised splits
+_MATERIALIZED: dict[tuple[int, str], tuple[Dataset, torch.Tensor, torch.Tensor]] = {}
+_MATERIALIZED_MAX = 6
+
+
+def materialize(dataset: Dataset, device: str | torch.device = "cpu", *, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole of ``dataset`` as one image tensor ``(N, C, H, W)`` and one label tensor on ``device``.
+
+    Read once per process and device (the last few are cached): for splits that fit in memory,
+    so that training can index batches on the device instead of collating images one by one.
+    """
+    key = (id(dataset), str(torch.device(device)))
+    cached = _MATERIALIZED.get(key)
+    if cached is not None and cached[0] is dataset:
+        return cached[1], cached[2]
+    xs, ys = [], []
+    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        xs.append(images)
+        ys.append(torch.as_tensor(labels))
+    images, labels = torch.cat(xs).to(device), torch.cat(ys).long().to(device)
+    while len(_MATERIALIZED) >= _MATERIALIZED_MAX:
+        _MATERIALIZED.pop(next(iter(_MATERIALIZED)))
+    _MATERIALIZED[key] = (dataset, images, labels)
+    return images, labels

@@ -370,6 +370,7 @@ def evaluate(
     ratio_fn: RatioFn | None = None,
     distributed: bool | None = None,
     num_workers: int = 0,
+    data_on_device: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and mean cross entropy of ``net`` on ``dataset`` in eval mode.
 
@@ -393,7 +394,10 @@ def evaluate(
         runtime_keep_ratios = _layer_ratios(runtime_keep_ratios, net.num_layers)
         static_keep_ratios = _layer_ratios(static_keep_ratios, net.num_layers)
     channels = torch.tensor(net.channels, dtype=torch.float64)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    if data_on_device:
+        loader = DeviceBatches(dataset, range(len(dataset)), batch_size, dev)  # type: ignore[arg-type]
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = net.training
     net.eval()
     loss_sum, correct, count = 0.0, 0.0, 0.0
@@ -421,6 +425,43 @@ def evaluate(
         "samples": int(count),
         "kept_fraction": [k / count for k in kept],
     }
+
+
+# --------------------------------------------------------------------------- data on the device
+
+
+class DeviceBatches:
+    """Batches of a split held as one tensor on the device, in the order of an index sampler.
+
+    Yields ``(images, labels)`` like a ``DataLoader`` over the same sampler would (the same
+    images in the same order, without the last partial batch dropped), with ``augment``
+    applied to every batch on the device, its randomness seeded by :meth:`seed`.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: Any, batch_size: int, device: torch.device,
+                 augment: Callable[..., Tensor] | None = None) -> None:
+        from prune_env.data import materialize
+
+        self.images, self.labels = materialize(dataset, device)
+        self.sampler, self.batch_size, self.augment = sampler, batch_size, augment
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        """Reseed the augmentation (once per epoch)."""
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long).to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            images = self.images[idx]
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            yield images, self.labels[idx]
 
 
 # --------------------------------------------------------------------------- training
@@ -547,6 +588,7 @@ def train_stage(
     checkpoint_extra: dict[str, Any] | None = None,
     eval_batch_size: int = 256,
     num_workers: int = 0,
+    data_on_device: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``net`` in place for one stage of the CNN phase (see the module docstring).
@@ -581,6 +623,10 @@ def train_stage(
             ``history``, ``hparams``, plus ``checkpoint_extra``.
         resume: continue from ``checkpoint_path`` if it holds this stage (the epoch count
             continues; a missing file starts afresh; another stage's file is an error).
+        data_on_device: hold the train and validation splits as tensors on ``device`` and
+            augment whole batches there (``splits.batch_augment``) instead of a per-image
+            ``DataLoader``: the same data order, the same augmentation distribution, far
+            faster on a GPU. For splits that fit in memory; needs ``splits.train_plain``.
         log: receives one summary line per epoch (rank 0); default: ``tqdm.write`` when
             ``progress`` is on, else nothing.
 
@@ -648,10 +694,15 @@ def train_stage(
     per_rank_batch = batch_size // ctx.world_size
     # The same sampler for one or many processes: the data order does not depend on world size.
     sampler = DistributedSampler(splits.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    loader = DataLoader(
-        splits.train, batch_size=per_rank_batch, sampler=sampler, num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed), pin_memory=dev.type == "cuda",
-    )
+    if data_on_device:
+        if splits.train_plain is None:
+            raise ValueError(f"data_on_device: dataset {splits.name!r} has no unaugmented train view (train_plain)")
+        loader = DeviceBatches(splits.train_plain, sampler, per_rank_batch, dev, splits.batch_augment)
+    else:
+        loader = DataLoader(
+            splits.train, batch_size=per_rank_batch, sampler=sampler, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(seed), pin_memory=dev.type == "cuda",
+        )
     n_batches = len(loader) if steps_per_epoch is None else min(len(loader), steps_per_epoch)
 
     phase: str | None = None
@@ -668,6 +719,8 @@ def train_stage(
                     model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
             torch.manual_seed(_epoch_seed(seed, epoch, ctx.rank))
             sampler.set_epoch(epoch)
+            if data_on_device:
+                loader.seed(_epoch_seed(seed, epoch, ctx.rank))
             _set_train_mode(net, freeze_bn)
             loss_sum = correct = count = 0.0
             bar = tqdm(
@@ -703,7 +756,7 @@ def train_stage(
                     dist.broadcast(buffer, src=0)
             val = evaluate(
                 net, splits.val, batch_size=eval_batch_size, device=dev, ratio_fn=ratio_fn if stage == "finetune" else None,
-                distributed=ctx.distributed, num_workers=num_workers,
+                distributed=ctx.distributed, num_workers=num_workers, data_on_device=data_on_device,
             )
             record: dict[str, Any] = {
                 "epoch": epoch + 1,

@@ -20,11 +20,13 @@ from PIL import Image
 from prune_env import data
 from prune_env.data import (
     DATASETS,
+    BatchAugment,
     DatasetNotFoundError,
     DatasetSplits,
     available_datasets,
     load_dataset,
     make_loader,
+    materialize,
 )
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -465,3 +467,63 @@ def test_synthetic_labels_are_learnable_and_balanced():
 def test_synthetic_rejects_bad_keywords(kwargs):
     with pytest.raises(ValueError):
         load_dataset("synthetic", **kwargs)
+
+
+# --------------------------------------------------------------------------- batched augmentation, materialised splits
+
+
+def _crops_of(image: torch.Tensor, pad: int, fill: tuple[float, ...]) -> list[torch.Tensor]:
+    """Every crop (and its mirror image) RandomCrop(padding=pad) + RandomHorizontalFlip can give."""
+    c, h, w = image.shape
+    padded = torch.tensor(fill).view(c, 1, 1).expand(c, h + 2 * pad, w + 2 * pad).clone()
+    padded[:, pad:pad + h, pad:pad + w] = image
+    crops = [padded[:, y:y + h, x:x + w] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
+    return crops + [crop.flip(2) for crop in crops]
+
+
+def test_batch_augment_gives_padded_crops_and_flips():
+    aug = BatchAugment(pad=2, flip=True, fill=(-0.5, 3.0))
+    images = torch.randn(64, 2, 5, 6)
+    out = aug(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    seen_shift = seen_flip = seen_fill = False
+    for image, result in zip(images, out):
+        crops = _crops_of(image, 2, (-0.5, 3.0))
+        hits = [i for i, crop in enumerate(crops) if torch.equal(crop, result)]
+        assert hits, "an output is not a padded crop of its input"
+        seen_flip |= hits[0] >= len(crops) // 2
+        seen_shift |= hits[0] % (len(crops) // 2) != 12  # 12 = no shift
+        seen_fill |= bool((result[0] == -0.5).any())
+    assert seen_shift and seen_flip and seen_fill
+    # seeded: the same generator seed, the same batch
+    again = aug(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(BatchAugment(pad=0, flip=False, fill=(0.0, 0.0))(images), images)
+
+
+def test_fashion_mnist_batch_augment_matches_the_transform(tmp_path):
+    source = tmp_path / "src"
+    _write_fashion_fixture(source)
+    splits = load_dataset("fashion-mnist", root=source)
+    aug = splits.batch_augment
+    assert aug == BatchAugment(pad=2, flip=True, fill=(-0.2860 / 0.3530,))
+    # train_plain holds the training images without augmentation, in train's order
+    assert len(splits.train_plain) == len(splits.train)
+    assert splits.train_plain.indices == splits.train.indices
+    # what RandomCrop + flip + Normalize gives is one of the batched augmentation's outcomes
+    torch.manual_seed(0)
+    plain = splits.train_plain[3][0]
+    for _ in range(5):
+        drawn = splits.train[3][0]
+        assert any(torch.allclose(drawn, crop, atol=1e-6) for crop in _crops_of(plain, 2, aug.fill))
+    assert load_dataset("fashion-mnist", root=source, augment=False).batch_augment is None
+
+
+def test_materialize_returns_the_whole_split_once():
+    splits = load_dataset("digits")
+    images, labels = materialize(splits.val)
+    assert images.shape == (len(splits.val), 1, 8, 8) and labels.dtype == torch.int64
+    for i in (0, 17, len(splits.val) - 1):
+        assert torch.equal(images[i], splits.val[i][0]) and int(labels[i]) == splits.val[i][1]
+    again, _ = materialize(splits.val)
+    assert again is images  # cached

@@ -189,3 +189,44 @@ def test_tradeoff_sweep_quick_writes_csv_json_png_and_resumes(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     assert row_file.stat().st_mtime_ns == before
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
+
+
+def _tables_module():
+    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "benchmarks" / "paper_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("paper_tables", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_tables_quick_grid_rows_files_and_resume(tmp_path, capsys):
+    tables = _tables_module()
+    out = tmp_path / "tables"
+    args = ["--quick", "--sparsities", "0.5", "--rates", "1", "0", "--workers", "2", "--out", str(out)]
+    rows = tables.main(args)
+    assert [(r["method"].split(" ")[0], r["sparsity"], r["tradeoff_rate"]) for r in rows] == [
+        ("dense", None, None), ("uniform", 0.5, 1.0), ("ours,", 0.5, 1.0), ("ours,", 0.5, 0.0)]
+    dense, uniform, runtime, static = rows
+    assert dense["params_ratio"] == 1.0 and dense["macs_ratio"] == pytest.approx(1.0) and dense["delta_pp"] == 0.0
+    # the uniform reference keeps half of every layer's channels and stores everything
+    assert uniform["macs_ratio"] == pytest.approx(uniform["macs_budget"]) and uniform["params_ratio"] == 1.0
+    assert runtime["params_ratio"] == 1.0 and static["params_ratio"] < 1.0  # R_r = 0 removes channels for good
+    for r in rows:
+        assert r["delta_pp"] == pytest.approx(100 * (r["accuracy"] - dense["accuracy"]))
+        assert r["speedup"] == pytest.approx(1 / r["macs_ratio"])
+    # the uniform reference was fine-tuned for as many CNN batches as an Algorithm 1 run
+    ckpt = torch.load(out / "s0.5-uniform.pt", map_location="cpu", weights_only=False)
+    s = tables.settings_of(tables.build_parser().parse_args(args))
+    assert ckpt["hparams"]["keep"] == 0.5 and ckpt["hparams"]["epochs"] * ckpt["hparams"]["steps_per_epoch"] >= tables.cnn_batches_total(s)
+    assert (out / "table.png").stat().st_size > 5_000
+    with open(out / "table.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert "| 0.5 | ours, runtime + static" not in (out / "table.md").read_text()  # R_r = 0 is "static only"
+    # every step is done: a second call only re-reads the results
+    marker = (out / "s0.5-rr0" / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    again = tables.main(args)
+    printed = capsys.readouterr().out
+    assert "pretrain: done" in printed and "s0.5-rr0: done" in printed
+    assert (out / "s0.5-rr0" / "metrics.json").stat().st_mtime_ns == marker
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]

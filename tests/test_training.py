@@ -278,3 +278,20 @@ def test_cli_errors_name_the_option(argv, option, capsys):
         finetune_cnn.main(argv)
     assert exc.value.code == 2
     assert option in capsys.readouterr().err
+
+
+def test_data_on_device_trains_exactly_as_the_data_loader(splits):
+    """Digits have no augmentation: indexing the split on the device gives the very same batches."""
+    nets, histories = [], []
+    for on_device in (False, True):
+        torch.manual_seed(0)
+        net = build_net("digitnet")
+        histories.append(train_stage(net, "pretrain", splits, epochs=2, lr=3e-3, seed=0, steps_per_epoch=6,
+                                     data_on_device=on_device, **FAST))
+        nets.append(net)
+    assert state_equal(nets[0], nets[1])
+    assert [h["train_loss"] for h in histories[0]] == [h["train_loss"] for h in histories[1]]
+    assert [h["val_acc"] for h in histories[0]] == [h["val_acc"] for h in histories[1]]
+    plain = evaluate(nets[0], splits.test, device="cpu")
+    fast = evaluate(nets[0], splits.test, device="cpu", data_on_device=True)
+    assert fast["accuracy"] == plain["accuracy"] and fast["loss"] == pytest.approx(plain["loss"], rel=1e-6)
