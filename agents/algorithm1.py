@@ -157,8 +157,9 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         checkpoint = str(cnn_path)
     # the environments are built from the starting checkpoint, whatever the iteration: their
     # observation encoders and reward scale stay calibrated as the agents first saw them
-    env_kwargs = {"budget": cfg.budget, "tradeoff_rate": cfg.tradeoff_rate, "device": cfg.device, **cfg.env_kwargs,
-                  "checkpoint": cfg.checkpoint}
+    # rewards on the validation split (Algorithm 1 fine-tunes the CNN on the training split)
+    env_kwargs = {"budget": cfg.budget, "tradeoff_rate": cfg.tradeoff_rate, "device": cfg.device, "split": "val",
+                  **cfg.env_kwargs, "checkpoint": cfg.checkpoint}
     if cfg.data_root is not None:
         env_kwargs["data_root"] = cfg.data_root
     run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs,

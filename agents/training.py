@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
 from agents.policies import LayerEncoderExtractor
-from agents.registry import RUNTIME, STATIC, get_spec, hyperparameters
+from agents.registry import RUNTIME, STATIC, get_spec, hyperparameters, resolve_schedules
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
@@ -165,7 +165,7 @@ def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -
 def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) -> BaseAlgorithm:
     """A new model of ``cfg.algo`` on ``venv`` with the registry's hyper-parameters and the overrides."""
     spec = get_spec(cfg.algo)
-    params = hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams)
+    params = resolve_schedules(hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams))
     policy_kwargs = params.setdefault("policy_kwargs", {})
     if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
         policy_kwargs.setdefault("features_extractor_kwargs", {})["layer_in_channels"] = venv.get_attr("layer_in_channels")[0]

@@ -202,17 +202,21 @@ FULL_SUITE_HYPERPARAMS = {"qrdqn": {"policy_kwargs.n_quantiles": 25}}
 
 DEFAULT_ALGOS = ("recurrent_ppo", "ppo", "a2c", "sac", "td3", "ddpg", "tqc", "dqn", "qrdqn", "purl_dqn", "amc_ddpg")
 
+#: every algorithm of a suite computes its rewards on the same split (the registry's defaults may
+#: name another for the main job: recurrent PPO's runtime agent trains on the training split)
+SAME_DATA = {"split": "val"}
+
 SUITES: dict[str, Suite] = {
     "default": Suite("default", "digitnet on scikit-learn digits, the environments' defaults (keep-0.5 budgets, R_r = 1)",
-                     env_kwargs={}, timesteps=50_000, algos=DEFAULT_ALGOS, hyperparams=FULL_SUITE_HYPERPARAMS),
+                     env_kwargs=dict(SAME_DATA), timesteps=50_000, algos=DEFAULT_ALGOS, hyperparams=FULL_SUITE_HYPERPARAMS),
     "default-fixed-beta": Suite("default-fixed-beta", "as default, with the loss scale beta frozen at its calibrated value "
                                 "(loss_lambda = 1): the return no longer follows the agent's own loss",
-                                env_kwargs={"loss_lambda": 1.0}, timesteps=50_000, algos=DEFAULT_ALGOS,
+                                env_kwargs={"loss_lambda": 1.0, **SAME_DATA}, timesteps=50_000, algos=DEFAULT_ALGOS,
                                 hyperparams=FULL_SUITE_HYPERPARAMS),
     "fashion-mnist": Suite("fashion-mnist", "M-CifarNet (width 0.25) on Fashion-MNIST from --checkpoint, keep-0.5 budgets",
-                           env_kwargs={"model": "mcifarnet", "dataset": "fashion-mnist"}, timesteps=50_000,
+                           env_kwargs={"model": "mcifarnet", "dataset": "fashion-mnist", **SAME_DATA}, timesteps=50_000,
                            algos=DEFAULT_ALGOS, n_envs=32, needs_checkpoint=True, hyperparams=FULL_SUITE_HYPERPARAMS),
-    "smoke": Suite("smoke", "the default environment at tiny step budgets, for tests", env_kwargs={}, timesteps=256,
+    "smoke": Suite("smoke", "the default environment at tiny step budgets, for tests", env_kwargs=dict(SAME_DATA), timesteps=256,
                    seeds=(0, 1), algos=("ppo", "dqn"), baselines=("uniform", "random"), n_envs=8, last_n=16,
                    static_env_kwargs={"eval_batch": 16}, hyperparams=smoke_hyperparams),
 }

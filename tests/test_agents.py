@@ -76,6 +76,16 @@ def test_hyperparameters_presets_and_overrides():
     assert get_spec("stable_baselines3:PPO").cls.__name__ == "PPO"
 
 
+def test_schedule_strings():
+    from agents.registry import resolve_schedules
+
+    params = resolve_schedules({"learning_rate": "lin_3e-4", "clip_range": "lin_0.2_0.1", "n_steps": 32})
+    assert params["learning_rate"](1.0) == pytest.approx(3e-4) and params["learning_rate"](0.0) == 0.0
+    assert params["clip_range"](0.5) == pytest.approx(0.15) and params["n_steps"] == 32
+    with pytest.raises(ValueError, match="learning_rate"):
+        resolve_schedules({"learning_rate": "cosine_1e-3"})
+
+
 def mean_actions(model, venv, episodes=3):
     """The policy's raw Gaussian mean (before any clipping) on the states it visits."""
     policy, n = model.policy, venv.num_envs

@@ -156,12 +156,17 @@ def test_evaluate_run_rejects_what_is_not_a_run_dir(tmp_path):
         evaluate_run.main([str(tmp_path / "missing")])
 
 
-def _sweep_module():
-    spec = importlib.util.spec_from_file_location("tradeoff_sweep", ROOT / "benchmarks" / "tradeoff_sweep.py")
+def _benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tradeoff_sweep", module)
+    sys.modules.setdefault(name, module)
     spec.loader.exec_module(module)
     return module
+
+
+def _sweep_module():
+    return _benchmark_module("tradeoff_sweep")
 
 
 def test_tradeoff_sweep_quick_writes_csv_json_png_and_resumes(tmp_path, capsys):
@@ -191,16 +196,8 @@ def test_tradeoff_sweep_quick_writes_csv_json_png_and_resumes(tmp_path, capsys):
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
 
 
-def _tables_module():
-    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "benchmarks" / "paper_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("paper_tables", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_paper_tables_quick_grid_rows_files_and_resume(tmp_path, capsys):
-    tables = _tables_module()
+    tables = _benchmark_module("paper_tables")
     out = tmp_path / "tables"
     args = ["--quick", "--sparsities", "0.5", "--rates", "1", "0", "--workers", "2", "--out", str(out)]
     rows = tables.main(args)
