@@ -31,7 +31,7 @@ from prune_env.envs.task import PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
-from prune_env.training import evaluate, train_stage
+from prune_env.training import epochs_for_batches, evaluate, train_stage
 
 #: K iterations, N1 agent batches, N2 CNN batches per iteration (rebuttal: CIFAR-10 and ImageNet),
 #: plus small settings for the embedded default. ``static_episodes`` is the number of static
@@ -200,7 +200,9 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         static_ratios = runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
         # lines 16-19: the CNN, f and u_s learn under the frozen agents' masks
         batches = cfg.cnn_batches + (cfg.final_cnn_batches if k == cfg.iterations else 0)
-        history = train_stage(net, "finetune", splits, epochs=1, steps_per_epoch=batches, lr=cfg.lr,
+        # N2 may be longer than an epoch (CIFAR-10: 780 batches of 128 = 2 epochs)
+        epochs, per_epoch = epochs_for_batches(batches, len(splits.train), cfg.batch_size)
+        history = train_stage(net, "finetune", splits, epochs=epochs, steps_per_epoch=per_epoch, lr=cfg.lr,
                               batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed + k, progress=False,
                               ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios),
                               tradeoff_rate=cfg.tradeoff_rate, data_on_device=cfg.data_on_device)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import shlex
@@ -42,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
+from prune_env.data import load_dataset  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.training import epochs_for_batches  # noqa: E402
 
 #: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
 DEFAULT = dict(pretrain_epochs=20, importance_epochs=6, warmup_epochs=10, iterations=10, agent_batches=120,
@@ -157,6 +158,7 @@ def cnn_batches_total(s: dict) -> int:
 def jobs(args: argparse.Namespace, s: dict, out: Path, warmup: Path) -> list[tuple[str, list[str], Path]]:
     """Step 2's commands: (tag, command, what marks it done)."""
     py, fc = sys.executable, str(ROOT / "finetune_cnn.py")
+    train_size = len(load_dataset(s["dataset"], args.data_root).train)
     todo = []
     for sparsity in args.sparsities:
         for rate in args.rates:
@@ -169,9 +171,7 @@ def jobs(args: argparse.Namespace, s: dict, out: Path, warmup: Path) -> list[tup
                    "--resume", *(["--agent-device", args.agent_device] if args.agent_device else [])]
             todo.append((_tag(sparsity, rate), cmd, run_dir / "metrics.json"))
         # the uniform reference: the same number of CNN batches, under the uniform keep ratio
-        total = cnn_batches_total(s)
-        epochs = max(1, math.ceil(total / (s["steps_per_epoch"] or 10**9)))
-        per_epoch = math.ceil(total / epochs)
+        epochs, per_epoch = epochs_for_batches(cnn_batches_total(s), train_size, s["batch_size"])
         path = out / f"{_tag(sparsity)}.pt"
         cmd = [py, fc, "finetune", "--checkpoint", str(warmup), "--keep", f"{sparsity:g}", "--tradeoff-rate", "1.0",
                "--epochs", str(epochs), "--steps-per-epoch", str(per_epoch), "--batch-size", str(s["batch_size"]),

@@ -427,6 +427,20 @@ def evaluate(
     }
 
 
+def epochs_for_batches(batches: int, train_size: int, batch_size: int, world_size: int = 1) -> tuple[int, int]:
+    """``(epochs, steps_per_epoch)`` for :func:`train_stage` to run ``batches`` optimizer steps.
+
+    One epoch holds at most ``ceil(train_size / batch_size)`` batches (``steps_per_epoch`` only
+    caps it), so a schedule longer than an epoch is spread over several, as evenly as possible
+    (``epochs * steps_per_epoch`` may exceed ``batches`` by less than ``epochs``).
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    per_epoch = math.ceil(math.ceil(train_size / world_size) / (batch_size // world_size))
+    epochs = math.ceil(batches / per_epoch)
+    return epochs, math.ceil(batches / epochs)
+
+
 # --------------------------------------------------------------------------- data on the device
 
 

@@ -14,6 +14,7 @@ from prune_env.checkpoint import save_checkpoint
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.nets import build_net
 from prune_env.policies import PerLayerPolicy
+from prune_env.training import epochs_for_batches, train_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -53,6 +54,35 @@ def test_algorithm1_alternates_records_and_resumes(tmp_path):
     rows = json.loads((out / "history.json").read_text())
     assert [r["iteration"] for r in rows] == [1, 2, 3]
     assert resumed["iterations"] == 3
+
+
+def test_algorithm1_fine_tunes_for_all_n2_batches_even_beyond_an_epoch(tmp_path, monkeypatch):
+    """N2 longer than an epoch of the training split is spread over epochs, not cut at one."""
+    import agents.algorithm1 as alg1
+
+    seen = []
+
+    def counting_train_stage(net, stage, splits, **kwargs):
+        history = train_stage(net, stage, splits, **kwargs)
+        per_epoch = -(-len(splits.train) // kwargs["batch_size"])
+        seen.append(len(history) * min(per_epoch, kwargs["steps_per_epoch"]))
+        return history
+
+    monkeypatch.setattr(alg1, "train_stage", counting_train_stage)
+    settings = {**TINY, "iterations": 1, "cnn_batches": 30, "batch_size": 64}  # digits: 21 batches of 64 per epoch
+    run_algorithm1(Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(tmp_path / "a1"), algo="ppo",
+                                    **settings))
+    assert seen and 30 <= seen[0] < 32
+
+
+def test_epochs_for_batches_spreads_a_schedule_over_epochs():
+    assert epochs_for_batches(400, 54_000, 128) == (1, 400)
+    assert epochs_for_batches(2_000, 54_000, 128) == (5, 400)
+    assert epochs_for_batches(780, 45_000, 128) == (3, 260)  # the CIFAR-10 preset's N2: three epochs of 352
+    epochs, steps = epochs_for_batches(423, 54_000, 128)
+    assert (epochs, steps) == (2, 212) and steps <= 422
+    with pytest.raises(ValueError, match="batches"):
+        epochs_for_batches(0, 100, 10)
 
 
 def _cifar_fixture(root, n_train=8, n_test=8):

@@ -18,8 +18,10 @@ import train_agents
 from agents.algorithm1 import Algorithm1Config, run_algorithm1
 from agents.report import evaluate_run_dir, inspect_run
 from prune_env.assets import default_checkpoint_path
+from prune_env.data import load_dataset
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.report import ROW_KEYS, LatencyConfig, PolicyPair, build_report, format_markdown, format_text
+from prune_env.training import epochs_for_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +216,10 @@ def test_paper_tables_quick_grid_rows_files_and_resume(tmp_path, capsys):
     # the uniform reference was fine-tuned for as many CNN batches as an Algorithm 1 run
     ckpt = torch.load(out / "s0.5-uniform.pt", map_location="cpu", weights_only=False)
     s = tables.settings_of(tables.build_parser().parse_args(args))
-    assert ckpt["hparams"]["keep"] == 0.5 and ckpt["hparams"]["epochs"] * ckpt["hparams"]["steps_per_epoch"] >= tables.cnn_batches_total(s)
+    train_size = len(load_dataset("digits").train)
+    assert ckpt["hparams"]["keep"] == 0.5
+    assert (ckpt["hparams"]["epochs"], ckpt["hparams"]["steps_per_epoch"]) == epochs_for_batches(
+        tables.cnn_batches_total(s), train_size, s["batch_size"])
     assert (out / "table.png").stat().st_size > 5_000
     with open(out / "table.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
