@@ -199,6 +199,8 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=keep_ratio, default=0.5, help="sparsity defining the MAC and parameter budgets")
     p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
+    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment keywords for both agents' environments, e.g. alpha_budget=30")
     p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
     p.add_argument("--n-envs", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -248,8 +250,14 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
             schedule_values[key] = getattr(args, key)
+    from train_agents import parse_key_values
+
+    try:
+        env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
     cfg = Algorithm1Config(
-        checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate, algo=args.algo,
+        env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate, algo=args.algo,
         preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
         agent_device=args.agent_device, data_on_device=args.data_on_device,
         data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,

@@ -141,3 +141,21 @@ def test_finetune_cli_random_keep_warmup(tmp_path):
     with pytest.raises(SystemExit):
         finetune_cnn.main(["finetune", "--checkpoint", str(default_checkpoint_path()), "--random-keep", "0.3",
                            "--runtime-agent", str(tmp_path), "--out", str(tmp_path / "x.pt"), "--no-progress"])
+
+
+def test_algorithm1_cli_passes_env_kwargs_to_both_environments(tmp_path, monkeypatch):
+    import agents.algorithm1 as alg1
+
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(alg1, "run_algorithm1", fake_run)
+    finetune_cnn.main(["algorithm1", "--checkpoint", str(default_checkpoint_path()), "--env-kwargs", "alpha_budget=30",
+                       "loss_batch=32", "--out", str(tmp_path / "a1"), "--no-progress"])
+    assert seen["cfg"].env_kwargs == {"alpha_budget": 30, "loss_batch": 32}
+    with pytest.raises(SystemExit):
+        finetune_cnn.main(["algorithm1", "--checkpoint", str(default_checkpoint_path()), "--env-kwargs", "oops",
+                           "--out", str(tmp_path / "a2"), "--no-progress"])
