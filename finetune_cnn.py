@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import torch
 
 from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
+from prune_env.cli import (fraction, non_negative_float, non_negative_int, parse_key_values, positive_float, positive_int,
+                           unit_interval)
 from prune_env.data import available_datasets, load_dataset
 from prune_env.nets.backbones import BACKBONES, build_net
 from prune_env.nets.gated import GatedNet
@@ -41,65 +43,6 @@ from prune_env.training import (
     train_stage,
     uniform_ratio_fn,
 )
-
-
-# --------------------------------------------------------------------------- argument types
-
-
-def _number(kind: type, text: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-
-
-def positive_float(text: str) -> float:
-    value = _number(float, text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = _number(float, text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def keep_ratio(text: str) -> float:
-    value = _number(float, text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def decay_factor(text: str) -> float:
-    value = _number(float, text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
 
 
 # --------------------------------------------------------------------------- parser
@@ -129,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--weight-decay", type=non_negative_float, default=None)
     h.add_argument("--lr-decay-every", type=positive_int, default=None,
                    help="iterations between learning-rate decays (times --lr-decay-factor)")
-    h.add_argument("--lr-decay-factor", type=decay_factor, default=None)
+    h.add_argument("--lr-decay-factor", type=fraction, default=None)
     h.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap on batches per epoch")
     h.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm in eval mode (running statistics fixed)")
     h.add_argument("--tradeoff-rate", type=unit_interval, default=None,
@@ -160,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--importance-split", type=unit_interval, default=None,
                      help="fraction of the epochs with u_s held at 1 (default 0.5)")
     ft = sub.add_parser("finetune", parents=[common], help="train CNN, f and u_s under the agents' masks")
-    ft.add_argument("--keep", type=keep_ratio, default=None,
+    ft.add_argument("--keep", type=fraction, default=None,
                     help="uniform keep ratio in (0, 1] for runtime and static masks when no agents are given (default 0.5)")
-    ft.add_argument("--random-keep", type=keep_ratio, default=None, metavar="LOW",
+    ft.add_argument("--random-keep", type=fraction, default=None, metavar="LOW",
                     help="instead of agents: random runtime keep ratios per input and layer in [LOW, 1] "
                          "(prepares a network for whatever allocation agents will pick)")
     ft.add_argument("--runtime-agent", type=Path, default=None, metavar="PATH",
@@ -196,7 +139,7 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
                    help="static episodes per agent batch (the paper's is one)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None, help="CNN learning rate")
-    p.add_argument("--budget", type=keep_ratio, default=0.5, help="sparsity defining the MAC and parameter budgets")
+    p.add_argument("--budget", type=fraction, default=0.5, help="sparsity defining the MAC and parameter budgets")
     p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
@@ -250,8 +193,6 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
             schedule_values[key] = getattr(args, key)
-    from train_agents import parse_key_values
-
     try:
         env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     except argparse.ArgumentTypeError as err:

@@ -11,32 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import shlex
 import sys
 
 from agents.registry import ALGORITHMS, DEFAULT_ALGO, ENV_IDS
-
-
-def parse_key_values(items: list[str], option: str) -> dict:
-    """``key=value`` pairs; values are Python literals where they parse as one, else strings."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"{option}: expected key=value, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+from prune_env.cli import parse_key_values, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,24 +50,20 @@ class AlgoSpec:
 
 _ON_POLICY_COMMON = dict(gamma=1.0, gae_lambda=0.95, ent_coef=0.0, clip_range=0.2, max_grad_norm=0.5)
 
-_RECURRENT_RUNTIME = dict(
-    _ON_POLICY_COMMON,
-    learning_rate=3e-4, n_steps=32, batch_size=512, n_epochs=5,
-    policy_kwargs=dict(
-        features_extractor_class=LayerEncoderExtractor, features_extractor_kwargs=dict(features_dim=128),
-        lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
-        net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
-    ),
-)
-_RECURRENT_STATIC = dict(
-    _ON_POLICY_COMMON,
-    learning_rate=1e-3, n_steps=16, batch_size=128, n_epochs=5,
-    policy_kwargs=dict(
-        features_extractor_class=ShapeEncoderExtractor, features_extractor_kwargs=dict(features_dim=128),
-        lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
-        net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
-    ),
-)
+def _recurrent(extractor: type, **settings) -> dict:
+    """Recurrent PPO as in the paper: ``extractor`` to 128 features, one LSTM of 128 shared by actor and critic."""
+    return dict(
+        _ON_POLICY_COMMON, **settings,
+        policy_kwargs=dict(
+            features_extractor_class=extractor, features_extractor_kwargs=dict(features_dim=128),
+            lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
+            net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
+        ),
+    )
+
+
+_RECURRENT_RUNTIME = _recurrent(LayerEncoderExtractor, learning_rate=3e-4, n_steps=32, batch_size=512, n_epochs=5)
+_RECURRENT_STATIC = _recurrent(ShapeEncoderExtractor, learning_rate=1e-3, n_steps=16, batch_size=128, n_epochs=5)
 
 
 def _paper(base: dict) -> dict:

@@ -90,33 +90,34 @@ RatioFn = Callable[[GatedNet, Tensor], tuple[Tensor, Sequence[float]]]
 #: steps, None = constant), ``importance_split`` (fraction of the importance epochs spent with
 #: ``u_s`` held at 1), ``steps_per_epoch`` (cap on batches per epoch, None = the whole split),
 #: ``keep`` (uniform keep ratio of ``finetune`` while no agents are given).
+#: What every preset shares unless it says otherwise: Adam's batch and schedule knobs (paper Sec. 4.1).
+_PRESET_BASE: dict[str, Any] = {
+    "batch_size": 128,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "lr_decay_every": None,
+    "lr_decay_factor": 0.1,
+    "importance_split": 0.5,
+    "steps_per_epoch": None,
+    "keep": 0.5,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Paper values (Sec. 4.1, rebuttal): batch 128, Adam, lr 1e-3; a fine-tune round is
-    # N2 = 780 batches = 2 epochs. The paper starts from a pretrained backbone and does not
-    # say how it was trained; 60 epochs of Adam is our choice, as is the importance length.
+    # N2 = 780 batches (two passes over the 50,000 training images). The paper starts from a
+    # pretrained backbone and does not say how it was trained; 60 epochs of Adam is our choice,
+    # as is the importance length.
     "cifar10": {
-        "batch_size": 128,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "lr_decay_every": None,
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
+        **_PRESET_BASE,
         "stages": {"pretrain": {"epochs": 60}, "importance": {"epochs": 10}, "finetune": {"epochs": 2}},
     },
     # Rebuttal: lr 1e-4, batch 128; a fine-tune round is N2 = 600 batches (the last one
     # 200,000: override steps_per_epoch). Pre-training is normally replaced by torchvision
     # weights (``build_net("resnet18", weights=...)``); the numbers below are for completeness.
     "imagenet": {
-        "batch_size": 128,
+        **_PRESET_BASE,
         "lr": 1e-4,
-        "weight_decay": 0.0,
         "lr_decay_every": 117_188,  # 15 M images / 128 (Sec. 4.1, see the module docstring)
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
         "stages": {
             "pretrain": {"epochs": 90},
             "importance": {"epochs": 2},
@@ -125,14 +126,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Fast defaults (ours): digitnet pre-trains in a few seconds on two CPU cores.
     "digits": {
+        **_PRESET_BASE,
         "batch_size": 64,
         "lr": 3e-3,
-        "weight_decay": 0.0,
-        "lr_decay_every": None,
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
         # importance at 1e-3: at 3e-3 the gates' first epochs cost a few points of accuracy.
         "stages": {
             "pretrain": {"epochs": 15},
@@ -142,37 +138,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Seeded random images (prune_env.data "synthetic"), for tests and benchmarks: fast values.
     "synthetic": {
+        **_PRESET_BASE,
         "batch_size": 64,
         "lr": 3e-3,
-        "weight_decay": 0.0,
-        "lr_decay_every": None,
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
         "stages": {"pretrain": {"epochs": 5}, "importance": {"epochs": 2, "lr": 1e-3}, "finetune": {"epochs": 2}},
     },
     # Datasets without a preset of their own: the paper's CIFAR-10 values, shorter pre-training.
     "default": {
-        "batch_size": 128,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "lr_decay_every": None,
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
+        **_PRESET_BASE,
         "stages": {"pretrain": {"epochs": 20}, "importance": {"epochs": 4}, "finetune": {"epochs": 2}},
     },
     "fashion-mnist": {
-        "batch_size": 128,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "lr_decay_every": None,
-        "lr_decay_factor": 0.1,
-        "importance_split": 0.5,
-        "steps_per_epoch": None,
-        "keep": 0.5,
+        **_PRESET_BASE,
         "stages": {"pretrain": {"epochs": 10}, "importance": {"epochs": 4}, "finetune": {"epochs": 2}},
     },
 }

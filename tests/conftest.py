@@ -1,7 +1,15 @@
 """Test-wide settings."""
 
+import pytest
 import torch
 
 # The test networks are tiny: one thread is as fast, and far faster on a busy machine, where
 # OpenMP threads competing for two cores slow small convolutions down by an order of magnitude.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts with one thread, whatever an earlier test (or a script it ran) set."""
+    torch.set_num_threads(1)
+    yield

@@ -76,14 +76,6 @@ def two_process_states(tmp_path_factory) -> dict[bool, list[dict[str, torch.Tens
     return {f: [torch.load(out / f"rank{r}_freeze{int(f)}.pt") for r in range(2)] for f in (True, False)}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_two_processes_equal_one_on_the_same_global_batch(two_process_states, one_thread):
     rank0, rank1 = two_process_states[True]
     single = run_schedule(freeze_bn=True)

@@ -57,15 +57,6 @@ def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: fast and steady on a small, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(batch, shape, generator=None):
     """Random images whose channel means differ per sample, so that the runtime masks do too."""
     x = torch.randn(batch, *shape, generator=generator)

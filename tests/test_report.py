@@ -29,14 +29,6 @@ TINY_AGENT = ["--n-envs", "8", "--algo", "ppo", "--no-progress", "--hyperparams"
 FAST_LATENCY = ["--latency", "--repeats", "3", "--warmup", "1", "--latency-inputs", "4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def runtime_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "runtime"

@@ -29,15 +29,6 @@ import finetune_cnn  # noqa: E402
 FAST = dict(batch_size=64, device="cpu", progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small nets: on a busy 2-core machine OpenMP threads spin and slow tests 50-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits():
     return load_dataset("digits")
