@@ -166,7 +166,11 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     torch.set_num_threads(args.threads)
     checkpoint = getattr(args, "checkpoint", None)
-    dataset = args.dataset or (read_checkpoint(checkpoint).get("dataset") if checkpoint else None) or "digits"
+    try:
+        saved = read_checkpoint(checkpoint) if checkpoint else {}
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(f"--checkpoint: {err}")
+    dataset = args.dataset or saved.get("dataset") or "digits"
     schedule = args.schedule or (dataset if dataset in PRESETS else "digits")
     if schedule not in PRESETS:
         parser.error(f"--schedule must be one of {sorted(PRESETS)}, got {schedule!r}")

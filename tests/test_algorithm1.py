@@ -159,3 +159,9 @@ def test_algorithm1_cli_passes_env_kwargs_to_both_environments(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         finetune_cnn.main(["algorithm1", "--checkpoint", str(default_checkpoint_path()), "--env-kwargs", "oops",
                            "--out", str(tmp_path / "a2"), "--no-progress"])
+
+
+def test_algorithm1_cli_names_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        finetune_cnn.main(["algorithm1", "--checkpoint", str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "a1")])
+    assert "--checkpoint" in capsys.readouterr().err
