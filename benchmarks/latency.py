@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from prune_env.costs import CostModel  # noqa: E402
 from prune_env.deploy import RuntimeExecutor, export_static  # noqa: E402
 from prune_env.nets import build_net  # noqa: E402
 from prune_env.nets.gated import GatedNet  # noqa: E402
+from prune_env.report import time_interleaved  # noqa: E402
 
 SHAPES = {"mcifarnet": (3, 32, 32), "digitnet": (1, 8, 8)}
 
@@ -66,26 +66,6 @@ def randomize(net: GatedNet, seed: int) -> GatedNet:
 def images(batch: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, *shape, generator=g) + torch.randn(batch, shape[0], 1, 1, generator=g)
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, tuple[float, float]]:
-    """Median wall-clock and thread-CPU seconds per call, calling the functions round-robin.
-
-    Interleaving exposes every configuration to the same machine state; the CPU time (of this
-    thread) is less sensitive than the wall clock to other processes on a shared machine.
-    """
-    wall: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for name, fn in fns.items():
-                start, start_cpu = time.perf_counter(), time.thread_time()
-                fn()
-                elapsed, elapsed_cpu = time.perf_counter() - start, time.thread_time() - start_cpu
-                if i >= warmup:
-                    wall[name].append(elapsed)
-                    cpu[name].append(elapsed_cpu)
-    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
 def bench_model(name: str, keeps: list[float], batches: list[int], repeats: int, warmup: int, seed: int) -> list[dict]:
@@ -125,7 +105,8 @@ def bench_model(name: str, keeps: list[float], batches: list[int], repeats: int,
                 fns[f"executor {k}"] = lambda k=k: executor(x, k)
                 macs.update({f"static {k}": static_ratio, f"static+executor {k}": static_ratio, f"masked {k}": 1.0,
                              f"executor {k}": runtime_ratio})
-        times = time_interleaved(fns, repeats, warmup)
+        timings = time_interleaved({k: (lambda i, f=f: f()) for k, f in fns.items()}, repeats, warmup)
+        times = {k: (t["median_ms"] / 1e3, t["cpu_median_ms"] / 1e3) for k, t in timings.items()}
         dense_wall, dense_cpu = times["dense"]
         for key, (seconds, cpu_seconds) in times.items():
             config, _, keep = key.partition(" ")

@@ -96,7 +96,7 @@ def runtime_ratios(task: PruningTask, runtime_policy: Any, static_ratios: Any, i
     return torch.stack(cols, 1).cpu().numpy(), state
 
 
-def _time_interleaved(fns: Mapping[str, Callable[[int], object]], rounds: int, warmup: int) -> dict[str, dict]:
+def time_interleaved(fns: Mapping[str, Callable[[int], object]], rounds: int, warmup: int) -> dict[str, dict]:
     """Median wall-clock and thread-CPU milliseconds per call; ``fns[k](i)`` is call ``i``, round-robin."""
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
@@ -165,7 +165,7 @@ def measure_latency(task: PruningTask, pairs: Mapping[str, tuple[Any, Any]], cfg
             "deployed_overhead_params": int(executor.model.overhead_param_count()),
             "stored_channels": list(executor.model.stored_channels),
         }
-    timings = _time_interleaved(fns, int(cfg.repeats), int(cfg.warmup))
+    timings = time_interleaved(fns, int(cfg.repeats), int(cfg.warmup))
     for name, t in timings.items():
         configs[name].update(t)
     return {
