@@ -27,7 +27,7 @@ from agents.training import (CHECKPOINT_FILE, MODEL_FILE, RunConfig, STATE_FILE,
                              atomic_model_save, evaluate_run, joint_env_kwargs, test_task)
 from prune_env.checkpoint import load_checkpoint, save_checkpoint
 from prune_env.data import load_dataset
-from prune_env.envs.task import PruningTask
+from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
@@ -62,7 +62,7 @@ class Algorithm1Config:
     static_episodes: int = 8
     final_cnn_batches: int = 0
     budget: float = 0.5
-    tradeoff_rate: float = 0.5
+    tradeoff_rate: float = JOINT_TRADEOFF_RATE
     algo: str = "recurrent_ppo"
     preset: str = "fast"
     seed: int = 0
@@ -179,7 +179,8 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     static_env.set_runtime_policy(runtime_policy)
     # before the static agent has acted, runtime episodes run under the budget's uniform static
     # ratio, so that the MAC budget is reachable for any R_r
-    runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0 else cfg.budget)
+    runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0
+                                 else runtime_env.task.static_budget_keep_ratio)
 
     net, _ = load_checkpoint(checkpoint, device=cfg.device)
     splits = load_dataset(runtime_env.task.dataset_name, cfg.data_root)

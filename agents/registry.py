@@ -120,6 +120,12 @@ if hasattr(sb3_contrib, "CrossQ"):
 DEFAULT_ALGO = "recurrent_ppo"
 
 
+def env_kwargs_for(algo: str, env_id: str, user_kwargs: dict | None = None) -> dict:
+    """The environment keywords ``algo`` trains ``env_id`` with: the registry's (e.g. raw
+    observations for the paper's layer encoders), then the user's on top."""
+    return {**get_spec(algo).env_kwargs.get(env_id.split(":")[-1], {}), **(user_kwargs or {})}
+
+
 def available_algorithms() -> list[str]:
     return sorted(ALGORITHMS)
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from agents.registry import RUNTIME, STATIC
 from agents.training import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
-from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
 
 KINDS = ("runtime", "static", "joint", "algorithm1")
@@ -181,7 +181,7 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask
     it still exists (the runtime agent was trained on those observations), else on ``cnn.pt``."""
     env_kwargs = dict(meta.get("env_kwargs", {}))
     if kind == "static":  # StaticPrune-v0's own default (pure static pruning), not TaskConfig's
-        env_kwargs.setdefault("tradeoff_rate", 0.0)
+        env_kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
     if kind != "algorithm1":
         task = PruningTask(_task_config(env_kwargs))
         info["checkpoint"] = task.cfg.checkpoint or "shipped default"

@@ -26,9 +26,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
 from agents.policies import LayerEncoderExtractor
-from agents.registry import RUNTIME, STATIC, get_spec, hyperparameters, resolve_schedules
+from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
 from prune_env.envs import VecDiscreteKeepRatio
-from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
 from prune_env.evaluation import evaluate_policies, format_table, plot_keep_ratios, reference_metrics, write_json
 from prune_env.policies import SB3Policy
@@ -155,8 +155,7 @@ def agent_policy(model: BaseAlgorithm, meta: dict | None = None) -> SB3Policy:
 def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -> VecEnv:
     """The batched, monitored training VecEnv for ``algo`` (discrete algorithms get the level wrapper)."""
     spec = get_spec(algo)
-    kwargs = {**spec.env_kwargs.get(env_id, {}), **env_kwargs}
-    venv = prune_env.make_vec_env(env_id, n_envs, seed=seed, **kwargs)
+    venv = prune_env.make_vec_env(env_id, n_envs, seed=seed, **env_kwargs_for(algo, env_id, env_kwargs))
     if spec.discrete:
         venv = VecDiscreteKeepRatio(venv, DEFAULT_LEVELS)
     return venv
@@ -170,8 +169,7 @@ def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) 
     if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
         policy_kwargs.setdefault("features_extractor_kwargs", {})["layer_in_channels"] = venv.get_attr("layer_in_channels")[0]
     if spec.regularized:
-        task = venv.unwrapped.task
-        policy_kwargs.setdefault("initial_action", float(task.cfg.budget) if task.cfg.budget_kind == "sparsity" else 0.5)
+        policy_kwargs.setdefault("initial_action", venv.unwrapped.env.budget_keep_ratio)
     if not policy_kwargs:
         params.pop("policy_kwargs")
     noise_std = params.pop("action_noise_std", None)  # deterministic off-policy actors explore with Gaussian noise
@@ -227,7 +225,7 @@ def _run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
     spec = get_spec(cfg.algo)
     return {
         "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
-        "env_kwargs": {**spec.env_kwargs.get(env_id, {}), **env_kwargs}, "hyperparams": cfg.hyperparams,
+        "env_kwargs": env_kwargs_for(cfg.algo, env_id, env_kwargs), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
         "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
@@ -282,8 +280,7 @@ def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
     The static env runs the runtime agent to evaluate its choices, so it must build the runtime
     observations the way the runtime agent sees them.
     """
-    runtime = {**get_spec(algo).env_kwargs.get(RUNTIME, {}), **env_kwargs}
-    static = {**get_spec(algo).env_kwargs.get(STATIC, {}), **env_kwargs}
+    runtime, static = env_kwargs_for(algo, RUNTIME, env_kwargs), env_kwargs_for(algo, STATIC, env_kwargs)
     if "observation" in runtime:
         static["observation"] = runtime["observation"]
     return {RUNTIME: {k: v for k, v in runtime.items() if k not in STATIC_ONLY}, STATIC: static}
@@ -291,7 +288,7 @@ def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
 
 def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     """Algorithm 1, lines 12-15: the runtime and the static agent trained in alternation, each on its own reward."""
-    env_kwargs = {"tradeoff_rate": 0.5, **cfg.env_kwargs}
+    env_kwargs = {"tradeoff_rate": JOINT_TRADEOFF_RATE, **cfg.env_kwargs}
     record = _run_record(cfg, "joint", env_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
     models, venvs = {}, {}
@@ -302,7 +299,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
-        runtime_env.set_static_policy(runtime_env.task.cfg.budget if runtime_env.task.cfg.budget_kind == "sparsity" else 1.0)
+        runtime_env.set_static_policy(runtime_env.task.static_budget_keep_ratio)
     rounds = 4
     totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: get_spec(cfg.algo).timesteps[STATIC]}
     for r in range(1, rounds + 1):

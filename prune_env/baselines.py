@@ -48,9 +48,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import Tensor, nn
 
-from prune_env.envs.task import PruningTask
+from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, uniform_keep_ratio
-from prune_env.nets.gated import GatedConv, GatedNet, ResidualStage, SequentialStage
+from prune_env.nets.gated import GatedConv, GatedNet
 from prune_env.nets.masks import keep_count
 from prune_env.policies import KeepRatioPolicy
 
@@ -64,25 +64,9 @@ BASELINE_NAMES = ("uniform", "l1_static", "bn_static", "static_uniform", "random
 
 # --------------------------------------------------------------------------- budget helpers
 def uniform_static_ratio(task: PruningTask, budget: float | None = None) -> float:
-    """The largest uniform static keep ratio whose stored-parameter ratio meets ``budget``.
-
-    Uses the task's trade-off rate (with ``R_r > 0`` only part of the static mask is stored
-    removed, Sec. 3.4); ``budget`` defaults to the task's parameter budget. Returns ``alpha``
-    when even ``alpha`` does not meet it.
-    """
-    budget = task.params_budget if budget is None else float(budget)
-
-    def params(ratio: float) -> float:
-        stored = task.stored_counts(np.full((1, task.num_layers), ratio))
-        return float(task.costs.params_ratio(stored)[0])
-
-    lo, hi = task.cfg.alpha, 1.0
-    if params(hi) <= budget + 1e-12:
-        return hi
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if params(mid) <= budget + 1e-12 else (lo, mid)
-    return lo
+    """The largest uniform static keep ratio whose stored-parameter ratio meets ``budget``
+    (see :meth:`PruningTask.uniform_static_ratio`)."""
+    return task.uniform_static_ratio(budget)
 
 
 def _keep_counts(ratios: np.ndarray, channels: Tensor) -> Tensor:
@@ -109,27 +93,29 @@ _LINEAR_PASS = (nn.Identity, nn.Dropout, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.
 
 
 def _consumer_slices(net: GatedNet, t: int) -> list[tuple[nn.Module, str]]:
-    """The modules (and weight names) that read layer ``t``'s gated output linearly by input channel."""
+    """The modules (and weight names) that read layer ``t``'s gated output linearly by input channel.
+
+    Who reads the channels comes from the stages (:meth:`GatedNet.channel_consumers`); this checks
+    that the way there is channel-wise linear, so that a per-channel factor can be moved into them.
+    """
     stage = net.stages[t]
-    if isinstance(stage, ResidualStage):
-        if stage.conv2.groups != 1:
-            raise NotImplementedError("rank_by_l1: grouped conv2 after a gated layer is not supported")
-        return [(stage.conv2, "weight")]
-    if not isinstance(stage, SequentialStage):
-        raise NotImplementedError(f"rank_by_l1: unsupported stage type {type(stage).__name__}")
-    if not all(isinstance(m, _LINEAR_PASS) for m in stage.post.modules() if not isinstance(m, nn.Sequential)):
-        raise NotImplementedError(f"rank_by_l1: stage {t}'s post-processing {stage.post} is not channel-wise linear")
-    if t + 1 < net.num_layers:
-        nxt = net.stages[t + 1]
-        if not isinstance(nxt, SequentialStage) or nxt.gated.conv.groups != 1:
-            raise NotImplementedError("rank_by_l1: a gated layer feeding a residual block or grouped conv is not supported")
-        return [(nxt.gated.conv, "weight"), (nxt.gated.predictor, "weight")]
-    for module in net.head.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            return [(module, "weight")]
-        if not isinstance(module, (nn.Sequential, *_LINEAR_PASS)):
-            raise NotImplementedError(f"rank_by_l1: head module {module} before the classifier is not channel-wise linear")
-    raise NotImplementedError("rank_by_l1: no linear / conv classifier found in the head")
+    path = [m for name in stage.gate_path for m in stage.get_submodule(name).modules()]
+    if not all(isinstance(m, (nn.Sequential, *_LINEAR_PASS)) for m in path):
+        raise NotImplementedError(f"rank_by_l1: stage {t}'s post-processing is not channel-wise linear")
+    try:
+        consumers = net.channel_consumers(t)
+    except NotImplementedError as err:
+        raise NotImplementedError(f"rank_by_l1: {err}") from None
+    for name, module in consumers:
+        if getattr(module, "groups", 1) != 1:
+            raise NotImplementedError(f"rank_by_l1: grouped conv {name!r} reads a gated layer; not supported")
+        if name.startswith("head"):  # what comes before the classifier in the head must pass the factor on
+            for m in net.head.modules():
+                if m is module:
+                    break
+                if not isinstance(m, (nn.Sequential, *_LINEAR_PASS)):
+                    raise NotImplementedError(f"rank_by_l1: head module {m} before the classifier is not channel-wise linear")
+    return [(module, "weight") for _, module in consumers]
 
 
 def rerank_static(net: GatedNet, scores: Sequence[Tensor], *, inplace: bool = False) -> GatedNet:
@@ -189,7 +175,8 @@ def task_variant(task: PruningTask, *, tradeoff_rate: float | None = None, net: 
     rate = task.cfg.tradeoff_rate if tradeoff_rate is None else float(tradeoff_rate)
     variant = PruningTask(dataclasses.replace(task.cfg, tradeoff_rate=rate))
     variant.net = copy.deepcopy(task.net) if net is None else net
-    variant.net.eval().configure(tradeoff_rate=rate)
+    variant.net.eval()
+    variant.tradeoff_rate = rate
     for p in variant.net.parameters():
         p.requires_grad_(False)
     variant._build_encoders(len(task.calibration_images))
@@ -303,11 +290,11 @@ def uniform_baseline(task: PruningTask, static_ratios: Sequence[float] | None = 
 
 def static_uniform_baseline(task: PruningTask) -> Baseline:
     """Uniform static pruning meeting the parameter budget, ranked by the learned ``u_s`` (``R_r = 0``)."""
-    variant = task_variant(task, tradeoff_rate=0.0)
+    variant = task_variant(task, tradeoff_rate=STATIC_TRADEOFF_RATE)
     ratio = uniform_static_ratio(variant)
     return Baseline("static_uniform", "uniform static keep ratio meeting the parameter budget, learned u_s ranking",
                     variant, 1.0, np.full(task.num_layers, ratio),
-                    env_kwargs={"tradeoff_rate": 0.0, "static_policy": [ratio] * task.num_layers},
+                    env_kwargs={"tradeoff_rate": STATIC_TRADEOFF_RATE, "static_policy": [ratio] * task.num_layers},
                     info={"uniform_static_ratio": ratio}, constraint="params")
 
 
@@ -319,7 +306,7 @@ def l1_static_baseline(task: PruningTask) -> Baseline:
     other policy (see :func:`rank_by_l1`), and nothing is fine-tuned after pruning (Li et al.
     retrain; none of the policies here do).
     """
-    variant = task_variant(task, tradeoff_rate=0.0, net=rank_by_l1(task.net))
+    variant = task_variant(task, tradeoff_rate=STATIC_TRADEOFF_RATE, net=rank_by_l1(task.net))
     ratio = uniform_static_ratio(variant)
     return Baseline("l1_static", "uniform static keep ratio meeting the parameter budget, filter L1-norm ranking (Li et al. 2017)",
                     variant, 1.0, np.full(task.num_layers, ratio), env_kwargs=None, net_transform=lambda net: rank_by_l1(net, inplace=True),
@@ -342,7 +329,7 @@ def bn_static_baseline(task: PruningTask) -> Baseline:
     def transform(net: GatedNet) -> GatedNet:
         return rerank_static(net, [layer.bn.weight.detach().abs().clamp_min(1e-12) for layer in net.layers], inplace=True)
 
-    variant = task_variant(task, tradeoff_rate=0.0, net=rerank_static(task.net, scores))
+    variant = task_variant(task, tradeoff_rate=STATIC_TRADEOFF_RATE, net=rerank_static(task.net, scores))
     ratio = uniform_static_ratio(variant)
     return Baseline("bn_static", "uniform static keep ratio meeting the parameter budget, BN |gamma| ranking (Network Slimming)",
                     variant, 1.0, np.full(task.num_layers, ratio), env_kwargs=None, net_transform=transform,

@@ -67,6 +67,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from prune_env.envs.task import STATIC_TRADEOFF_RATE
+
 RUNTIME, STATIC = "RuntimePrune-v0", "StaticPrune-v0"
 DEFAULT_OUT = "benchmark_results"
 CURVE_BINS = 40
@@ -364,7 +366,7 @@ def reference_beta(task: Any) -> float:
 
     ``task`` must be the suite's runtime task: with ``R_r = 0`` the runtime ratio would be ignored.
     """
-    return float(task.calibrated_normalizer(task.cfg.budget, 1.0).beta)
+    return float(task.calibrated_normalizer(task.budget_keep_ratio, 1.0).beta)
 
 
 def fixed_scale_return(task: Any, runtime_policy: Any, static_ratios: Any, beta0: float, constraint: str,
@@ -418,7 +420,7 @@ def run_baseline(job: Job) -> dict:
     if baseline.env_kwargs is not None:
         train_kwargs = {**job.env_kwargs, **baseline.env_kwargs}
     else:
-        train_kwargs = {**job.env_kwargs, "tradeoff_rate": 0.0, "static_policy": [float(r) for r in baseline.static_ratios]}
+        train_kwargs = {**job.env_kwargs, "tradeoff_rate": STATIC_TRADEOFF_RATE, "static_policy": [float(r) for r in baseline.static_ratios]}
     if hasattr(baseline.runtime_policy, "reseed"):
         baseline.runtime_policy.reseed(job.seed + 1)
     returns = _policy_returns(train_kwargs, baseline.runtime_policy, job.last_n, min(job.n_envs, job.last_n), job.seed,
@@ -472,9 +474,9 @@ def run_agent(job: Job) -> dict:
     base_kwargs = {**job.env_kwargs, **(job.static_env_kwargs if spec.env_id == STATIC else {}), **spec.env_kwargs}
     if spec.levels is None and not spec.amc:
         venv = make_env(spec.env_id, spec.algo, job.n_envs, job.seed, base_kwargs)  # registry env keywords merged there
-        from agents.registry import get_spec
+        from agents.registry import env_kwargs_for
 
-        env_kwargs = {**get_spec(spec.algo).env_kwargs.get(spec.env_id, {}), **base_kwargs}
+        env_kwargs = env_kwargs_for(spec.algo, spec.env_id, base_kwargs)
     else:
         env_kwargs = dict(base_kwargs)
         venv = prune_env.make_vec_env(spec.env_id, job.n_envs, seed=job.seed, **env_kwargs)

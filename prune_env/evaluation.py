@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prune_env.envs.task import PruningTask
+from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
 from prune_env.policies import as_policy
 
 
@@ -60,15 +60,8 @@ def evaluate_policies(task: PruningTask, runtime_policy: Any, static_ratios: Any
 
 
 def uniform_keep_ratio(task: PruningTask, budget: float | None = None) -> float:
-    """The largest uniform keep ratio whose MAC ratio meets ``budget`` (default: the task's MAC budget)."""
-    budget = task.macs_budget if budget is None else budget
-    lo, hi = task.cfg.alpha, 1.0
-    if task.costs.macs_budget(hi) <= budget + 1e-12:
-        return hi
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if task.costs.macs_budget(mid) <= budget + 1e-12 else (lo, mid)
-    return lo
+    """The largest uniform keep ratio whose MAC ratio meets ``budget`` (see :meth:`PruningTask.uniform_keep_ratio`)."""
+    return task.uniform_keep_ratio(budget)
 
 
 def reference_metrics(task: PruningTask, *, batch_size: int = 512) -> dict[str, dict]:
@@ -80,15 +73,11 @@ def reference_metrics(task: PruningTask, *, batch_size: int = 512) -> dict[str, 
     """
     uniform = uniform_keep_ratio(task)
     ones = np.ones(task.num_layers)
-    saved = task.net.gate_config
-    try:
-        task.net.configure(tradeoff_rate=1.0)
+    with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
         out = {
             "dense": evaluate_policies(task, 1.0, ones, batch_size=batch_size),
             "uniform": evaluate_policies(task, uniform, ones, batch_size=batch_size),
         }
-    finally:
-        task.net.gate_config = saved
     out["uniform"]["uniform_keep_ratio"] = uniform
     return out
 

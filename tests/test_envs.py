@@ -202,7 +202,8 @@ def test_batched_vec_env_equals_dummy_vec_env(env_id, kwargs):
                 if key == "terminal_observation":
                     assert np.allclose(x[key], y[key], atol=1e-6)
                 elif isinstance(x[key], float):
-                    assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9)
+                    # float32 convolutions may sum in another order at another batch size
+                    assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-9)
                 else:
                     assert x[key] == y[key]
         finished += int(db.all())

@@ -170,12 +170,17 @@ class RuntimePruneEnv(gym.Env):
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.static_ratios = task.static_ratios_of(static_policy)
-        self.normalizer = normalizer or task.calibrated_normalizer(task.cfg.budget, self.static_ratios)
+        self.normalizer = normalizer or task.calibrated_normalizer(task.budget_keep_ratio, self.static_ratios)
         self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer)
         self.num_layers = task.num_layers
         self.layer_in_channels = list(task.in_channels)
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.runtime_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    @property
+    def budget_keep_ratio(self) -> float:
+        """The keep ratio that, in every layer, spends exactly the MAC budget (an agent's natural first action)."""
+        return self.task.budget_keep_ratio
 
     def set_static_policy(self, static_policy: Any) -> np.ndarray:
         """Replace the fixed static policy (e.g. after a round of static-agent training); returns its ratios."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from prune_env.envs.task import PruningTask, TaskConfig, check_range
+from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig, check_range
 from prune_env.policies import as_policy
 from prune_env.rewards import LossNormalizer, budget_penalty
 
@@ -128,15 +128,20 @@ class StaticPruneEnv(gym.Env):
 
     def __init__(self, runtime_policy: Any = None, eval_batch: int = 128, normalizer: LossNormalizer | None = None, **kwargs: Any):
         super().__init__()
-        kwargs.setdefault("tradeoff_rate", 0.0)
+        kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.eval_batch = int(check_range("eval_batch", eval_batch, 1, len(task.source)))
-        self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.cfg.budget)
+        self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.static_budget_keep_ratio)
         self.episodes = StaticEpisodes(task, runtime_policy, self.normalizer)
         self.num_layers = task.num_layers
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.static_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    @property
+    def budget_keep_ratio(self) -> float:
+        """The static keep ratio that, in every layer, meets the parameter budget (an agent's natural first action)."""
+        return self.task.static_budget_keep_ratio
 
     def set_runtime_policy(self, runtime_policy: Any) -> None:
         """Replace the fixed runtime policy used when evaluating static choices."""

@@ -10,10 +10,11 @@ A :class:`PruningTask` is built once from the environment keywords and shared by
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,11 @@ SPLITS = ("train", "val", "test")
 OBSERVATION_MODES = ("encoded", "raw")
 REWARD_MODES = ("sparse", "dense")
 BUDGET_KINDS = ("sparsity", "fraction")
+#: the trade-off rate ``R_r`` each entry point starts from, named once (1: pure runtime pruning,
+#: 0: pure static pruning, DESIGN.md); the keyword ``tradeoff_rate`` overrides it
+RUNTIME_TRADEOFF_RATE = 1.0
+STATIC_TRADEOFF_RATE = 0.0
+JOINT_TRADEOFF_RATE = 0.5  # Algorithm 1 and joint agent training (the paper's main rows)
 #: images preloaded into one tensor when their total size stays below this many floats
 PRELOAD_LIMIT = 1 << 28
 
@@ -51,6 +57,18 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def _largest_meeting(cost, budget: float, low: float, iterations: int = 50) -> float:
+    """The largest ratio in ``[low, 1]`` whose (non-decreasing) ``cost`` meets ``budget``, by bisection;
+    ``low`` when none does."""
+    lo, hi = low, 1.0
+    if cost(hi) <= budget + 1e-12:
+        return hi
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cost(mid) <= budget + 1e-12 else (lo, mid)
+    return lo
 
 
 # --------------------------------------------------------------------------- data
@@ -99,7 +117,7 @@ class TaskConfig:
     width: float | None = None
     budget: float = 0.5
     budget_kind: str = "sparsity"
-    tradeoff_rate: float = 1.0
+    tradeoff_rate: float = RUNTIME_TRADEOFF_RATE
     alpha: float = 0.1
     alpha_budget: float = 10.0
     loss_lambda: float = 0.9
@@ -129,7 +147,7 @@ class TaskConfig:
 
 def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
     """The network and the dataset name it goes with."""
-    from prune_env.checkpoint import load_checkpoint
+    from prune_env.checkpoint import check_input_shape, load_checkpoint
     from prune_env.nets.backbones import build_net
 
     checkpoint = cfg.checkpoint
@@ -141,6 +159,8 @@ def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
         net, payload = load_checkpoint(checkpoint, device=cfg.device)
         if cfg.model is not None and cfg.model != net.config.get("name"):
             raise ValueError(f"model={cfg.model!r} but checkpoint {str(checkpoint)!r} holds {net.config.get('name')!r}")
+        if cfg.dataset is not None:
+            check_input_shape(checkpoint, payload, cfg.dataset, cfg.data_root)
         return net, cfg.dataset or payload.get("dataset", "digits")
     model = cfg.model or "digitnet"
     dataset = cfg.dataset or "digits"
@@ -164,7 +184,8 @@ class PruningTask:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.net, self.dataset_name = _load_network(cfg)
-        self.net.eval().configure(gating=True, tradeoff_rate=cfg.tradeoff_rate)
+        self.net.eval().configure(gating=True)
+        self.tradeoff_rate = cfg.tradeoff_rate  # configures the network's masks too
         for p in self.net.parameters():
             p.requires_grad_(False)
         splits = self._splits = load_dataset(self.dataset_name, cfg.data_root)
@@ -186,6 +207,54 @@ class PruningTask:
         else:
             self.macs_budget = self.params_budget = cfg.budget
         self._build_encoders(calibration_size)
+
+    # ------------------------------------------------------------------ the owner of R_r and of the budget
+    @property
+    def tradeoff_rate(self) -> float:
+        """``R_r``: one value for the masks (the network's gate) and the stored-parameter count."""
+        return self.cfg.tradeoff_rate
+
+    @tradeoff_rate.setter
+    def tradeoff_rate(self, rate: float) -> None:
+        self.cfg.tradeoff_rate = check_range("tradeoff_rate", rate, 0.0, 1.0)
+        self.net.configure(tradeoff_rate=self.cfg.tradeoff_rate)
+
+    @contextlib.contextmanager
+    def at_tradeoff_rate(self, rate: float) -> Iterator["PruningTask"]:
+        """Temporarily use another ``R_r`` (masks and stored parameters alike)."""
+        saved = self.tradeoff_rate
+        self.tradeoff_rate = rate
+        try:
+            yield self
+        finally:
+            self.tradeoff_rate = saved
+
+    def uniform_keep_ratio(self, macs_budget: float | None = None) -> float:
+        """The largest uniform runtime keep ratio whose MAC ratio meets ``macs_budget`` (default: the task's)."""
+        budget = self.macs_budget if macs_budget is None else float(macs_budget)
+        return _largest_meeting(lambda r: self.costs.macs_budget(r), budget, self.cfg.alpha)
+
+    def uniform_static_ratio(self, params_budget: float | None = None) -> float:
+        """The largest uniform static keep ratio whose stored-parameter ratio (under this ``R_r``)
+        meets ``params_budget`` (default: the task's); ``alpha`` when even ``alpha`` does not."""
+        budget = self.params_budget if params_budget is None else float(params_budget)
+
+        def params(ratio: float) -> float:
+            stored = self.stored_counts(np.full((1, self.num_layers), ratio))
+            return float(self.costs.params_ratio(stored)[0])
+
+        return _largest_meeting(params, budget, self.cfg.alpha)
+
+    @property
+    def budget_keep_ratio(self) -> float:
+        """The uniform runtime keep ratio the MAC budget stands for: ``budget`` itself for a
+        sparsity, found by bisection for a fraction of dense MACs."""
+        return float(self.cfg.budget) if self.cfg.budget_kind == "sparsity" else self.uniform_keep_ratio()
+
+    @property
+    def static_budget_keep_ratio(self) -> float:
+        """The uniform static keep ratio the parameter budget stands for (as :attr:`budget_keep_ratio`)."""
+        return float(self.cfg.budget) if self.cfg.budget_kind == "sparsity" else self.uniform_static_ratio()
 
     # ------------------------------------------------------------------ observations
     @property
@@ -303,7 +372,7 @@ class PruningTask:
         from prune_env.nets.masks import permanent_count
 
         ratios = torch.as_tensor(np.asarray(static_ratios, dtype=np.float64)).reshape(-1, self.num_layers)
-        removed = torch.stack([permanent_count(ratios[:, t], self.cfg.tradeoff_rate, int(c)) for t, c in enumerate(self.channels)], 1)
+        removed = torch.stack([permanent_count(ratios[:, t], self.tradeoff_rate, int(c)) for t, c in enumerate(self.channels)], 1)
         stored = self.channels.unsqueeze(0) - removed
         if upto is not None:
             stored[:, upto:] = self.channels[upto:]
