@@ -85,13 +85,13 @@ class CostModel:
     def _trace(self, net: GatedNet) -> list[CostEntry]:
         roles: dict[int, tuple[int, int]] = {}
         for t, stage in enumerate(net.stages):
-            previous = t - 1 if t > 0 and net.stages[t - 1].gated_output else -1
+            previous = t - 1 if net.reads_previous(t) else -1
             for module, source, output_follows_gate in stage.cost_roles():
                 in_layer = {"previous": previous, "this": t, None: -1}[source]
                 roles[id(module)] = (in_layer, t if output_follows_gate else -1)
-        first_head = next((m for m in net.head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+        first_head = net.head_consumer()
         if first_head is not None and net.stages[-1].gated_output:
-            roles[id(first_head)] = (net.num_layers - 1, -1)
+            roles[id(first_head[1])] = (net.num_layers - 1, -1)
 
         predictors = {id(g.predictor) for g in net.layers}
         shapes: dict[int, tuple[str, tuple]] = {}

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from prune_env.deploy.export import DeployedNet, DeployedResidualStage, DeployedSequentialStage, export_static
-from prune_env.nets.gated import GatedNet
+from prune_env.deploy.export import DeployedNet, export_static
+from prune_env.nets.gated import GatedNet, Stage
 from prune_env.nets.masks import importance_ranks, tradeoff_mask
 
 # same slack as prune_env.nets.masks.keep_count, so the counts agree exactly
@@ -137,13 +137,19 @@ _RUNTIME, _STATIC, _GENERAL = "runtime", "static", "general"
 
 
 class _LayerPlan:
-    """Everything one prunable layer needs at run time, precomputed."""
+    """Everything one prunable layer needs at run time, precomputed.
 
-    def __init__(self, stage: nn.Module, reads_previous: bool):
+    What reads the gate's channels comes from the stage's declarations (:class:`~prune_env.nets.gated.Stage`):
+    the next layer (``gated_output``: the output holds the kept channels only), or the stage's own
+    gate consumer, run here on the kept input columns of its BN-folded conv inside the stage's
+    :meth:`~prune_env.nets.gated.Stage.tail`.
+    """
+
+    def __init__(self, stage: Stage, reads_previous: bool):
         gate = stage.gated
-        self.residual = isinstance(stage, DeployedResidualStage)
-        if not (self.residual or isinstance(stage, DeployedSequentialStage)):
-            raise NotImplementedError(f"cannot execute stage type {type(stage).__name__}")
+        if len(stage.gate_consumers) > 1:
+            raise NotImplementedError(f"cannot execute {type(stage).__name__}: more than one layer reads its gate")
+        self.stage = stage
         self.reads_previous = reads_previous
         survivors = gate.survivors
         self.act = None if isinstance(gate.act, nn.ReLU) else gate.act  # None: in-place ReLU
@@ -171,11 +177,13 @@ class _LayerPlan:
         self.survivors = survivors
         # full indices kept when the mask is constant
         self.static_kept = survivors if not bool(gate.dense_mask.any()) else survivors[~gate.dense_mask]
-        post = getattr(stage, "post", None)
-        self.post = None if post is None or isinstance(post, (nn.Identity, nn.Dropout)) else post
-        if self.residual:
-            self.conv2 = _ConvPlan.build(stage.conv2, stage.bn2)
-            self.shortcut = stage.shortcut
+        #: the stage's gate consumer (conv + folded norm), or None when the gate's channels leave the stage
+        self.consumer = None
+        for conv, norm in stage.gate_consumers:
+            self.consumer = _ConvPlan.build(stage.get_submodule(conv), stage.get_submodule(norm))
+        # a tail of eval-mode identities (dropout) is skipped
+        path = [m for name in stage.gate_path for m in stage.get_submodule(name).modules()]
+        self.skip_tail = stage.gated_output and all(isinstance(m, (nn.Identity, nn.Dropout, nn.Sequential)) for m in path)
 
     def predict(self, x: Tensor, kept_prev: Tensor | None) -> Tensor:
         """``u_r = f(GAP(x))``, ``(G, C)``, before the conv; ``x`` holds the stored inputs ``kept_prev``."""
@@ -226,11 +234,11 @@ class _LayerPlan:
         return h * w
 
     def macs_per_kept_channel(self, in_channels: int, height: int, width: int) -> int:
-        """MACs one kept output channel costs (its conv row, plus its conv2 column in a block)."""
+        """MACs one kept output channel costs (its conv row, plus its column in the stage's gate consumer)."""
         kernel = self.conv.weight.shape[2] * self.conv.weight.shape[3]
         macs = kernel * in_channels * self.out_size(height, width)
-        if self.residual:
-            w2 = self.conv2.weight
+        if self.consumer is not None:
+            w2 = self.consumer.weight
             macs += w2.shape[0] * w2.shape[2] * w2.shape[3] * self.out_size(height, width)
         return macs
 
@@ -252,11 +260,12 @@ class _LayerPlan:
         y = conv.conv(x, weight, bias)
         y = torch.relu_(y) if self.act is None else self.act(y)
         y = y.mul_(scale.view(*scale.shape, 1, 1))
-        if self.residual:
-            w2, b2 = self.conv2.weights(None, kept_pos)
-            return torch.relu_(self.conv2.conv(y, w2, b2).add_(self.shortcut(x))), None
-        if self.post is not None:
-            y = self.post(y)
+        if self.consumer is not None:  # the gate's channels end inside the stage: its consumer reads the kept ones
+            consumer = self.consumer
+            w2, b2 = consumer.weights(None, kept_pos)
+            return self.stage.tail(x, y, lambda h: consumer.conv(h, w2, b2)), None
+        if not self.skip_tail:
+            y = self.stage.tail(x, y)
         return y, kept_pos
 
 
@@ -328,7 +337,7 @@ class RuntimeExecutor:
         self.head = model.head
         with torch.no_grad():
             self.layers = [
-                _LayerPlan(stage, reads_previous=t > 0 and model.stages[t - 1].gated_output)
+                _LayerPlan(stage, reads_previous=model.reads_previous(t))
                 for t, stage in enumerate(model.stages)
             ]
         self.num_layers = len(self.layers)

@@ -54,8 +54,10 @@ import torch
 from torch import Tensor, nn
 
 from prune_env.checkpoint import atomic_save
-from prune_env.nets.gated import GatedNet, ResidualStage, SequentialStage, global_pool
+from prune_env.nets.gated import GatedNet, ResidualStage, SequentialStage, Stage, StagedNet, global_pool
 from prune_env.nets.masks import importance_ranks, tradeoff_mask
+from prune_env.nets.slicing import (first_weighted_module, replace_submodule, slice_conv, slice_input,  # noqa: F401
+                                    slice_linear, slice_norm)
 
 KeepRatio = float | Tensor
 
@@ -86,69 +88,6 @@ def runtime_ratio(ratios: Any, t: int) -> KeepRatio:
     if r.dim() == 1:
         return float(r[t])
     return r[:, t]
-
-
-# ---------------------------------------------------------------------------------- slicing
-def _select(t: Tensor, dim: int, index: Tensor | None) -> Tensor:
-    return t if index is None else t.index_select(dim, index.to(t.device))
-
-
-def slice_conv(conv: nn.Conv2d, out_index: Tensor | None, in_index: Tensor | None) -> nn.Conv2d:
-    """A new conv keeping output channels ``out_index`` and input channels ``in_index`` (None = all)."""
-    if conv.groups != 1 and (out_index is not None or in_index is not None):
-        raise NotImplementedError("slicing grouped convolutions is not supported")
-    weight = _select(_select(conv.weight.detach(), 0, out_index), 1, in_index)
-    new = nn.Conv2d(weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
-                    padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-                    padding_mode=conv.padding_mode, device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if conv.bias is not None:
-            new.bias.copy_(_select(conv.bias.detach(), 0, out_index))
-    return new
-
-
-def slice_linear(linear: nn.Linear, out_index: Tensor | None, in_index: Tensor | None) -> nn.Linear:
-    """A new linear layer keeping outputs ``out_index`` and inputs ``in_index`` (None = all)."""
-    weight = _select(_select(linear.weight.detach(), 0, out_index), 1, in_index)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if linear.bias is not None:
-            new.bias.copy_(_select(linear.bias.detach(), 0, out_index))
-    return new
-
-
-def slice_norm(bn: nn.Module, index: Tensor | None) -> nn.Module:
-    """A BatchNorm2d keeping channels ``index`` (an Identity, or None for ``index``, is copied)."""
-    if isinstance(bn, nn.Identity) or index is None:
-        return copy.deepcopy(bn)
-    if not isinstance(bn, nn.BatchNorm2d):
-        raise NotImplementedError(f"cannot slice normalisation {type(bn).__name__}")
-    ref = bn.weight if bn.affine else bn.running_mean
-    new = nn.BatchNorm2d(len(index), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                         track_running_stats=bn.track_running_stats, device=index.device,
-                         dtype=ref.dtype if ref is not None else None)
-    with torch.no_grad():
-        if bn.affine:
-            new.weight.copy_(_select(bn.weight.detach(), 0, index))
-            new.bias.copy_(_select(bn.bias.detach(), 0, index))
-        if bn.track_running_stats:
-            new.running_mean.copy_(_select(bn.running_mean, 0, index))
-            new.running_var.copy_(_select(bn.running_var, 0, index))
-            new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
-
-
-def _replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
-def first_weighted_module(module: nn.Module) -> tuple[str, nn.Module] | None:
-    """``(name, module)`` of the first conv or linear layer in ``module`` (registration order)."""
-    return next(((n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
 
 
 # ---------------------------------------------------------------------------------- modules
@@ -215,48 +154,11 @@ class DeployedGate(nn.Module):
         return f"channels={self.channels}, stored={self.stored_channels}, d_s={self.static_keep_ratio}, R_r={self.tradeoff_rate}"
 
 
-class DeployedStage(nn.Module):
-    """One prunable layer of a deployed network and what follows it up to the next one."""
-
-    gated: DeployedGate
-    #: True when the stage output channels are the gate's (the next layer reads survivors only).
-    gated_output: bool
-
-    def forward(self, x: Tensor, pooled: Tensor, d_r: KeepRatio) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-
-class DeployedSequentialStage(DeployedStage):
-    """Deployed :class:`~prune_env.nets.gated.SequentialStage`: gate, then ``post`` (e.g. dropout)."""
-
-    gated_output = True
-
-    def __init__(self, gated: DeployedGate, post: nn.Module):
-        super().__init__()
-        self.gated = gated
-        self.post = post
-
-    def forward(self, x, pooled, d_r):
-        out, mask = self.gated(x, pooled, d_r)
-        return self.post(out), mask
-
-
-class DeployedResidualStage(DeployedStage):
-    """Deployed :class:`~prune_env.nets.gated.ResidualStage`: only block-internal channels shrink."""
-
-    gated_output = False
-
-    def __init__(self, gated: DeployedGate, conv2: nn.Conv2d, bn2: nn.Module, shortcut: nn.Module):
-        super().__init__()
-        self.gated = gated
-        self.conv2 = conv2
-        self.bn2 = bn2
-        self.shortcut = shortcut
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x, pooled, d_r):
-        h, mask = self.gated(x, pooled, d_r)
-        return self.act(self.bn2(self.conv2(h)) + self.shortcut(x)), mask
+#: The deployed stages are the trained stage classes around a :class:`DeployedGate` (see
+#: :meth:`~prune_env.nets.gated.Stage.rebuild`); these names stay for files and code that use them.
+DeployedStage = Stage
+DeployedSequentialStage = SequentialStage
+DeployedResidualStage = ResidualStage
 
 
 @dataclass
@@ -274,7 +176,7 @@ class DeployedOutput:
     kept: Tensor
 
 
-class DeployedNet(nn.Module):
+class DeployedNet(StagedNet, nn.Module):
     """A statically pruned gated network that still prunes at run time (made by :func:`export_static`).
 
     ``forward(images, runtime_keep_ratios)`` equals ``net(images, runtime_keep_ratios, d_s)`` of
@@ -287,7 +189,7 @@ class DeployedNet(nn.Module):
         round_to: the channel-rounding multiple used at export, or None.
     """
 
-    def __init__(self, stem: nn.Module, stages: Sequence[DeployedStage], head: nn.Module, *, config: dict,
+    def __init__(self, stem: nn.Module, stages: Sequence[Stage], head: nn.Module, *, config: dict,
                  static_keep_ratios: Sequence[float], tradeoff_rate: float, round_to: int | None):
         super().__init__()
         self.stem = stem
@@ -298,20 +200,7 @@ class DeployedNet(nn.Module):
         self.tradeoff_rate = float(tradeoff_rate)
         self.round_to = round_to
 
-    # ------------------------------------------------------------------ structure
-    @property
-    def num_layers(self) -> int:
-        return len(self.stages)
-
-    @property
-    def layers(self) -> list[DeployedGate]:
-        return [s.gated for s in self.stages]
-
-    @property
-    def channels(self) -> list[int]:
-        """Output channels ``C_t`` of every prunable layer of the source network."""
-        return [g.channels for g in self.layers]
-
+    # ------------------------------------------------------------------ structure (see StagedNet)
     @property
     def stored_channels(self) -> list[int]:
         """Output channels ``S_t`` physically stored per prunable layer."""
@@ -320,17 +209,6 @@ class DeployedNet(nn.Module):
     def survivors(self) -> list[Tensor]:
         """Per layer the original indices of the stored channels."""
         return [g.survivors for g in self.layers]
-
-    def importance_parameters(self) -> Iterator[Tensor]:
-        """Predictor weights and biases plus the full ``u_s`` buffers (the gating overhead)."""
-        for g in self.layers:
-            yield from g.predictor.parameters()
-            yield g.static_importance
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Convs, BNs, linear layers and anything else that is not gating overhead."""
-        extra = {id(p) for p in self.importance_parameters()}
-        return (p for p in self.parameters() if id(p) not in extra)
 
     def backbone_param_count(self) -> int:
         """Stored backbone parameters; equals ``CostModel(net, shape).params(stored_channels)``."""
@@ -400,46 +278,27 @@ def assemble(net: GatedNet, survivors: Sequence[Tensor], static_keep_ratios: Seq
         raise ValueError(f"expected {net.num_layers} survivor index sets, got {len(survivors)}")
     device = next(net.parameters()).device
     survivors = [torch.as_tensor(s, dtype=torch.long, device=device) for s in survivors]
-    stages: list[DeployedStage] = []
+    stages = []
     for t, stage in enumerate(net.stages):
-        gated = stage.gated
-        keep = survivors[t]
-        prev = survivors[t - 1] if t > 0 and net.stages[t - 1].gated_output else None
-        if isinstance(stage, SequentialStage):
-            conv_in = prev
-        elif isinstance(stage, ResidualStage):
-            conv_in = None  # the block input is the residual sum: untouched
-        else:
-            raise NotImplementedError(f"cannot export stage type {type(stage).__name__}")
+        gated, keep = stage.gated, survivors[t]
         gate = DeployedGate(
-            conv=slice_conv(gated.conv, keep, conv_in),
+            conv=slice_conv(gated.conv, keep, None),
             bn=slice_norm(gated.bn, keep),
             act=copy.deepcopy(gated.act),
-            predictor=slice_linear(gated.predictor, None, conv_in),  # all C rows, see module docstring
+            predictor=copy.deepcopy(gated.predictor),  # all C rows, see module docstring
             static_importance=gated.static_importance.detach(),
             survivors=keep,
             static_keep_ratio=static_keep_ratios[t],
             tradeoff_rate=tradeoff_rate,
         )
-        if isinstance(stage, SequentialStage):
-            stages.append(DeployedSequentialStage(gate, copy.deepcopy(stage.post)))
-        else:
-            stages.append(DeployedResidualStage(gate, slice_conv(stage.conv2, None, keep), copy.deepcopy(stage.bn2),
-                                                copy.deepcopy(stage.shortcut)))
-    head = copy.deepcopy(net.head)
-    if net.stages[-1].gated_output:
-        found = first_weighted_module(head)
-        last = net.layers[-1].out_channels
-        if found is None:
-            raise NotImplementedError("the head has no conv/linear layer to slice")
-        name, module = found
-        width = module.in_features if isinstance(module, nn.Linear) else module.in_channels
-        if width != last:
-            raise NotImplementedError(f"head layer {name!r} reads {width} channels, the last layer has {last}")
-        sliced = slice_linear(module, None, survivors[-1]) if isinstance(module, nn.Linear) else slice_conv(module, None, survivors[-1])
-        _replace_submodule(head, name, sliced)
-    deployed = DeployedNet(copy.deepcopy(net.stem), stages, head, config=net.config,
+        stages.append(stage.rebuild(gate))
+    deployed = DeployedNet(copy.deepcopy(net.stem), stages, copy.deepcopy(net.head), config=net.config,
                            static_keep_ratios=static_keep_ratios, tradeoff_rate=tradeoff_rate, round_to=round_to)
+    # whatever reads layer t's channels (the next conv and predictor, a block's conv2, the head's
+    # classifier; the stages declare it) reads the survivors only: the removed inputs are zero
+    for t in range(deployed.num_layers):
+        for name, module in deployed.channel_consumers(t):
+            replace_submodule(deployed, name, slice_input(module, survivors[t]))
     return deployed.to(device).train(net.training)
 
 

@@ -22,12 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from prune_env.checkpoint import atomic_write
-from prune_env.deploy.export import DeployedGate, DeployedNet, DeployedResidualStage, DeployedSequentialStage, slice_linear
+from prune_env.deploy.export import DeployedGate, DeployedNet
 from prune_env.nets.gated import global_pool
+from prune_env.nets.slicing import slice_linear
 
 
 class _FrozenGate(nn.Module):
-    """A deployed gate at ``d_r = 1``: ``act(bn(conv(x))) * f_S(GAP(x)) * (u_s (1 - M))``."""
+    """A deployed gate at ``d_r = 1``: ``act(bn(conv(x))) * f_S(GAP(x)) * (u_s (1 - M))``, and no mask."""
 
     scale: Tensor
 
@@ -40,56 +41,29 @@ class _FrozenGate(nn.Module):
         u_s = gate.static_importance.index_select(0, gate.survivors)
         self.register_buffer("scale", u_s * (~gate.dense_mask).to(u_s.dtype))
 
-    def forward(self, x: Tensor, pooled: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x))) * (self.predictor(pooled) * self.scale)[:, :, None, None]
-
-
-class _FrozenSequential(nn.Module):
-    def __init__(self, stage: DeployedSequentialStage):
-        super().__init__()
-        self.gated = _FrozenGate(stage.gated)
-        self.post = copy.deepcopy(stage.post)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.post(self.gated(x, global_pool(x)))
-
-
-class _FrozenResidual(nn.Module):
-    def __init__(self, stage: DeployedResidualStage):
-        super().__init__()
-        self.gated = _FrozenGate(stage.gated)
-        self.conv2 = copy.deepcopy(stage.conv2)
-        self.bn2 = copy.deepcopy(stage.bn2)
-        self.shortcut = copy.deepcopy(stage.shortcut)
-        self.act = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn2(self.conv2(self.gated(x, global_pool(x)))) + self.shortcut(x))
+    def forward(self, x: Tensor, pooled: Tensor) -> tuple[Tensor, None]:
+        return self.act(self.bn(self.conv(x))) * (self.predictor(pooled) * self.scale)[:, :, None, None], None
 
 
 class StaticGraph(nn.Module):
     """The deployed network frozen at runtime keep ratio 1: no sorting, constant masks.
 
-    ``StaticGraph(model)(images) == model(images, 1.0)``. Weights are copied from ``model``.
+    ``StaticGraph(model)(images) == model(images, 1.0)``. Weights are copied from ``model``; each
+    stage is the deployed stage around a frozen gate (:meth:`~prune_env.nets.gated.Stage.rebuild`).
     """
 
     def __init__(self, model: DeployedNet):
         super().__init__()
         self.stem = copy.deepcopy(model.stem)
-        stages: list[nn.Module] = []
-        for stage in model.stages:
-            if isinstance(stage, DeployedSequentialStage):
-                stages.append(_FrozenSequential(stage))
-            elif isinstance(stage, DeployedResidualStage):
-                stages.append(_FrozenResidual(stage))
-            else:
-                raise NotImplementedError(f"cannot freeze stage type {type(stage).__name__}")
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.ModuleList(stage.rebuild(_FrozenGate(stage.gated)) for stage in model.stages)
         self.head = copy.deepcopy(model.head)
         self.train(model.training)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(images)))
+        x = self.stem(images)
+        for stage in self.stages:
+            x = stage(x, global_pool(x))[0]
+        return self.head(x)
 
 
 def export_onnx(model: DeployedNet, path: str | os.PathLike, input_shape: tuple[int, int, int], *, opset: int = 17,

@@ -17,13 +17,15 @@ environments are built; the one-shot :meth:`GatedNet.forward` runs the very same
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from prune_env.nets.masks import keep_count, permanent_mask, tradeoff_mask
+from prune_env.nets.slicing import first_weighted_module, input_width
 
 KeepRatio = float | Tensor  # a scalar or one value per sample, shape (B,)
 
@@ -58,6 +60,11 @@ class GatedConv(nn.Module):
 
     @property
     def out_channels(self) -> int:
+        return self.conv.out_channels
+
+    @property
+    def channels(self) -> int:
+        """``C``: the output channels the masks rank."""
         return self.conv.out_channels
 
     def features(self, x: Tensor) -> Tensor:
@@ -104,14 +111,46 @@ class GateConfig:
 
 
 class Stage(nn.Module):
-    """One step of the network: a prunable layer and what follows it up to the next one."""
+    """One step of the network: a prunable layer (its gate) and what follows it up to the next one.
 
-    gated: GatedConv
-    #: True when the stage output's channels are the gated layer's (so the next layer reads
-    #: only the kept channels); False for residual blocks, whose output is the residual sum.
+    The same stage classes serve the trained network, whose gate is a :class:`GatedConv` called
+    with ``(d_r, d_s, cfg)``, and the deployed one, whose gate
+    (:class:`~prune_env.deploy.export.DeployedGate`) is called with ``d_r``: :meth:`forward` runs
+    the gate, then :meth:`tail`.
+
+    **Channel consumers, declared once.** Who reads which channels is stated by each stage class
+    in four class attributes; cost accounting (:meth:`cost_roles`), static export
+    (:meth:`StagedNet.channel_consumers`, :meth:`rebuild`), the re-ranked static baselines, the runtime executor
+    and the ONNX export all ask them, so that a new block type is one class here:
+
+    * ``gated_output``: the stage output's channels are the gate's (the next stage, or the head,
+      reads only the kept channels); False when the gate's channels end inside the stage.
+    * ``input_consumers``: names (in the stage) of the modules that read the stage input by
+      input channel, whose input therefore shrinks with the previous gate; None when the input
+      channels never shrink (a residual shortcut carries them).
+    * ``gate_consumers``: ``(conv, norm)`` names of the layers inside the stage that read the
+      gate's channels (empty when ``gated_output``).
+    * ``gate_path``: names of the modules the gate output passes through before it leaves the
+      stage (e.g. dropout); they must act channel by channel.
+    """
+
+    gated: nn.Module
     gated_output: bool
+    input_consumers: tuple[str, ...] | None
+    gate_consumers: tuple[tuple[str, str], ...]
+    gate_path: tuple[str, ...]
 
-    def forward(self, x: Tensor, pooled: Tensor, d_r: KeepRatio, d_s: KeepRatio, cfg: GateConfig) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, pooled: Tensor, *gate_args: Any) -> tuple[Tensor, Tensor]:
+        """The gated layer on ``x`` (``gate_args``: ``d_r, d_s, cfg`` trained, ``d_r`` deployed), then :meth:`tail`."""
+        h, mask = self.gated(x, pooled, *gate_args)
+        return self.tail(x, h), mask
+
+    def tail(self, x: Tensor, h: Tensor, read: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """What follows the gate: the stage output from its input ``x`` and the gate output ``h``.
+
+        ``read`` replaces ``norm(conv(h))`` of the gate consumer (the runtime executor passes its
+        sliced, BN-folded conv); stages without gate consumers ignore it.
+        """
         raise NotImplementedError
 
     def cost_roles(self) -> Iterator[tuple[nn.Module, str | None, bool]]:
@@ -120,32 +159,41 @@ class Stage(nn.Module):
         The input source is ``"previous"`` (the previous stage's output), ``"this"`` (this
         stage's gate) or None (channels that no gate touches).
         """
-        raise NotImplementedError
+        reads_input = "gated.conv" in (self.input_consumers or ())
+        yield self.gated.conv, "previous" if reads_input else None, True
+        yield self.gated.bn, None, True
+        for conv, _ in self.gate_consumers:
+            yield self.get_submodule(conv), "this", False
+
+    def rebuild(self, gate: nn.Module) -> "Stage":
+        """A copy of this stage around another gate (a deployed or frozen one); nothing else is shared."""
+        return copy.deepcopy(self, {id(self.gated): gate})
 
 
 class SequentialStage(Stage):
     """A plain conv layer followed by optional non-prunable ops (e.g. dropout)."""
 
     gated_output = True
+    input_consumers = ("gated.conv", "gated.predictor")
+    gate_consumers = ()
+    gate_path = ("post",)
 
     def __init__(self, gated: GatedConv, post: nn.Module | None = None):
         super().__init__()
         self.gated = gated
         self.post = post if post is not None else nn.Identity()
 
-    def forward(self, x, pooled, d_r, d_s, cfg):
-        out, mask = self.gated(x, pooled, d_r, d_s, cfg)
-        return self.post(out), mask
-
-    def cost_roles(self):
-        yield self.gated.conv, "previous", True
-        yield self.gated.bn, None, True
+    def tail(self, x, h, read=None):
+        return self.post(h)
 
 
 class ResidualStage(Stage):
     """A basic residual block whose first conv is the prunable layer (DESIGN.md)."""
 
     gated_output = False
+    input_consumers = None  # the shortcut carries the block input: its channels never shrink
+    gate_consumers = (("conv2", "bn2"),)
+    gate_path = ()
 
     def __init__(self, gated: GatedConv, conv2: nn.Conv2d, bn2: nn.Module, shortcut: nn.Module | None = None):
         super().__init__()
@@ -155,14 +203,9 @@ class ResidualStage(Stage):
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x, pooled, d_r, d_s, cfg):
-        h, mask = self.gated(x, pooled, d_r, d_s, cfg)
-        return self.act(self.bn2(self.conv2(h)) + self.shortcut(x)), mask
-
-    def cost_roles(self):
-        yield self.gated.conv, None, True
-        yield self.gated.bn, None, True
-        yield self.conv2, "this", False
+    def tail(self, x, h, read=None):
+        z = self.bn2(self.conv2(h)) if read is None else read(h)
+        return self.act(z + self.shortcut(x))
 
 
 @dataclass
@@ -204,7 +247,84 @@ def _layer_ratio(ratios: Any, t: int) -> KeepRatio:
     return r[:, t]
 
 
-class GatedNet(nn.Module):
+class StagedNet:
+    """The structure shared by :class:`GatedNet` and the deployed network: ``stem``, ``stages``, ``head``.
+
+    One stage per prunable layer; what reads whose channels comes from the stages' declarations
+    (see :class:`Stage`).
+    """
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    head: nn.Module
+
+    @property
+    def num_layers(self) -> int:
+        """``L``, the number of prunable layers (the episode length)."""
+        return len(self.stages)
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        """The gate of every stage."""
+        return [s.gated for s in self.stages]
+
+    @property
+    def channels(self) -> list[int]:
+        """Output channels ``C_t`` of every prunable layer (those the masks rank)."""
+        return [g.channels for g in self.layers]
+
+    def importance_parameters(self) -> Iterator[Tensor]:
+        """Parameters of the predictors ``f`` and the static importances ``u_s`` (the gating overhead)."""
+        for g in self.layers:
+            yield from g.predictor.parameters()
+            yield g.static_importance
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter but the importance ones."""
+        extra = {id(p) for p in self.importance_parameters()}
+        return (p for p in self.parameters() if id(p) not in extra)
+
+    # ------------------------------------------------------------------ channel consumers
+    def reads_previous(self, t: int) -> bool:
+        """Whether stage ``t``'s input channels are stage ``t - 1``'s gate channels (so they shrink with its mask)."""
+        return t > 0 and self.stages[t - 1].gated_output and self.stages[t].input_consumers is not None
+
+    def head_consumer(self) -> tuple[str, nn.Module] | None:
+        """``("head.<name>", module)``: the head's first conv or linear layer, or None."""
+        found = first_weighted_module(self.head)
+        return None if found is None else (f"head.{found[0]}" if found[0] else "head", found[1])
+
+    def channel_consumers(self, t: int) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every conv or linear layer that reads prunable layer ``t``'s channels.
+
+        Names are those of ``named_modules()``. The readers are the stage's own gate consumers,
+        or, when the gate's channels leave the stage, the next stage's input consumers (its conv
+        and importance predictor) or, after the last stage, the head's first conv / linear layer.
+
+        Raises:
+            NotImplementedError: the gate's channels reach a layer that cannot follow them (a
+                residual block's input, a head without conv / linear layer or of another width).
+        """
+        stage = self.stages[t]
+        if not stage.gated_output:
+            return [(f"stages.{t}.{conv}", stage.get_submodule(conv)) for conv, _ in stage.gate_consumers]
+        if t + 1 < self.num_layers:
+            nxt = self.stages[t + 1]
+            if nxt.input_consumers is None:
+                raise NotImplementedError(f"layer {t}'s gated channels feed stage {t + 1} ({type(nxt).__name__}), "
+                                          "whose input channels cannot shrink")
+            return [(f"stages.{t + 1}.{name}", nxt.get_submodule(name)) for name in nxt.input_consumers]
+        found = self.head_consumer()
+        if found is None:
+            raise NotImplementedError("the head has no conv/linear layer to read the last layer's channels")
+        name, module = found
+        if input_width(module) != self.layers[t].channels:
+            raise NotImplementedError(f"head layer {name!r} reads {input_width(module)} channels, "
+                                      f"the last layer has {self.layers[t].channels}")
+        return [found]
+
+
+class GatedNet(StagedNet, nn.Module):
     """A backbone whose prunable layers are gated; the common wrapper of every backbone.
 
     Args:
@@ -222,36 +342,11 @@ class GatedNet(nn.Module):
         self.gate_config = GateConfig()
         self.config = dict(config or {})
 
-    # ------------------------------------------------------------------ structure
-    @property
-    def num_layers(self) -> int:
-        """``L``, the number of prunable layers (the episode length)."""
-        return len(self.stages)
-
-    @property
-    def layers(self) -> list[GatedConv]:
-        return [s.gated for s in self.stages]
-
-    @property
-    def channels(self) -> list[int]:
-        """Output channels of every prunable layer."""
-        return [s.gated.out_channels for s in self.stages]
-
+    # ------------------------------------------------------------------ structure (see StagedNet)
     @property
     def in_channels(self) -> list[int]:
         """Input channels of every prunable layer (the pooled observation's width)."""
         return [s.gated.in_channels for s in self.stages]
-
-    def importance_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the predictors ``f`` and the static importances ``u_s``."""
-        for g in self.layers:
-            yield from g.predictor.parameters()
-            yield g.static_importance
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Every parameter but the importance ones."""
-        extra = {id(p) for p in self.importance_parameters()}
-        return (p for p in self.parameters() if id(p) not in extra)
 
     def configure(self, *, gating: bool | None = None, hold_static: bool | None = None, tradeoff_rate: float | None = None) -> "GatedNet":
         """Change the gate mode in place (see :class:`GateConfig`); returns self."""
