@@ -22,4 +22,13 @@ def make_vec_env(env_id: str, n_envs: int = 1, **kwargs):
     return _make(env_id, n_envs, **kwargs)
 
 
-__all__ = ["make_vec_env", "__version__"]
+def __getattr__(name: str):
+    """``prune_env.CheckpointError``, imported on first use (the package import stays light)."""
+    if name == "CheckpointError":
+        from prune_env.checkpoint import CheckpointError
+
+        return CheckpointError
+    raise AttributeError(f"module 'prune_env' has no attribute {name!r}")
+
+
+__all__ = ["CheckpointError", "make_vec_env", "__version__"]

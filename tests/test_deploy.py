@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from prune_env.checkpoint import CheckpointError
 from prune_env.costs import CostModel
 from prune_env.deploy import (
     DeployedNet,
@@ -240,7 +241,10 @@ def test_network_without_backbone_name_is_saved_whole(tmp_path):
     net = randomize(net).eval().configure(tradeoff_rate=0.5)
     deployed = export_static(net, 0.5)
     x = torch.randn(2, 2, 6, 6)
-    loaded = load_deployed(save_deployed(deployed, tmp_path / "m.pt"))
+    path = save_deployed(deployed, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="trusted=True"):  # a pickled module: unpickled only when trusted
+        load_deployed(path)
+    loaded = load_deployed(path, trusted=True)
     with torch.no_grad():
         assert torch.equal(loaded(x, 0.7), deployed(x, 0.7))
     with pytest.raises(FileNotFoundError):

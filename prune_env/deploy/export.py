@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -355,17 +354,29 @@ def save_deployed(model: DeployedNet, path: str | os.PathLike) -> Path:
     return atomic_save(payload, path)
 
 
-def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeployedNet:
-    """Load a network written by :func:`save_deployed` (in eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"deployed model: no file at {str(path)!r}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # a whole pickled module (no backbone name to rebuild from)
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu", *, trusted: bool = False) -> DeployedNet:
+    """Load a network written by :func:`save_deployed` (in eval mode).
+
+    By default the file is read without running code from it (``torch.load(weights_only=True)``):
+    a network saved with its backbone's config loads this way. A network saved as a whole
+    pickled module (no registered backbone) is refused with a
+    :class:`~prune_env.checkpoint.CheckpointError`: loading it needs ``trusted=True``, which
+    unpickles the file and so runs any code it names. Pass ``trusted=True`` only for files you
+    wrote or whose source you trust.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: an empty, truncated, foreign or newer-format file, or (untrusted) one
+            that holds pickled Python objects.
+    """
+    from prune_env.checkpoint import CheckpointError, check_format_version, load_file
+
+    kind = "deployed model"
+    payload = load_file(path, kind=kind, trusted=trusted,
+                        trust_hint="if you wrote the file or trust its source, load_deployed(path, trusted=True) unpickles it")
     if not isinstance(payload, dict) or payload.get("format") != DEPLOYED_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a deployed prune_env model")
+        raise CheckpointError(path, "not a deployed prune_env model (see save_deployed)", kind)
+    check_format_version(path, payload.get("version"), DEPLOYED_VERSION, kind)
     if "module" in payload:
         model = payload["module"]
     else:
