@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The CNN phase of the method from the command line: pre-training, importance, fine-tuning.
 
-Three sub-commands, one per stage of :mod:`prune_env.training` (paper Sec. 4.1, Algorithm 1)::
+One sub-command per stage of the CNN phase, :mod:`prune_env.cnn` (paper Sec. 4.1, Algorithm 1), and two that run more::
 
     python finetune_cnn.py pretrain   --model digitnet --dataset digits --out runs/pre.pt
     python finetune_cnn.py importance --checkpoint runs/pre.pt --out runs/imp.pt
@@ -10,7 +10,7 @@ Three sub-commands, one per stage of :mod:`prune_env.training` (paper Sec. 4.1, 
     python finetune_cnn.py algorithm1 --checkpoint runs/imp.pt --schedule cifar10      # Algorithm 1, K x (N1, N2)
     python finetune_cnn.py method                                                     # all of it, embedded default
 
-Hyper-parameters default to the dataset's preset (``prune_env.training.PRESETS``); every one
+Hyper-parameters default to the dataset's preset (``prune_env.cnn.PRESETS``); every one
 can be overridden. Each epoch prints its validation accuracy; the last line is a summary with
 the test accuracy. Checkpoints are written atomically after every epoch and are
 self-describing (backbone, width, dataset, input shape, dense costs), so ``--resume`` continues
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,19 +31,11 @@ import torch
 from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
 from prune_env.cli import (fraction, non_negative_float, non_negative_int, parse_key_values, positive_float, positive_int,
                            unit_interval)
+from prune_env.cnn import STAGES, evaluate, random_ratio_fn, stage_hparams, train_stage, uniform_ratio_fn
 from prune_env.data import available_datasets, load_dataset
+from prune_env.distributed import cleanup_distributed, init_distributed
 from prune_env.nets.backbones import BACKBONES, build_net
 from prune_env.nets.gated import GatedNet
-from prune_env.training import (
-    STAGES,
-    cleanup_distributed,
-    evaluate,
-    init_distributed,
-    random_ratio_fn,
-    stage_hparams,
-    train_stage,
-    uniform_ratio_fn,
-)
 
 
 # --------------------------------------------------------------------------- parser
@@ -176,23 +169,13 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--schedule must be one of {sorted(PRESETS)}, got {schedule!r}")
     out = args.out or Path("runs") / f"algorithm1-{dataset}"
     if args.stage == "method":
-        out.mkdir(parents=True, exist_ok=True)
-        shared = ["--dataset", dataset, "--seed", str(args.seed), "--threads", str(args.threads), "--device", args.device,
-                  *(["--data-on-device"] if args.data_on_device else []),
-                  *(["--data-root", str(args.data_root)] if args.data_root else []),
-                  *(["--no-progress"] if args.no_progress else [])]
-        pre, imp, warm = out / "pretrain.pt", out / "importance.pt", out / "warmup.pt"
-        if not (args.resume and pre.is_file() and read_checkpoint(pre).get("completed")):
-            main(["pretrain", "--model", args.model, "--width", str(args.width), *shared, "--out", str(pre)])
-        if not (args.resume and imp.is_file() and read_checkpoint(imp).get("completed")):
-            main(["importance", "--checkpoint", str(pre), *shared, "--out", str(imp)])
-        # our addition to the schedule: before any agent exists, fine-tune under random keep ratios,
-        # so that the agents' first rewards tell allocations apart (an untouched network answers
-        # every pruned allocation with chance-level loss, and the agents then drift to alpha)
-        if args.warmup_epochs > 0 and not (args.resume and warm.is_file() and read_checkpoint(warm).get("completed")):
-            main(["finetune", "--checkpoint", str(imp), *shared, "--random-keep", "0.2", "--epochs", str(args.warmup_epochs),
-                  "--tradeoff-rate", "1.0", "--out", str(warm)])
-        checkpoint = warm if args.warmup_epochs > 0 else imp
+        shared = dict(dataset=dataset, seed=args.seed, threads=args.threads, device=args.device,
+                      data_on_device=args.data_on_device, data_root=args.data_root, progress=not args.no_progress)
+        try:
+            checkpoint = run_method_stages(out, model=args.model, width=args.width, warmup_epochs=args.warmup_epochs,
+                                           resume=args.resume, **shared)
+        except UsageError as err:
+            parser.error(str(err))
     schedule_values = dict(PRESETS[schedule])
     for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -211,7 +194,7 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return run_algorithm1(cfg)
 
 
-def _agent_ratio_fn(args: argparse.Namespace, checkpoint: Path):
+def _agent_ratio_fn(job: StageJob, checkpoint: Path):
     """The frozen agents' deterministic keep ratios for ``finetune --runtime-agent/--static-agent``."""
     from agents.algorithm1 import agent_ratio_fn
     from agents.training import agent_policy, load_agent
@@ -220,95 +203,133 @@ def _agent_ratio_fn(args: argparse.Namespace, checkpoint: Path):
 
     env_kwargs: dict = {}
     runtime, static = as_policy(None), None
-    if args.runtime_agent is not None:
-        model, meta = load_agent(args.runtime_agent)
+    if job.runtime_agent is not None:
+        model, meta = load_agent(job.runtime_agent)
         runtime = agent_policy(model, meta)
         env_kwargs = {k: v for k, v in meta.get("env_kwargs", {}).items() if k in TaskConfig.__dataclass_fields__}
     task = PruningTask(TaskConfig(**{**env_kwargs, "checkpoint": str(checkpoint)}))
-    if args.static_agent is not None:
-        model, meta = load_agent(args.static_agent)
+    if job.static_agent is not None:
+        model, meta = load_agent(job.static_agent)
         static = agent_policy(model, meta)
     return agent_ratio_fn(task, runtime, task.static_ratios_of(static))
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- one stage
 
 
-def _load_input(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[GatedNet | None, dict]:
+class UsageError(ValueError):
+    """Inputs of a stage that do not fit together; the message names the command-line option at fault."""
+
+
+@dataclass
+class StageJob:
+    """One stage of the CNN phase, from a checkpoint (or a fresh network) to a checkpoint.
+
+    What the ``pretrain`` / ``importance`` / ``finetune`` sub-commands build from their arguments
+    (the fields are the options of the same names) and what ``method`` builds directly.
+    ``hparams`` overrides the dataset's preset (see :func:`prune_env.cnn.stage_hparams`; None
+    values fall back to it). ``random_keep`` or the agents give ``finetune``'s keep ratios.
+    """
+
+    stage: str
+    checkpoint: Path | None = None
+    model: str | None = None
+    width: float | None = None
+    weights: Path | None = None
+    dataset: str | None = None
+    data_root: Path | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)
+    freeze_bn: bool = False
+    tradeoff_rate: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    data_on_device: bool = False
+    threads: int | None = None
+    out: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    random_keep: float | None = None
+    runtime_agent: Path | None = None
+    static_agent: Path | None = None
+
+
+def _load_input(job: StageJob) -> tuple[GatedNet | None, dict]:
     """The ``--checkpoint`` network and its checkpoint dict, or ``(None, {})`` for a fresh one."""
-    if args.checkpoint is None:
-        if args.stage != "pretrain" and args.model is None:
-            parser.error(f"{args.stage} needs --checkpoint (the previous stage's output) or --model for a fresh network")
-        if args.weights is not None and (args.model or "digitnet") != "resnet18":
-            parser.error("--weights loads a torchvision state dict and applies to --model resnet18 only")
+    if job.checkpoint is None:
+        if job.stage != "pretrain" and job.model is None:
+            raise UsageError(f"{job.stage} needs --checkpoint (the previous stage's output) or --model for a fresh network")
+        if job.weights is not None and (job.model or "digitnet") != "resnet18":
+            raise UsageError("--weights loads a torchvision state dict and applies to --model resnet18 only")
         return None, {}
-    if args.weights is not None:
-        parser.error("--weights applies to a fresh resnet18, not together with --checkpoint")
+    if job.weights is not None:
+        raise UsageError("--weights applies to a fresh resnet18, not together with --checkpoint")
     try:
-        config = read_checkpoint(args.checkpoint)["config"]
+        config = read_checkpoint(job.checkpoint)["config"]
     except (FileNotFoundError, ValueError) as err:
-        parser.error(f"--checkpoint: {err}")
-    if args.model is not None and args.model != config["name"]:
-        parser.error(f"--model {args.model} conflicts with --checkpoint, which holds a {config['name']}")
-    if args.width is not None and float(args.width) != float(config.get("width", 1.0)):
-        parser.error(f"--width {args.width} conflicts with --checkpoint, whose width is {config.get('width')}")
-    return load_checkpoint(args.checkpoint)
+        raise UsageError(f"--checkpoint: {err}") from None
+    if job.model is not None and job.model != config["name"]:
+        raise UsageError(f"--model {job.model} conflicts with --checkpoint, which holds a {config['name']}")
+    if job.width is not None and float(job.width) != float(config.get("width", 1.0)):
+        raise UsageError(f"--width {job.width} conflicts with --checkpoint, whose width is {config.get('width')}")
+    return load_checkpoint(job.checkpoint)
 
 
-def _fresh_network(args: argparse.Namespace, parser: argparse.ArgumentParser, num_classes: int, in_channels: int) -> GatedNet:
-    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_channels=in_channels, width=args.width or 1.0)
-    if args.weights is not None:
-        kwargs["weights"] = args.weights
+def _fresh_network(job: StageJob, num_classes: int, in_channels: int) -> GatedNet:
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_channels=in_channels, width=job.width or 1.0)
+    if job.weights is not None:
+        kwargs["weights"] = job.weights
     try:
-        return build_net(args.model or "digitnet", **kwargs)
+        return build_net(job.model or "digitnet", **kwargs)
     except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+        raise UsageError(str(err)) from None
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run one stage; returns ``{"history", "test", "out"}`` (for tests and scripts)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    stage: str = args.stage
-    if stage in ("algorithm1", "method"):
-        return _run_algorithm1(args, parser)
+def run_stage(job: StageJob) -> dict[str, Any]:
+    """Run one stage: load (or build) the network and the data, train, test; returns ``{"history", "test", "out"}``.
+
+    Prints one line per epoch and a summary with the test accuracy (rank 0), and records the
+    test figures in the output checkpoint. Under ``torchrun`` the stage runs data-parallel.
+
+    Raises:
+        UsageError: inputs that do not fit together (the message names the option).
+    """
+    stage = job.stage
     assert stage in STAGES
-
-    net, payload = _load_input(args, parser)
-    dataset = args.dataset or payload.get("dataset") or "digits"
-    overrides = dict(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-        lr_decay_every=args.lr_decay_every, lr_decay_factor=args.lr_decay_factor,
-        steps_per_epoch=args.steps_per_epoch,
-        importance_split=getattr(args, "importance_split", None), keep=getattr(args, "keep", None),
-    )
-    hp = stage_hparams(dataset, stage, **overrides)
+    if job.random_keep is not None and (job.runtime_agent is not None or job.static_agent is not None):
+        raise UsageError("--random-keep replaces the agents; give one or the other")
+    net, payload = _load_input(job)
+    dataset = job.dataset or payload.get("dataset") or "digits"
+    hp = stage_hparams(dataset, stage, **job.hparams)
     try:
-        splits = load_dataset(dataset, args.data_root, val_fraction=args.val_fraction, seed=args.split_seed)
+        splits = load_dataset(dataset, job.data_root, val_fraction=job.val_fraction, seed=job.split_seed)
     except (ValueError, FileNotFoundError) as err:  # DatasetNotFoundError is a FileNotFoundError
-        parser.error(f"--dataset {dataset}: {err}")
+        raise UsageError(f"--dataset {dataset}: {err}") from None
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    ctx, device = init_distributed(args.device)
+    ctx, device = init_distributed(job.device)
     try:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(job.seed)
         if net is None:
-            net = _fresh_network(args, parser, splits.num_classes, splits.input_shape[0])
+            net = _fresh_network(job, splits.num_classes, splits.input_shape[0])
         elif (net.config.get("num_classes"), net.config.get("in_channels")) != (splits.num_classes, splits.input_shape[0]):
-            parser.error(
+            raise UsageError(
                 f"--checkpoint's network ({net.config.get('in_channels')} input channels, {net.config.get('num_classes')} "
                 f"classes) does not fit dataset {dataset!r} ({splits.input_shape[0]} channels, {splits.num_classes} classes)"
             )
         model_name = net.config["name"]
-        out = args.out or Path("runs") / f"{model_name}_{dataset}_{stage}.pt"
-        if args.checkpoint is not None and Path(out).resolve() == Path(args.checkpoint).resolve():
-            parser.error("--out must differ from --checkpoint (the input would be overwritten every epoch)")
+        out = job.out or Path("runs") / f"{model_name}_{dataset}_{stage}.pt"
+        if job.checkpoint is not None and Path(out).resolve() == Path(job.checkpoint).resolve():
+            raise UsageError("--out must differ from --checkpoint (the input would be overwritten every epoch)")
 
         extra = {
-            "parent": str(args.checkpoint) if args.checkpoint is not None else None,
-            "data": {"val_fraction": args.val_fraction, "split_seed": args.split_seed, "root": str(args.data_root) if args.data_root else None},
+            "parent": str(job.checkpoint) if job.checkpoint is not None else None,
+            "data": {"val_fraction": job.val_fraction, "split_seed": job.split_seed,
+                     "root": str(job.data_root) if job.data_root else None},
         }
         log = print if ctx.is_main else None
         if log:
@@ -317,23 +338,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"{ctx.world_size} process(es)")
         t0 = time.perf_counter()
         stage_kwargs = {k: v for k, v in hp.items() if v is not None}
-        agents_given = stage == "finetune" and (args.runtime_agent is not None or args.static_agent is not None)
-        random_keep = getattr(args, "random_keep", None)
-        if agents_given and random_keep is not None:
-            parser.error("--random-keep replaces the agents; give one or the other")
-        agent_fn = _agent_ratio_fn(args, args.checkpoint) if agents_given else None
-        if random_keep is not None:
-            agent_fn = random_ratio_fn(random_keep, 1.0, seed=args.seed)
+        agents_given = stage == "finetune" and (job.runtime_agent is not None or job.static_agent is not None)
+        agent_fn = _agent_ratio_fn(job, job.checkpoint) if agents_given else None
+        if job.random_keep is not None:
+            agent_fn = random_ratio_fn(job.random_keep, 1.0, seed=job.seed)
         history = train_stage(
             net, stage, splits, **stage_kwargs, ratio_fn=agent_fn,
-            device=device, seed=args.seed, progress=not args.no_progress, tradeoff_rate=args.tradeoff_rate,
-            freeze_bn=args.freeze_bn, checkpoint_path=out, resume=args.resume, checkpoint_extra=extra,
-            num_workers=args.num_workers, data_on_device=args.data_on_device, log=log,
+            device=device, seed=job.seed, progress=job.progress, tradeoff_rate=job.tradeoff_rate,
+            freeze_bn=job.freeze_bn, checkpoint_path=out, resume=job.resume, checkpoint_extra=extra,
+            num_workers=job.num_workers, data_on_device=job.data_on_device, log=log,
         )
         seconds = time.perf_counter() - t0
         ratio_fn = (agent_fn or uniform_ratio_fn(hp["keep"])) if stage == "finetune" else None
-        test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=args.num_workers,
-                        data_on_device=args.data_on_device)
+        test = evaluate(net, splits.test, device=device, ratio_fn=ratio_fn, num_workers=job.num_workers,
+                        data_on_device=job.data_on_device)
         if ctx.is_main:
             if Path(out).is_file():  # record the test figures in the checkpoint too
                 final = read_checkpoint(out)
@@ -349,6 +367,65 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         if owns_group:
             cleanup_distributed()
+
+
+def _completed(path: Path) -> bool:
+    return path.is_file() and bool(read_checkpoint(path).get("completed"))
+
+
+def run_method_stages(out: Path, *, model: str, width: float, warmup_epochs: int, resume: bool, **shared: Any) -> Path:
+    """The CNN stages before Algorithm 1, into ``out``: pretrain, importance and a warm-up; returns the last checkpoint.
+
+    ``shared`` holds the :class:`StageJob` fields common to the three (dataset, seed, device...).
+    With ``resume`` a stage whose checkpoint is complete is skipped.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    pre, imp, warm = out / "pretrain.pt", out / "importance.pt", out / "warmup.pt"
+    if not (resume and _completed(pre)):
+        run_stage(StageJob("pretrain", model=model, width=width, out=pre, **shared))
+    if not (resume and _completed(imp)):
+        run_stage(StageJob("importance", checkpoint=pre, out=imp, **shared))
+    if warmup_epochs == 0:
+        return imp
+    # our addition to the schedule: before any agent exists, fine-tune under random keep ratios,
+    # so that the agents' first rewards tell allocations apart (an untouched network answers
+    # every pruned allocation with chance-level loss, and the agents then drift to alpha)
+    if not (resume and _completed(warm)):
+        run_stage(StageJob("finetune", checkpoint=imp, random_keep=0.2, hparams={"epochs": warmup_epochs},
+                           tradeoff_rate=1.0, out=warm, **shared))
+    return warm
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _job_from_args(args: argparse.Namespace) -> StageJob:
+    hparams = dict(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+        lr_decay_every=args.lr_decay_every, lr_decay_factor=args.lr_decay_factor,
+        steps_per_epoch=args.steps_per_epoch,
+        importance_split=getattr(args, "importance_split", None), keep=getattr(args, "keep", None),
+    )
+    return StageJob(
+        args.stage, checkpoint=args.checkpoint, model=args.model, width=args.width, weights=args.weights,
+        dataset=args.dataset, data_root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed,
+        hparams=hparams, freeze_bn=args.freeze_bn, tradeoff_rate=args.tradeoff_rate, seed=args.seed, device=args.device,
+        num_workers=args.num_workers, data_on_device=args.data_on_device, threads=args.threads, out=args.out,
+        resume=args.resume, progress=not args.no_progress, random_keep=getattr(args, "random_keep", None),
+        runtime_agent=getattr(args, "runtime_agent", None), static_agent=getattr(args, "static_agent", None),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run one sub-command; returns ``{"history", "test", "out"}`` for a stage (for tests and scripts)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.stage in ("algorithm1", "method"):
+        return _run_algorithm1(args, parser)
+    try:
+        return run_stage(_job_from_args(args))
+    except UsageError as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
-from prune_env.training import epochs_for_batches  # noqa: E402
+from prune_env.cnn import epochs_for_batches  # noqa: E402
 
 #: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
 DEFAULT = dict(pretrain_epochs=20, importance_epochs=6, warmup_epochs=10, iterations=10, agent_batches=120,

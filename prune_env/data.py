@@ -68,6 +68,7 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "DeviceBatches",
     "available_datasets",
     "cache_dir",
     "load_dataset",
@@ -662,3 +663,35 @@ def materialize(dataset: Dataset, device: str | torch.device = "cpu", *, batch_s
         _MATERIALIZED.pop(next(iter(_MATERIALIZED)))
     _MATERIALIZED[key] = (dataset, images, labels)
     return images, labels
+
+
+class DeviceBatches:
+    """Batches of a split held as one tensor on the device, in the order of an index sampler.
+
+    Yields ``(images, labels)`` like a ``DataLoader`` over the same sampler would (the same
+    images in the same order, without the last partial batch dropped), with ``augment``
+    applied to every batch on the device, its randomness seeded by :meth:`seed`.
+    """
+
+    def __init__(self, dataset: Dataset, sampler, batch_size: int, device: torch.device,
+                 augment: Callable[..., torch.Tensor] | None = None) -> None:
+        self.images, self.labels = materialize(dataset, device)
+        self.sampler, self.batch_size, self.augment = sampler, batch_size, augment
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        """Reseed the augmentation (once per epoch)."""
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long).to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            images = self.images[idx]
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            yield images, self.labels[idx]

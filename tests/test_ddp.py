@@ -1,6 +1,6 @@
 """Data-parallel training: two gloo processes on CPU take the same steps as one process.
 
-What is compared: :func:`prune_env.training.train_stage` with a global batch of 32 run by one
+What is compared: :func:`prune_env.cnn.train_stage` with a global batch of 32 run by one
 process, and by two processes (16 samples each) under ``DistributedDataParallel``. The data
 order does not depend on the number of processes, and DDP averages the two per-rank
 mean-loss gradients, which equals the gradient of the mean loss over the 32 samples. BatchNorm
@@ -42,7 +42,7 @@ def run_schedule(freeze_bn: bool) -> dict[str, torch.Tensor]:
     """A few steps of every stage on digits; returns the final state dict."""
     from prune_env.data import load_dataset
     from prune_env.nets import build_net
-    from prune_env.training import train_stage
+    from prune_env.cnn import train_stage
 
     splits = load_dataset("digits")
     torch.manual_seed(0)

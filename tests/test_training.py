@@ -14,7 +14,7 @@ from prune_env.assets import default_checkpoint_path
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
 from prune_env.data import load_dataset
 from prune_env.nets import build_net
-from prune_env.training import (
+from prune_env.cnn import (
     PRESETS,
     STAGES,
     evaluate,
@@ -286,3 +286,29 @@ def test_data_on_device_trains_exactly_as_the_data_loader(splits):
     plain = evaluate(nets[0], splits.test, device="cpu")
     fast = evaluate(nets[0], splits.test, device="cpu", data_on_device=True)
     assert fast["accuracy"] == plain["accuracy"] and fast["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+
+
+def test_method_runs_its_stages_by_calling_functions(tmp_path, monkeypatch):
+    """``method`` builds each stage's job and calls :func:`finetune_cnn.run_stage`, no argument strings."""
+    import agents.algorithm1 as alg1
+
+    jobs, seen = [], {}
+    monkeypatch.setattr(finetune_cnn, "run_stage", lambda job: jobs.append(job) or {})
+    monkeypatch.setattr(alg1, "run_algorithm1", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    out = tmp_path / "m"
+    finetune_cnn.main(["method", "--out", str(out), "--warmup-epochs", "3", "--seed", "2", "--width", "0.5", "--no-progress"])
+    assert [j.stage for j in jobs] == ["pretrain", "importance", "finetune"]
+    assert (jobs[0].model, jobs[0].width, jobs[0].out) == ("digitnet", 0.5, out / "pretrain.pt")
+    assert (jobs[1].checkpoint, jobs[1].out) == (out / "pretrain.pt", out / "importance.pt")
+    assert (jobs[2].checkpoint, jobs[2].random_keep, jobs[2].hparams, jobs[2].tradeoff_rate) == (
+        out / "importance.pt", 0.2, {"epochs": 3}, 1.0)
+    assert all(j.dataset == "digits" and j.seed == 2 and j.threads == 1 and not j.progress and not j.resume for j in jobs)
+    assert seen["cfg"].checkpoint == str(out / "warmup.pt")
+
+
+def test_the_old_module_name_still_imports_the_cnn_phase():
+    import prune_env.cnn as cnn
+    import prune_env.training as old
+
+    for name in cnn.__all__:
+        assert getattr(old, name) is getattr(cnn, name)
