@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         get_spec(args.algo)
-    except (ValueError, ImportError, AttributeError) as exc:
+    except (ValueError, ImportError, AttributeError, TypeError) as exc:
         parser.error(f"--algo: {exc}")
     name = "joint" if args.joint else args.env.split("-")[0].lower()
     cfg = RunConfig(

@@ -131,11 +131,25 @@ def available_algorithms() -> list[str]:
 
 
 def load_class(path: str) -> type:
-    """Import ``"module:Class"``."""
+    """Import ``"module:Class"``: a class with ``learn``, ``save`` and ``load``, as SB3's algorithms have.
+
+    Raises:
+        ValueError: not of the form ``module:Class``.
+        ImportError: the module does not import.
+        AttributeError: the module has no such name.
+        TypeError: the name is not such a class (a module, a function, an instance ...).
+    """
     module, _, name = path.partition(":")
     if not module or not name:
         raise ValueError(f"algo must be a registry name {available_algorithms()} or 'module:Class', got {path!r}")
-    return getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    if not hasattr(imported, name):
+        raise AttributeError(f"algo {path!r}: module {module!r} has no attribute {name!r}")
+    cls = getattr(imported, name)
+    if not isinstance(cls, type) or not all(callable(getattr(cls, m, None)) for m in ("learn", "save", "load")):
+        raise TypeError(f"algo {path!r} names a {type(cls).__name__}, not an algorithm class: expected a class with "
+                        f"learn, save and load, such as a stable-baselines3 algorithm (e.g. 'stable_baselines3:PPO')")
+    return cls
 
 
 def get_spec(algo: str) -> AlgoSpec:

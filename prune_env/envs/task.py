@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prune_env.costs import CostModel
+from prune_env.envs.actions import as_keep_ratios
 from prune_env.nets.gated import GatedNet, StepState
 from prune_env.policies import KeepRatioPolicy, as_policy
 from prune_env.rewards import LossNormalizer
@@ -56,6 +57,23 @@ def check_range(name: str, value: Any, low: float, high: float, *, low_open: boo
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_device(name: str, value: Any) -> Any:
+    """``value`` if it names a torch device usable here ('cpu', 'cuda', 'cuda:1', ...), else a ValueError naming ``name``."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {value!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"{name}={value!r}: the meta device holds no data; use 'cpu' or an accelerator")
+    if device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except (RuntimeError, AssertionError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{name}={value!r} is not usable on this machine ({first}); use 'cpu'") from None
     return value
 
 
@@ -137,12 +155,13 @@ class TaskConfig:
         self.alpha = check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
         self.alpha_budget = check_range("alpha_budget", self.alpha_budget, 0.0, 1e3)
         self.loss_lambda = check_range("loss_lambda", self.loss_lambda, 0.0, 1.0)
-        if not isinstance(self.loss_batch, (int, np.integer)) or self.loss_batch < 1:
+        if not isinstance(self.loss_batch, (int, np.integer)) or isinstance(self.loss_batch, bool) or self.loss_batch < 1:
             raise ValueError(f"loss_batch must be an integer >= 1, got {self.loss_batch!r}")
-        if not isinstance(self.encoding_dim, (int, np.integer)) or self.encoding_dim < 1:
+        if not isinstance(self.encoding_dim, (int, np.integer)) or isinstance(self.encoding_dim, bool) or self.encoding_dim < 1:
             raise ValueError(f"encoding_dim must be an integer >= 1, got {self.encoding_dim!r}")
         if self.width is not None:
             self.width = check_range("width", self.width, 0.0, 16.0, low_open=True)
+        check_device("device", self.device)
 
 
 def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
@@ -380,16 +399,16 @@ class PruningTask:
 
     # ------------------------------------------------------------------ running policies
     def clip(self, ratios: np.ndarray) -> np.ndarray:
-        """Keep ratios clipped to ``[alpha, 1]``; NaN or inf is an error."""
-        ratios = np.asarray(ratios, dtype=np.float64)
+        """Keep ratios clipped to ``[alpha, 1]``; NaN or inf is a ValueError, a non-number a TypeError."""
+        ratios = as_keep_ratios(ratios)
         if not np.all(np.isfinite(ratios)):
             raise ValueError(f"action must be finite, got {ratios.reshape(-1).tolist()}")
         return np.clip(ratios, self.cfg.alpha, 1.0)
 
     @staticmethod
     def single_action(action: Any) -> np.ndarray:
-        """One environment's action as a ``(1, 1)`` batch, or a ValueError naming what was wrong."""
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        """One environment's action as a ``(1, 1)`` batch, or a TypeError / ValueError naming what was wrong."""
+        action = as_keep_ratios(action).reshape(-1)
         if action.shape != (1,):
             raise ValueError(f"action must hold one keep ratio, got shape {np.shape(action)}")
         return action[None]

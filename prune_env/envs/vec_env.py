@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
+from prune_env.envs.actions import as_keep_ratios
 from prune_env.envs.runtime import RuntimePruneEnv
 from prune_env.envs.static import StaticPruneEnv
 
@@ -112,7 +113,12 @@ class BatchedPruneVecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
+        """Take one keep ratio per episode (shape ``(n_envs,)`` or ``(n_envs, 1)``); checked here, before any step."""
+        actions = as_keep_ratios(actions, "actions")
+        if actions.size != self.num_envs:
+            raise ValueError(f"actions: the VecEnv runs n_envs={self.num_envs} episodes and takes one keep ratio each "
+                             f"(shape ({self.num_envs},) or ({self.num_envs}, 1)), got {actions.size} (shape {actions.shape})")
+        self._actions = actions
 
     def step_wait(self):
         """Step every episode; after the last layer, report and start the next ones (as ``DummyVecEnv``)."""
