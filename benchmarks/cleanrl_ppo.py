@@ -13,7 +13,10 @@ same-step autoreset (the observation after a final step is the next episode's fi
 episodes terminate after ``L`` layers and are never truncated, so nothing is bootstrapped from a
 final observation). Actions are sampled on the real line and clipped to ``[alpha, 1]`` for the
 environment (the environment clips as well); the log-probabilities are of the unclipped sample,
-as in CleanRL. ``gamma`` defaults to 1: an episode is one image and its sparse reward.
+as in CleanRL. ``gamma`` defaults to 1: an episode is one image and its sparse reward. The loss
+carries the paper's action regulariser (Eq. 13), ``0.5 * ||a - clip(a, alpha, 1)||^2`` on the policy
+mean, as an explicit term of its sum; ``agents/policies.py`` adds the same gradient to SB3's
+algorithms through an optimizer hook (tests/test_action_regularizer.py checks that they agree).
 
 Prints the mean episodic return every iteration and, at the end, the mean over the last
 ``--report-last`` episodes; :func:`main` returns those figures for scripts and tests.
@@ -82,6 +85,8 @@ class Args:
     """value-loss coefficient"""
     max_grad_norm: float = 0.5
     """gradient clipping norm"""
+    action_reg_coef: float = 1.0
+    """coefficient of the action regulariser of Eq. 13 (0 drops it), as the registry's PPO"""
     target_kl: float | None = None
     """stop an update early above this approximate KL (None: never)"""
     log_std_init: float = -1.5
@@ -120,12 +125,23 @@ class Agent(nn.Module):
         return self.critic(x)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
+        """Action (sampled when None), its log-probability, the entropy, the value and the policy mean."""
         mean = self.actor_mean(x)
         std = torch.exp(self.actor_logstd.expand_as(mean))
         dist = Normal(mean, std)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action).sum(1), dist.entropy().sum(1), self.critic(x)
+        return action, dist.log_prob(action).sum(1), dist.entropy().sum(1), self.critic(x), mean
+
+
+def action_regularizer(mean: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Eq. 13: ``0.5 * ||a - clip(a, low, high)||^2`` of the policy mean per sample, averaged over the batch.
+
+    Zero inside ``[low, high] = [alpha, 1]``; pulls a mean that drifted outside back to the keep
+    ratios the environment applies (it clips the actions).
+    """
+    outside = mean - mean.clamp(low, high)
+    return 0.5 * outside.pow(2).sum(dim=-1).mean()
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -202,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
             global_step += args.num_envs
             obs[step], dones[step] = next_obs, next_done
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value, _ = agent.get_action_and_value(next_obs)
             values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
             env_action = np.clip(action.cpu().numpy(), low, high).astype(np.float32)
             next_obs_np, reward, terminations, truncations, _ = envs.step(env_action)
@@ -242,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
             np.random.shuffle(b_inds)
             for begin in range(0, args.batch_size, args.minibatch_size):
                 mb = b_inds[begin : begin + args.minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+                _, newlogprob, entropy, newvalue, newmean = agent.get_action_and_value(b_obs[mb], b_actions[mb])
                 logratio = newlogprob - b_logprobs[mb]
                 ratio = logratio.exp()
                 with torch.no_grad():
@@ -259,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
                     v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
                 else:
                     v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
-                loss = pg_loss - args.ent_coef * entropy.mean() + v_loss * args.vf_coef
+                a_loss = action_regularizer(newmean, low, high)  # Eq. 13
+                loss = pg_loss - args.ent_coef * entropy.mean() + v_loss * args.vf_coef + args.action_reg_coef * a_loss
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
