@@ -4,8 +4,13 @@ From a checkpoint that went through pre-training and importance learning (lines 
 times: train the runtime and the static agent for N1 batches with the CNN frozen (lines 12-15),
 then fine-tune the CNN, ``f`` and ``u_s`` for N2 batches with the agents frozen, the masks
 coming from their deterministic actions (lines 16-19). Each iteration's train / test accuracy,
-MAC ratio and parameter ratio go to ``history.csv`` and a figure like the paper's Fig. 5; an
-interrupted run resumes from the last finished iteration.
+MAC ratio and parameter ratio go to ``history.csv`` and a figure like the paper's Fig. 5.
+
+Nothing trained is lost to an interruption: Ctrl-C in the agents' phase saves the agents where
+they are, Ctrl-C in the CNN phase saves the fine-tuning in progress (``cnn_phase.pt``, see
+:func:`prune_env.cnn.train_stage`), and ``resume=True`` continues both from there (the agents
+train only the steps the iteration had left); a kill without warning resumes from the last
+finished iteration.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import torch
 from torch import Tensor
 
 from agents.registry import RUNTIME, STATIC
-from agents.training import (CHECKPOINT_FILE, MODEL_FILE, RunConfig, STATE_FILE, _learn, _prepare, _run_record, agent_policy,
-                             atomic_model_save, evaluate_run, joint_env_kwargs, test_task)
-from prune_env.checkpoint import load_checkpoint, save_checkpoint
+from agents.training import (CHECKPOINT_FILE, MODEL_FILE, STATE_FILE, RunConfig, agent_policy, learn, prepare_agent, run_record,
+                             atomic_model_save, evaluate_run, joint_env_kwargs, reward_state, test_task)
+from prune_env.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from prune_env.data import load_dataset
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
@@ -44,6 +49,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(iterations=4, agent_batches=100, cnn_batches=60, batch_size=64, lr=1e-3, static_episodes=8),
 }
 ALGORITHM1_STATE = "algorithm1_state.json"
+#: the CNN phase of the iteration in progress (removed once the iteration is saved)
+CNN_PHASE = "cnn_phase.pt"
 #: static episodes run together (each one evaluates a batch of images)
 STATIC_ENVS = 8
 
@@ -149,11 +156,12 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cnn_path = out / "cnn.pt"
     state_path = out / ALGORITHM1_STATE
-    done, rows = 0, []
+    done, rows, bases = 0, [], {}
     checkpoint = cfg.checkpoint
     if cfg.resume and state_path.is_file():
         saved = json.loads(state_path.read_text())
         done, rows = saved["iterations_done"], saved["history"]
+        bases = saved.get("agent_timesteps", {})  # the agents' steps when that iteration finished
         checkpoint = str(cnn_path)
     # the environments are built from the starting checkpoint, whatever the iteration: their
     # observation encoders and reward scale stay calibrated as the agents first saw them
@@ -164,7 +172,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         env_kwargs["data_root"] = cfg.data_root
     run_cfg = RunConfig(algo=cfg.algo, preset=cfg.preset, seed=cfg.seed, n_envs=cfg.n_envs,
                         device=cfg.agent_device or cfg.device,
-                        resume=cfg.resume and done > 0, progress=False, checkpoint_every=10**9, command=cfg.command)
+                        resume=cfg.resume, progress=False, checkpoint_every=10**9, command=cfg.command)
     # a static episode evaluates a whole batch of images, so fewer of them run together
     static_cfg = RunConfig(**{**asdict(run_cfg), "n_envs": min(cfg.n_envs, STATIC_ENVS)})
     models, venvs = {}, {}
@@ -172,8 +180,8 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     for env_id, sub, rc in ((RUNTIME, "runtime", run_cfg), (STATIC, "static", static_cfg)):
         (out / sub).mkdir(exist_ok=True)
         kwargs = per_env[env_id]
-        write_json(_run_record(rc, env_id, kwargs), out / sub / "run.json")
-        models[env_id], venvs[env_id], _ = _prepare(rc, env_id, out / sub, kwargs)
+        write_json(run_record(rc, env_id, kwargs), out / sub / "run.json")
+        models[env_id], venvs[env_id], _ = prepare_agent(rc, env_id, out / sub, kwargs)
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     runtime_policy = agent_policy(models[RUNTIME], {"algo": cfg.algo})
     static_env.set_runtime_policy(runtime_policy)
@@ -196,17 +204,21 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     for k in range(done + 1, cfg.iterations + 1):
         # lines 12-15: the agents learn on the frozen CNN
         for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
-            _learn(models[env_id], venvs[env_id], out / sub, models[env_id].num_timesteps + steps, run_cfg,
-                   reset=False, prefix=env_id.split("-")[0])
+            # up to the steps at the end of the last iteration plus N1's: a resumed iteration trains what it had left
+            base = bases.get(env_id, models[env_id].num_timesteps if k > 1 else 0)
+            learn(models[env_id], venvs[env_id], out / sub, base + steps, run_cfg, reset=False, prefix=env_id.split("-")[0])
         static_ratios = runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
         # lines 16-19: the CNN, f and u_s learn under the frozen agents' masks
         batches = cfg.cnn_batches + (cfg.final_cnn_batches if k == cfg.iterations else 0)
         # N2 may be longer than an epoch (CIFAR-10: 780 batches of 128 = 2 epochs)
         epochs, per_epoch = epochs_for_batches(batches, len(splits.train), cfg.batch_size)
+        phase_path = out / CNN_PHASE  # continued when an interrupted run of this iteration saved it
+        resume_phase = cfg.resume and phase_path.is_file() and read_checkpoint(phase_path).get("iteration") == k
         history = train_stage(net, "finetune", splits, epochs=epochs, steps_per_epoch=per_epoch, lr=cfg.lr,
                               batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed + k, progress=False,
                               ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios),
-                              tradeoff_rate=cfg.tradeoff_rate, data_on_device=cfg.data_on_device)
+                              tradeoff_rate=cfg.tradeoff_rate, data_on_device=cfg.data_on_device,
+                              checkpoint_path=phase_path, resume=resume_phase, checkpoint_extra={"iteration": k})
         net.eval()
         _sync_weights(net, runtime_env.task, static_env.task, test)
         metrics = evaluate_policies(test, runtime_policy, static_ratios)
@@ -220,10 +232,11 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
                         stage="algorithm1", iteration=k)
         for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
             atomic_model_save(models[env_id], out / sub / CHECKPOINT_FILE)
-            write_json({"num_timesteps": models[env_id].num_timesteps,
-                        "normalizer": venvs[env_id].unwrapped.env.normalizer.state_dict()}, out / sub / STATE_FILE)
+            write_json({"num_timesteps": models[env_id].num_timesteps, **reward_state(venvs[env_id])}, out / sub / STATE_FILE)
         _write_history(rows, out)
-        write_json({"iterations_done": k, "history": rows, "config": asdict(cfg)}, state_path)
+        bases = {env_id: int(model.num_timesteps) for env_id, model in models.items()}
+        write_json({"iterations_done": k, "history": rows, "config": asdict(cfg), "agent_timesteps": bases}, state_path)
+        phase_path.unlink(missing_ok=True)
         bar.update(1)
         bar.set_postfix(test=f"{100 * metrics['accuracy']:.2f}%", macs=f"{metrics['macs_ratio']:.3f}")
     bar.close()

@@ -141,12 +141,37 @@ class _ActionRegularizerMixin:
 
 
 class RegularizedLstmPolicy(_ActionRegularizerMixin, RecurrentActorCriticPolicy):
-    """sb3-contrib's LSTM actor-critic with the Eq. 13 term in its loss (keywords: see the mixin)."""
+    """sb3-contrib's LSTM actor-critic with the Eq. 13 term in its loss (keywords: see the mixin).
+
+    One more keyword, ``critic_trains_lstm`` (False): with ``shared_lstm=True``, sb3-contrib feeds
+    the critic a *detached* copy of the actor's LSTM output, so the value loss never trains the
+    shared LSTM or the encoders below it. ``critic_trains_lstm=True`` shares them for real, as
+    the paper's agent shares its RNN between actor and critic: the value loss's gradient flows
+    into the LSTM and the features extractor too.
+    """
+
+    def __init__(self, *args: Any, critic_trains_lstm: bool = False, **kwargs: Any):
+        self.critic_trains_lstm = bool(critic_trains_lstm)
+        super().__init__(*args, **kwargs)
+        if self.critic_trains_lstm and not self.shared_lstm:
+            raise ValueError("critic_trains_lstm=True needs shared_lstm=True (one LSTM for actor and critic)")
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "critic_trains_lstm": self.critic_trains_lstm}
 
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
-        out = super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+        if not self.critic_trains_lstm:
+            out = super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+            self._record_penalty()
+            return out
+        features = self.extract_features(obs)  # shared extractor (required by shared_lstm)
+        latent, _ = self._process_sequence(features, lstm_states.pi, episode_starts, self.lstm_actor)
+        latent_pi = self.mlp_extractor.forward_actor(latent)
+        latent_vf = self.mlp_extractor.forward_critic(latent)  # not detached: the value loss trains the LSTM
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        values = self.value_net(latent_vf)
         self._record_penalty()
-        return out
+        return values, distribution.log_prob(actions), distribution.entropy()
 
 
 class RegularizedMlpPolicy(_ActionRegularizerMixin, ActorCriticPolicy):

@@ -27,10 +27,13 @@ from stable_baselines3.common.vec_env import VecEnv
 import prune_env
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
+from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
-from prune_env.evaluation import evaluate_policies, format_table, plot_keep_ratios, reference_metrics, write_json
+from prune_env.evaluation import (format_table, plot_adaptation, plot_keep_ratios, reference_metrics, rollout_split, summarize,
+                                  write_json)
+from prune_env.references import headroom_report
 from prune_env.policies import SB3Policy
 
 #: keywords only StaticPrune-v0 takes (dropped for the runtime env in joint runs)
@@ -59,6 +62,8 @@ class RunConfig:
     progress: bool = True
     checkpoint_every: int = 20_000
     command: str = ""
+    #: score a runtime agent beside every headroom reference (static search, oracle, controls)
+    references: bool = True
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -66,13 +71,14 @@ class PruningLogCallback(BaseCallback):
     """Logs the episode results the environments report (reward parts, MAC / parameter ratios,
     accuracy, per-layer keep ratios) to the SB3 logger (TensorBoard) at every rollout end."""
 
-    KEYS = ("reward_acc", "reward_budget", "macs_ratio", "params_ratio", "correct", "accuracy", "within_budget")
+    KEYS = ("reward_acc", "reward_budget", "macs_ratio", "params_ratio", "correct", "accuracy", "within_budget", "lambda")
 
     def __init__(self, prefix: str = "prune"):
         super().__init__()
         self.prefix = prefix
         self._values: dict[str, list[float]] = {}
         self._keep: list[list[float]] = []
+        self._budgets: list[float] = []
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
@@ -83,11 +89,17 @@ class PruningLogCallback(BaseCallback):
                     self._values.setdefault(key, []).append(float(info[key]))
             if "keep_ratios" in info:
                 self._keep.append(info["keep_ratios"])
+            if "budget" in info:
+                self._budgets.append(float(info["budget"]))
         return True
 
     def _on_rollout_end(self) -> None:
         for key, values in self._values.items():
             self.logger.record(f"{self.prefix}/{key}", float(np.mean(values)))
+        if self._budgets and "macs_ratio" in self._values:  # the budget's relative violation (what lambda acts on)
+            cost = self._values["params_ratio" if self.prefix.startswith("Static") else "macs_ratio"]
+            self.logger.record(f"{self.prefix}/violation", float(np.mean(cost)) / float(np.mean(self._budgets)) - 1.0)
+        self._budgets = []
         if self._keep:
             for t, v in enumerate(np.mean(self._keep, axis=0)):
                 self.logger.record(f"{self.prefix}/keep_layer{t}", float(v))
@@ -111,21 +123,27 @@ class AtomicCheckpointCallback(BaseCallback):
 
 # --------------------------------------------------------------------------- saving / loading
 def atomic_model_save(model: BaseAlgorithm, path: Path) -> Path:
-    """``model.save`` to a temporary file, then rename: an interrupted save never corrupts ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+    """``model.save`` through :func:`prune_env.checkpoint.atomic_write`: a kill or a full disk never corrupts ``path``."""
+    return atomic_write(path, model.save)
 
 
-def _normalizer(venv: VecEnv):
-    return venv.unwrapped.env.normalizer
+def reward_state(venv: VecEnv) -> dict:
+    """The environment's shared reward state: ``beta`` (Eq. 9) and, under an average budget, ``lambda``."""
+    env = venv.unwrapped.env
+    return {"normalizer": env.normalizer.state_dict(), "dual": None if env.dual is None else env.dual.state_dict()}
+
+
+def load_reward_state(venv: VecEnv, state: dict) -> None:
+    """Restore what :func:`reward_state` saved."""
+    env = venv.unwrapped.env
+    env.normalizer.load_state_dict(state["normalizer"])
+    if env.dual is not None and state.get("dual") is not None:
+        env.dual.load_state_dict(state["dual"])
 
 
 def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, out: Path) -> None:
     atomic_model_save(model, out / CHECKPOINT_FILE)
-    write_json({"num_timesteps": model.num_timesteps, "normalizer": _normalizer(venv).state_dict()}, out / STATE_FILE)
+    write_json({"num_timesteps": model.num_timesteps, **reward_state(venv)}, out / STATE_FILE)
 
 
 def load_agent(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict]:
@@ -187,7 +205,7 @@ def default_timesteps(cfg: RunConfig, env_id: str) -> int:
 
 
 # --------------------------------------------------------------------------- training
-def _learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunConfig, *, reset: bool, prefix: str) -> None:
+def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunConfig, *, reset: bool, prefix: str) -> None:
     """``model.learn`` up to ``total`` steps with logging and checkpoints; Ctrl-C saves first."""
     remaining = total - (0 if reset else model.num_timesteps)
     if remaining <= 0:
@@ -202,14 +220,14 @@ def _learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCo
     save_checkpoint(model, venv, out)
 
 
-def _prepare(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
+def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
     """Build (or, with ``--resume``, reload) one agent and its training env."""
     venv = make_env(env_id, cfg.algo, cfg.n_envs, cfg.seed, env_kwargs)
     ckpt = out / CHECKPOINT_FILE
     if cfg.resume and ckpt.is_file():
         model = get_spec(cfg.algo).cls.load(ckpt, env=venv, device=cfg.device)
         state = json.loads((out / STATE_FILE).read_text())
-        _normalizer(venv).load_state_dict(state["normalizer"])
+        load_reward_state(venv, state)
         model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
         return model, venv, False
     if cfg.resume:
@@ -217,7 +235,7 @@ def _prepare(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[
     return build_model(cfg, env_id, venv, out / "tb"), venv, True
 
 
-def _run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
+def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
     import gymnasium
     import sb3_contrib
     import stable_baselines3
@@ -254,10 +272,10 @@ def run(cfg: RunConfig) -> dict:
         env_kwargs = _policy_kwargs_from(env_kwargs, cfg.static_agent, cfg.device, "static_policy")
     else:
         env_kwargs = _policy_kwargs_from(env_kwargs, cfg.runtime_agent, cfg.device, "runtime_policy")
-    record = _run_record(cfg, env_id, cfg.env_kwargs)
+    record = run_record(cfg, env_id, cfg.env_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
-    model, venv, fresh = _prepare(cfg, env_id, out, env_kwargs)
-    _learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
+    model, venv, fresh = prepare_agent(cfg, env_id, out, env_kwargs)
+    learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
     atomic_model_save(model, out / MODEL_FILE)
     train_seconds = time.time() - start
     write_json({**record, "status": "trained", "train_seconds": train_seconds, "timesteps": model.num_timesteps}, out / RUN_FILE)
@@ -289,13 +307,13 @@ def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
 def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     """Algorithm 1, lines 12-15: the runtime and the static agent trained in alternation, each on its own reward."""
     env_kwargs = {"tradeoff_rate": JOINT_TRADEOFF_RATE, **cfg.env_kwargs}
-    record = _run_record(cfg, "joint", env_kwargs)
+    record = run_record(cfg, "joint", env_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
     models, venvs = {}, {}
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         (out / sub).mkdir(exist_ok=True)
-        write_json(_run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
-        models[env_id], venvs[env_id], fresh = _prepare(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
+        write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
+        models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
@@ -305,7 +323,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     for r in range(1, rounds + 1):
         for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
             target = totals[env_id] * r // rounds
-            _learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
+            learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
         runtime_env.set_static_policy(agent_policy(models[STATIC], record))
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         atomic_model_save(models[env_id], out / sub / MODEL_FILE)
@@ -325,22 +343,57 @@ def test_task(task: PruningTask) -> PruningTask:
     return PruningTask(cfg)
 
 
+#: the rows of the evaluation table of a runtime agent, in order, with their labels
+TABLE_ROWS = (
+    ("agent", "agent"), ("agent_calibrated", "agent, calibrated"), ("uniform", "uniform @ budget"),
+    ("uniform_iso_mac", "uniform @ agent MACs"), ("best_static", "best static"), ("shuffled", "agent shuffled"),
+    ("layer_mean", "agent layer mean"), ("oracle_accuracy", "oracle (labels)"), ("dense", "dense"),
+)
+
+
 def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
-    """Deterministic evaluation on the test split: table, ``metrics.json``, references, ``keep_ratios.png``."""
+    """Deterministic evaluation on the test split: table, ``metrics.json``, ``references.json``, pictures.
+
+    A runtime agent is scored beside every reference of :func:`prune_env.references.headroom_report`
+    (the static allocation searched and the offset calibrated on the split it trained on).
+    """
     test = task if task.cfg.split == "test" else test_task(task)
-    metrics = evaluate_policies(test, runtime_policy, static_ratios)
-    refs = reference_metrics(test)
-    metrics["dense_accuracy"] = refs["dense"]["accuracy"]
-    metrics["uniform_accuracy"] = refs["uniform"]["accuracy"]
-    metrics["uniform_keep_ratio"] = refs["uniform"]["uniform_keep_ratio"]
-    write_json(refs, out / "references.json")
-    plot_keep_ratios(metrics, out / "keep_ratios.png", uniform=refs["uniform"]["uniform_keep_ratio"],
-                     title=f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)")
+    agent = rollout_split(test, runtime_policy, static_ratios)
+    metrics = summarize(test, agent, static_ratios)
+    runtime_run = cfg.env_id.split(":")[-1] != STATIC or cfg.joint
+    if runtime_run and cfg.references:
+        search = task if task.cfg.split != "test" else None
+        report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True, seed=cfg.seed)
+        rows = report["rows"]
+        metrics.update(report["summary"])
+        if "agent_calibrated" in rows:
+            calibrated = rows["agent_calibrated"]
+            metrics.update(calibrated_accuracy=calibrated["accuracy"], calibrated_macs_ratio=calibrated["macs_ratio"],
+                           calibration_offset=calibrated["offset"])
+        references = {**{k: v for k, v in report.items() if k != "rows"}, **{k: v for k, v in rows.items() if k != "agent"}}
+    else:
+        references = reference_metrics(test)
+        rows = {"agent": metrics, **references}
+    metrics["dense_accuracy"] = rows["dense"]["accuracy"]
+    metrics["uniform_accuracy"] = rows["uniform"]["accuracy"]
+    metrics["uniform_keep_ratio"] = rows["uniform"]["uniform_keep_ratio"]
+    write_json(references, out / "references.json")
+    title = f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)"
+    plot_keep_ratios(agent.keep, out / "keep_ratios.png", uniform=rows["uniform"]["uniform_keep_ratio"], title=title)
+    if runtime_run:
+        difficulty = rollout_split(test, rows["uniform"]["uniform_keep_ratio"], np.ones(test.num_layers)).losses
+        plot_adaptation(agent, difficulty, test.macs_budget, out / "adaptation.png", title=title)
     print()
     print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
           f"parameter budget {metrics['params_budget']:.3f}:")
-    print(format_table({"agent": metrics, "uniform keep": refs["uniform"], "dense": refs["dense"]}))
-    print("per-layer keep ratio (mean ± std): " + ", ".join(
+    print(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+    print("per-layer keep ratio (mean ± std over inputs): " + ", ".join(
         f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
-    print(f"results in {out}/ (metrics.json, references.json, keep_ratios.png, model.zip)")
+    if "adaptation_gain_shuffled" in metrics:
+        captured = metrics["headroom_captured_accuracy"]
+        print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations, "
+              f"{100 * metrics['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
+              + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
+    print(f"results in {out}/ (metrics.json, references.json, keep_ratios.png"
+          + (", adaptation.png" if runtime_run else "") + ", model.zip)")
     return metrics

@@ -73,3 +73,101 @@ def budget_penalty(cost: np.ndarray, budget: float, alpha: float) -> np.ndarray:
     cost = np.asarray(cost, dtype=np.float64)
     over = np.maximum(cost - budget, 0.0)
     return -np.expm1(alpha * over)
+
+
+def relative_budget_penalty(cost: np.ndarray, budget: float, alpha: float) -> np.ndarray:
+    """Eq. 10 / 15 on the *relative* overshoot: ``-(exp(alpha (B - B_bar) / B_bar) - 1)`` over budget, else 0.
+
+    One ``alpha`` then costs the same for the same relative overshoot at every budget level (the
+    absolute form charges a 65% overshoot 0.92 at ``B_bar = 0.1`` but 24.8 at ``B_bar = 0.5``).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    over = np.maximum(cost - budget, 0.0) / budget
+    return -np.expm1(alpha * over)
+
+
+def average_budget_term(cost: np.ndarray, budget: float, lam: float) -> np.ndarray:
+    """The average-budget (constrained MDP) term ``-lambda (B - B_bar) / B_bar`` of one episode.
+
+    Linear in the episode's cost: an input that spends less than the budget earns
+    ``lambda (B_bar - B) / B_bar`` that another input can spend, so only the *mean* cost is held
+    to the budget, by the dual variable ``lambda`` (:class:`DualVariable`).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    return -float(lam) * (cost - budget) / budget
+
+
+class DualVariable:
+    """The Lagrange multiplier ``lambda >= 0`` of an average-cost budget, by projected dual ascent.
+
+    After every ``batch_size`` finished episodes, with ``e = mean(B) / B_bar - 1`` the batch's
+    relative violation (positive over budget):
+
+    * integral part: ``lambda_I <- clip(lambda_I + lr * e, 0, lambda_max)`` (projected dual ascent);
+    * ``lambda = clip(lambda_I + kp * e, 0, lambda_max)`` (a proportional term, as in PID
+      Lagrangian methods for safe RL (Stooke et al. 2020), damps the oscillation of plain ascent;
+      ``kp = 0`` is plain dual ascent).
+
+    A reward uses the ``lambda`` of the batches completed before its episode, as with ``beta``
+    (:class:`LossNormalizer`), so a batched VecEnv and single environments agree exactly.
+
+    Args:
+        budget: ``B_bar``, the bound on the mean cost (a fraction of the dense cost), > 0.
+        init: the starting ``lambda`` (and ``lambda_I``), in ``[0, lambda_max]``.
+        lr: the integral step, >= 0 (0 freezes ``lambda_I``).
+        kp: the proportional gain, >= 0.
+        lam_max: the upper bound of ``lambda``.
+        batch_size: episodes per update.
+    """
+
+    def __init__(self, budget: float, init: float = 0.0, lr: float = 0.5, kp: float = 2.0, lam_max: float = 100.0,
+                 batch_size: int = 64):
+        if not budget > 0 or not math.isfinite(budget):
+            raise ValueError(f"budget must be a positive finite number, got {budget}")
+        if not (lam_max > 0 and math.isfinite(lam_max)):
+            raise ValueError(f"dual_max must be a positive finite number, got {lam_max}")
+        if not 0.0 <= init <= lam_max:
+            raise ValueError(f"dual_init must be in [0, {lam_max}], got {init}")
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"dual_lr must be a finite number >= 0, got {lr}")
+        if not (kp >= 0 and math.isfinite(kp)):
+            raise ValueError(f"dual_kp must be a finite number >= 0, got {kp}")
+        if batch_size < 1:
+            raise ValueError(f"dual_batch must be >= 1, got {batch_size}")
+        self.budget = float(budget)
+        self.lr, self.kp, self.lam_max = float(lr), float(kp), float(lam_max)
+        self.batch_size = int(batch_size)
+        self.integral = self.lam = float(init)
+        self.violation = 0.0  # e of the last update
+        self._pending: list[float] = []
+        self.updates = 0
+
+    def reward(self, costs: np.ndarray) -> np.ndarray:
+        """``-lambda (B - B_bar) / B_bar`` for each episode cost, with the current ``lambda``."""
+        return average_budget_term(costs, self.budget, self.lam)
+
+    def observe(self, costs: np.ndarray) -> None:
+        """Add finished episodes' costs; every ``batch_size`` of them take one dual step."""
+        self._pending.extend(float(v) for v in np.ravel(costs))
+        while len(self._pending) >= self.batch_size:
+            batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
+            self.step(float(np.mean(batch)))
+
+    def step(self, mean_cost: float) -> float:
+        """One dual update from a batch's mean cost; returns the new ``lambda``."""
+        e = mean_cost / self.budget - 1.0
+        self.integral = min(max(self.integral + self.lr * e, 0.0), self.lam_max)
+        self.lam = min(max(self.integral + self.kp * e, 0.0), self.lam_max)
+        self.violation = e
+        self.updates += 1
+        return self.lam
+
+    def state_dict(self) -> dict:
+        return {"lam": self.lam, "integral": self.integral, "violation": self.violation,
+                "pending": list(self._pending), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam, self.integral = float(state["lam"]), float(state["integral"])
+        self.violation = float(state.get("violation", 0.0))
+        self._pending = list(state["pending"])
+        self.updates = int(state["updates"])

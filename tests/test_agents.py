@@ -168,7 +168,9 @@ def test_train_agents_cli_end_to_end_and_resume(tmp_path, capsys):
     assert refs["dense"]["macs_ratio"] == 1.0 and refs["uniform"]["macs_ratio"] <= metrics["budget"] + 1e-9
     assert (out / "model.zip").is_file() and (out / "checkpoint.zip").is_file()
     printed = capsys.readouterr().out
-    assert "uniform keep" in printed and "dense" in printed
+    assert "uniform @ budget" in printed and "best static" in printed and "dense" in printed
+    assert (out / "adaptation.png").stat().st_size > 1000
+    assert {"oracle_accuracy", "best_static", "shuffled", "uniform_iso_mac", "summary"} <= set(refs)
     first = json.loads((out / "checkpoint_state.json").read_text())["num_timesteps"]
     resumed = train_agents.main([*argv[:3], "2048", *argv[4:], "--resume"])
     assert json.loads((out / "checkpoint_state.json").read_text())["num_timesteps"] > first

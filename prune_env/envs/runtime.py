@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.policies import as_policy
-from prune_env.rewards import LossNormalizer, budget_penalty
+from prune_env.rewards import DualVariable, LossNormalizer
 
 
 class RuntimeEpisodes:
@@ -20,9 +20,11 @@ class RuntimeEpisodes:
     The single environment runs a batch of one; the batched VecEnv a batch of ``n_envs``.
     """
 
-    def __init__(self, task: PruningTask, static_ratios: np.ndarray, normalizer: LossNormalizer):
+    def __init__(self, task: PruningTask, static_ratios: np.ndarray, normalizer: LossNormalizer,
+                 dual: DualVariable | None = None):
         self.task = task
         self.normalizer = normalizer
+        self.dual = dual
         self.set_static_ratios(static_ratios)
         self.state = None
 
@@ -55,7 +57,7 @@ class RuntimeEpisodes:
             state = task.net.step(state, 1.0, float(self.static_ratios[state.t]))
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
-        return self.normalizer.reward(losses) + budget_penalty(macs, task.macs_budget, task.cfg.alpha_budget)
+        return self.normalizer.reward(losses) + task.budget_reward(macs, task.macs_budget, self.dual)
 
     def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict] | None]:
         """Apply one keep ratio per episode to the current layer.
@@ -83,18 +85,20 @@ class RuntimeEpisodes:
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         correct = (state.logits.argmax(1) == self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
-        beta = self.normalizer.beta
-        r_acc = self.normalizer.reward(losses)
-        r_bud = budget_penalty(macs, task.macs_budget, task.cfg.alpha_budget)
-        self.normalizer.observe(losses)
-        final = r_acc + r_bud
+        beta, lam = self.normalizer.beta, (self.dual.lam if self.dual is not None else 0.0)
+        r_acc = self.normalizer.reward(losses)  # Eq. 7-8
+        r_bud = task.budget_reward(macs, task.macs_budget, self.dual)  # Eq. 10, or the average budget's term
+        self.normalizer.observe(losses)  # Eq. 9, after the rewards: they use the past batches only
+        if self.dual is not None:
+            self.dual.observe(macs)
+        final = r_acc + r_bud  # Eq. 11: the sparse return, all at the last layer
         rewards = final - self._previous if task.cfg.reward == "dense" else final
         keep = (state.kept.cpu().double() / task.channels.double()).numpy()
         within = macs <= task.macs_budget + 1e-9
-        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, beta)
+        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, beta, lam)
 
     def _infos(self, losses: np.ndarray, correct: np.ndarray, macs: np.ndarray, within: np.ndarray, keep: np.ndarray,
-               r_acc: np.ndarray, r_bud: np.ndarray, beta: float) -> list[dict]:
+               r_acc: np.ndarray, r_bud: np.ndarray, beta: float, lam: float) -> list[dict]:
         """One info dict per episode, built from whole columns (``tolist`` gives Python scalars)."""
         params, budget = self.params_ratio, self.task.macs_budget
         columns = zip(self.indices.tolist(), losses.tolist(), correct.tolist(), macs.tolist(), within.tolist(),
@@ -103,7 +107,7 @@ class RuntimeEpisodes:
             {
                 "index": index, "loss": loss, "correct": ok, "macs_ratio": mac, "params_ratio": params,
                 "budget": budget, "within_budget": inside, "keep_ratios": kept, "actions": acts,
-                "reward_acc": acc, "reward_budget": bud, "beta": beta,
+                "reward_acc": acc, "reward_budget": bud, "beta": beta, "lambda": lam,
             }
             for index, loss, ok, mac, inside, kept, acts, acc, bud in columns
         ]
@@ -165,17 +169,27 @@ class RuntimePruneEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, static_policy: Any = None, normalizer: LossNormalizer | None = None, **kwargs: Any):
+    def __init__(self, static_policy: Any = None, normalizer: LossNormalizer | None = None,
+                 dual: DualVariable | None = None, **kwargs: Any):
         super().__init__()
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.static_ratios = task.static_ratios_of(static_policy)
         self.normalizer = normalizer or task.calibrated_normalizer(task.budget_keep_ratio, self.static_ratios)
-        self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer)
+        self.dual = dual or task.calibrated_dual(task.macs_budget, self.normalizer.beta, self._loss_and_macs, task.budget_keep_ratio)
+        self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer, self.dual)
         self.num_layers = task.num_layers
         self.layer_in_channels = list(task.in_channels)
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.runtime_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    def _loss_and_macs(self, keep_ratio: float) -> tuple[float, float]:
+        """Mean calibration loss and MAC ratio of the uniform runtime keep ratio (under the static policy)."""
+        task = self.task
+        with torch.no_grad():
+            state = task.rollout(task.calibration_images, keep_ratio, self.static_ratios)
+            loss = float(task.losses(state.logits, task.calibration_labels).mean())
+        return loss, float(task.costs.macs_ratio(state.kept).mean())
 
     @property
     def budget_keep_ratio(self) -> float:

@@ -11,16 +11,17 @@ from gymnasium import spaces
 
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig, check_range
 from prune_env.policies import as_policy
-from prune_env.rewards import LossNormalizer, budget_penalty
+from prune_env.rewards import DualVariable, LossNormalizer
 
 
 class StaticEpisodes:
     """A batch of static episodes in lockstep; each ends with one batched validation pass."""
 
-    def __init__(self, task: PruningTask, runtime_policy: Any, normalizer: LossNormalizer):
+    def __init__(self, task: PruningTask, runtime_policy: Any, normalizer: LossNormalizer, dual: DualVariable | None = None):
         self.task = task
         self.runtime_policy = as_policy(runtime_policy, task.num_layers)
         self.normalizer = normalizer
+        self.dual = dual
         self.t = 0
         self.ratios: np.ndarray | None = None
 
@@ -61,10 +62,12 @@ class StaticEpisodes:
         accuracy = (state.logits.argmax(1) == labels).float().cpu().numpy().reshape(batch, per_episode).mean(1)
         macs = task.costs.macs_ratio(state.kept).numpy().reshape(batch, per_episode).mean(1)
         params = np.asarray(task.costs.params_ratio(task.stored_counts(self.ratios)), dtype=np.float64).reshape(-1)
-        beta = self.normalizer.beta
-        r_acc = self.normalizer.reward(losses)
-        r_par = budget_penalty(params, task.params_budget, task.cfg.alpha_budget)
+        beta, lam = self.normalizer.beta, (self.dual.lam if self.dual is not None else 0.0)
+        r_acc = self.normalizer.reward(losses)  # Eq. 14 (the accuracy term as Eq. 7-8)
+        r_par = task.budget_reward(params, task.params_budget, self.dual)  # Eq. 15, or the average budget's term
         self.normalizer.observe(losses)
+        if self.dual is not None:
+            self.dual.observe(params)
         infos = [
             {
                 "loss": float(losses[b]),
@@ -77,11 +80,12 @@ class StaticEpisodes:
                 "reward_acc": float(r_acc[b]),
                 "reward_budget": float(r_par[b]),
                 "beta": beta,
+                "lambda": lam,
                 "indices": self.eval_indices[b].tolist(),
             }
             for b in range(batch)
         ]
-        return r_acc + r_par, True, infos
+        return r_acc + r_par, True, infos  # the sparse return at the last layer
 
 
 class StaticPruneEnv(gym.Env):
@@ -126,17 +130,26 @@ class StaticPruneEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, runtime_policy: Any = None, eval_batch: int = 128, normalizer: LossNormalizer | None = None, **kwargs: Any):
+    def __init__(self, runtime_policy: Any = None, eval_batch: int = 128, normalizer: LossNormalizer | None = None,
+                 dual: DualVariable | None = None, **kwargs: Any):
         super().__init__()
         kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.eval_batch = int(check_range("eval_batch", eval_batch, 1, len(task.source)))
         self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.static_budget_keep_ratio)
-        self.episodes = StaticEpisodes(task, runtime_policy, self.normalizer)
+        self.dual = dual or task.calibrated_dual(task.params_budget, self.normalizer.beta, self._loss_and_params,
+                                                 task.static_budget_keep_ratio)
+        self.episodes = StaticEpisodes(task, runtime_policy, self.normalizer, self.dual)
         self.num_layers = task.num_layers
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.static_obs_dim,), np.float32)
         self.action_space = spaces.Box(np.float32(task.cfg.alpha), np.float32(1.0), (1,), np.float32)
+
+    def _loss_and_params(self, keep_ratio: float) -> tuple[float, float]:
+        """Mean calibration loss (runtime keep 1) and stored-parameter ratio of a uniform static keep ratio."""
+        task = self.task
+        stored = task.stored_counts(np.full((1, task.num_layers), keep_ratio))
+        return task.calibration_loss(1.0, keep_ratio), float(task.costs.params_ratio(stored)[0])
 
     @property
     def budget_keep_ratio(self) -> float:

@@ -14,7 +14,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +25,18 @@ from prune_env.costs import CostModel
 from prune_env.envs.actions import as_keep_ratios
 from prune_env.nets.gated import GatedNet, StepState
 from prune_env.policies import KeepRatioPolicy, as_policy
-from prune_env.rewards import LossNormalizer
+from prune_env.rewards import DualVariable, LossNormalizer, budget_penalty, relative_budget_penalty
 
 SPLITS = ("train", "val", "test")
 OBSERVATION_MODES = ("encoded", "raw")
 REWARD_MODES = ("sparse", "dense")
 BUDGET_KINDS = ("sparsity", "fraction")
+#: how the budget enters the reward: Eq. 10 / 15 on each episode, or a bound on the mean cost
+BUDGET_MODES = ("per_input", "average")
+#: the overshoot Eq. 10 / 15 penalise: ``B - B_bar`` (the paper) or ``(B - B_bar) / B_bar``
+PENALTIES = ("absolute", "relative")
+#: ``beta`` of ``R_acc = -L / beta``: the moving average of Eq. 9, or frozen at its calibrated ``beta0``
+LOSS_SCALES = ("moving", "fixed")
 #: the trade-off rate ``R_r`` each entry point starts from, named once (1: pure runtime pruning,
 #: 0: pure static pruning, DESIGN.md); the keyword ``tradeoff_rate`` overrides it
 RUNTIME_TRADEOFF_RATE = 1.0
@@ -140,6 +146,14 @@ class TaskConfig:
     alpha_budget: float = 10.0
     loss_lambda: float = 0.9
     loss_batch: int = 64
+    budget_mode: str = "per_input"
+    penalty: str = "absolute"
+    loss_scale: str | None = None
+    dual_init: float | None = None
+    dual_lr: float = 0.5
+    dual_kp: float = 2.0
+    dual_max: float = 100.0
+    dual_batch: int | None = None
     reward: str = "sparse"
     observation: str = "encoded"
     encoding_dim: int = 64
@@ -150,6 +164,17 @@ class TaskConfig:
         check_choice("budget_kind", self.budget_kind, BUDGET_KINDS)
         check_choice("reward", self.reward, REWARD_MODES)
         check_choice("observation", self.observation, OBSERVATION_MODES)
+        check_choice("budget_mode", self.budget_mode, BUDGET_MODES)
+        check_choice("penalty", self.penalty, PENALTIES)
+        if self.loss_scale is not None:
+            check_choice("loss_scale", self.loss_scale, (*LOSS_SCALES, None))
+        self.dual_max = check_range("dual_max", self.dual_max, 0.0, 1e6, low_open=True)
+        if self.dual_init is not None:
+            self.dual_init = check_range("dual_init", self.dual_init, 0.0, self.dual_max)
+        self.dual_lr = check_range("dual_lr", self.dual_lr, 0.0, 1e3)
+        self.dual_kp = check_range("dual_kp", self.dual_kp, 0.0, 1e3)
+        if self.dual_batch is not None and (not isinstance(self.dual_batch, (int, np.integer)) or self.dual_batch < 1):
+            raise ValueError(f"dual_batch must be an integer >= 1, got {self.dual_batch!r}")
         self.budget = check_range("budget", self.budget, 0.0, 1.0, low_open=True)
         self.tradeoff_rate = check_range("tradeoff_rate", self.tradeoff_rate, 0.0, 1.0)
         self.alpha = check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
@@ -444,9 +469,53 @@ class PruningTask:
         """Per-sample cross entropy."""
         return F.cross_entropy(logits, labels, reduction="none")
 
-    def calibrated_normalizer(self, runtime_ratios: Any, static_ratios: Any) -> LossNormalizer:
-        """A :class:`LossNormalizer` whose ``beta0`` is the mean calibration loss at the given ratios."""
+    @property
+    def loss_scale(self) -> str:
+        """``"moving"`` (Eq. 9) or ``"fixed"``; unset, fixed under ``budget_mode="average"`` (a
+        moving ``beta`` follows the agent's own loss, so a collapse to ``alpha`` would be free)."""
+        if self.cfg.loss_scale is not None:
+            return self.cfg.loss_scale
+        return "fixed" if self.cfg.budget_mode == "average" else "moving"
+
+    def calibration_loss(self, runtime_ratios: Any, static_ratios: Any) -> float:
+        """The mean cross entropy of the calibration images at the given keep ratios."""
         with torch.no_grad():
             logits = self.net(self.calibration_images, runtime_ratios, static_ratios)
-            beta0 = float(self.losses(logits, self.calibration_labels).mean())
-        return LossNormalizer(beta0, lam=self.cfg.loss_lambda, batch_size=self.cfg.loss_batch)
+            return float(self.losses(logits, self.calibration_labels).mean())
+
+    def calibrated_normalizer(self, runtime_ratios: Any, static_ratios: Any) -> LossNormalizer:
+        """A :class:`LossNormalizer` whose ``beta0`` is the mean calibration loss at the given ratios
+        (frozen there when the loss scale is ``"fixed"``)."""
+        beta0 = self.calibration_loss(runtime_ratios, static_ratios)
+        lam = 1.0 if self.loss_scale == "fixed" else self.cfg.loss_lambda
+        return LossNormalizer(beta0, lam=lam, batch_size=self.cfg.loss_batch)
+
+    def calibrated_dual(self, budget: float, beta0: float, slope: Callable[[float], tuple[float, float]],
+                        keep_ratio: float) -> DualVariable | None:
+        """The average budget's :class:`DualVariable` (None under ``budget_mode="per_input"``).
+
+        Unless ``dual_init`` is given, ``lambda`` starts where the uniform network at the budget
+        would be a stationary point of ``-L / beta0 - lambda (B - B_bar) / B_bar``:
+        ``lambda0 = -B_bar (dL / dB) / beta0``, the loss-per-cost slope measured by ``slope``
+        (keep ratio -> (mean calibration loss, mean cost ratio)) at ``keep_ratio +- 0.1``.
+        """
+        cfg = self.cfg
+        if cfg.budget_mode != "average":
+            return None
+        init = cfg.dual_init
+        if init is None:
+            lo, hi = max(cfg.alpha, keep_ratio - 0.1), min(1.0, keep_ratio + 0.1)
+            (loss_lo, cost_lo), (loss_hi, cost_hi) = slope(lo), slope(hi)
+            rate = (loss_lo - loss_hi) / max(cost_hi - cost_lo, 1e-9)
+            init = min(max(budget * rate / beta0, 0.0), cfg.dual_max)
+        return DualVariable(budget, init=init, lr=cfg.dual_lr, kp=cfg.dual_kp, lam_max=cfg.dual_max,
+                            batch_size=cfg.dual_batch or cfg.loss_batch)
+
+    def budget_reward(self, cost: np.ndarray, budget: float, dual: DualVariable | None) -> np.ndarray:
+        """``R_bud`` of finished episodes: Eq. 10 / 15 (absolute or relative overshoot) per input,
+        or the average budget's ``-lambda (B - B_bar) / B_bar`` with the dual variable's ``lambda``."""
+        if self.cfg.budget_mode == "average":
+            return dual.reward(cost)
+        if self.cfg.penalty == "relative":
+            return relative_budget_penalty(cost, budget, self.cfg.alpha_budget)
+        return budget_penalty(cost, budget, self.cfg.alpha_budget)

@@ -1,0 +1,319 @@
+"""References that show how much of the headroom of dynamic pruning an agent captured.
+
+A runtime agent is only worth its keep if it beats what needs no agent at the same mean cost.
+Beside the agent, on the same network, split and budget:
+
+* **uniform at the agent's MACs** (iso-MAC; FBS-like): the largest uniform keep ratio whose MACs
+  do not exceed the agent's mean MACs (:func:`iso_mac_uniform_ratio`);
+* **best static allocation**: the per-layer keep ratios, the same for every input, of lowest loss
+  under the MAC budget, searched on a training or calibration split and scored on the test split
+  (:func:`search_static_allocation`): the best a non-adaptive agent can do;
+* **per-input oracle** (labels; an upper bound): one uniform level per input from a fixed set,
+  chosen with the labels so that the *mean* MACs meet the budget, a multiple-choice knapsack
+  (:func:`oracle_choice`);
+* two **controls** that tell adaptation from a better fixed allocation: the agent's own
+  per-input allocations **shuffled** across inputs (same mean MACs, no input dependence) and its
+  **per-layer mean** allocation applied to every input (:func:`adaptation_controls`);
+* **headroom captured** ``(agent - uniform) / (oracle - uniform)`` (:func:`headroom_captured`).
+
+:func:`calibrate_offset` finds the additive offset on a deterministic runtime policy's actions
+that brings its mean MACs to the budget, on a split that is not the test split.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
+from prune_env.evaluation import SplitResults, rollout_split, summarize
+from prune_env.nets.masks import keep_count
+from prune_env.policies import KeepRatioPolicy, as_policy
+
+#: the oracle's per-input levels: one uniform keep ratio per input
+ORACLE_LEVELS: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+
+
+# --------------------------------------------------------------------------- iso-MAC uniform
+def iso_mac_uniform_ratio(task: PruningTask, macs_ratio: float) -> float:
+    """The largest uniform keep ratio whose MAC ratio does not exceed ``macs_ratio`` (never more MACs than the agent)."""
+    return task.uniform_keep_ratio(macs_ratio)
+
+
+# --------------------------------------------------------------------------- best static allocation
+def _counts_to_ratios(counts: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """Keep ratios that keep exactly ``counts`` channels (``keep_count(n / C, C) == n``)."""
+    return counts / channels
+
+
+def search_static_allocation(task: PruningTask, macs_budget: float | None = None, *, criterion: str = "loss",
+                             max_rounds: int = 40, steps: int = 16, max_images: int | None = 2048,
+                             seed: int = 0) -> dict:
+    """The per-layer keep ratios (the same for every input) of lowest ``criterion`` on ``task``'s split
+    among those whose MACs meet ``macs_budget`` (default: the task's), by coordinate exchange.
+
+    Starts at the uniform keep ratio of the budget; each round tries, for every ordered pair of
+    layers ``(i, j)``, growing layer ``i`` by one step and shrinking layer ``j`` until the budget
+    holds again, keeps the best candidate if it improves, and halves the steps otherwise (a step
+    starts at ``C / steps`` channels). Pure runtime pruning (``R_r = 1``), no static pruning, as
+    the uniform reference. ``criterion`` is ``"loss"`` (mean cross entropy) or ``"accuracy"``
+    (top-1, ties by loss). At most ``max_images`` images of the split (a fixed random subset).
+
+    Returns ``{"ratios", "counts", "macs_ratio", "score", "evaluations", "rounds"}``.
+    """
+    if criterion not in ("loss", "accuracy"):
+        raise ValueError(f"criterion must be 'loss' or 'accuracy', got {criterion!r}")
+    budget = task.macs_budget if macs_budget is None else float(macs_budget)
+    channels = np.asarray(task.net.channels, dtype=np.int64)
+    lowest = np.array([int(keep_count(task.cfg.alpha, int(c))) for c in channels])
+    n = len(task.source)
+    indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
+        np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    images, labels = task.source.get(indices)
+    ones = np.ones(task.num_layers)
+
+    def macs(counts: np.ndarray) -> float:
+        return float(task.costs.macs_ratio(torch.as_tensor(counts[None]))[0])
+
+    def score(counts: np.ndarray) -> float:
+        ratios = torch.as_tensor(_counts_to_ratios(counts, channels))
+        with torch.no_grad():
+            logits = task.net(images, ratios, ones)
+        loss = float(task.losses(logits, labels).mean())
+        if criterion == "loss":
+            return loss
+        return -float((logits.argmax(1) == labels).float().mean()) + 1e-6 * loss
+
+    with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
+        start = np.array([int(keep_count(task.uniform_keep_ratio(budget), int(c))) for c in channels])
+        best, best_score, evaluations, rounds = start, score(start), 1, 0
+        step = np.maximum(1, np.round(channels / steps)).astype(np.int64)
+        while rounds < max_rounds:
+            rounds += 1
+            candidates = []
+            for i in range(len(channels)):
+                if best[i] >= channels[i]:
+                    continue
+                for j in range(len(channels)):
+                    if j == i:
+                        continue
+                    c = best.copy()
+                    c[i] = min(channels[i], c[i] + step[i])
+                    while macs(c) > budget + 1e-12 and c[j] > lowest[j]:
+                        c[j] = max(lowest[j], c[j] - step[j])
+                    if macs(c) <= budget + 1e-12:
+                        candidates.append(c)
+            scored = [(score(c), k) for k, c in enumerate(candidates)]
+            evaluations += len(scored)
+            if scored and min(scored)[0] < best_score - 1e-9:
+                best_score, k = min(scored)
+                best = candidates[k]
+            elif np.all(step == 1):
+                break
+            else:
+                step = np.maximum(1, step // 2)
+    ratios = _counts_to_ratios(best, channels)
+    return {"ratios": ratios.tolist(), "counts": best.tolist(), "macs_ratio": macs(best), "score": best_score,
+            "criterion": criterion, "evaluations": evaluations, "rounds": rounds, "search_images": int(len(indices))}
+
+
+# --------------------------------------------------------------------------- per-input oracle
+def multiple_choice_knapsack(values: np.ndarray, costs: np.ndarray, capacity: float) -> np.ndarray:
+    """One option per item maximising the total value with total cost at most ``capacity``.
+
+    ``values`` and ``costs`` are ``(N, K)``. The greedy of the LP relaxation (Sinha & Zoltners
+    1979): every item starts at its cheapest option; the increments along each item's upper convex
+    hull of (cost, value) are taken in order of decreasing value per cost while they fit, each
+    item's in hull order. The result is feasible and at most one increment short of the LP bound.
+    Returns the chosen option per item ``(N,)``; the cheapest options when even they do not fit.
+    """
+    values, costs = np.asarray(values, dtype=np.float64), np.asarray(costs, dtype=np.float64)
+    if values.shape != costs.shape or values.ndim != 2:
+        raise ValueError(f"values and costs must both be (N, K), got {values.shape} and {costs.shape}")
+    n = values.shape[0]
+    choice = np.argmin(costs, axis=1)
+    total = float(costs[np.arange(n), choice].sum())
+    increments = []  # (-efficiency, item, order along the hull, from option, to option, d_cost)
+    for i in range(n):
+        order = np.lexsort((-values[i], costs[i]))  # by cost, then best value first
+        hull = [int(order[0])]
+        for k in order[1:]:
+            k = int(k)
+            if values[i, k] <= values[i, hull[-1]]:
+                continue  # dominated: costs no less, worth no more
+            while len(hull) >= 2:
+                a, b = hull[-2], hull[-1]
+                # drop b if it lies on or below the segment a -> k (not on the upper hull)
+                if (values[i, b] - values[i, a]) * (costs[i, k] - costs[i, a]) <= (values[i, k] - values[i, a]) * (costs[i, b] - costs[i, a]):
+                    hull.pop()
+                else:
+                    break
+            hull.append(k)
+        choice[i] = hull[0]
+        for pos in range(1, len(hull)):
+            a, b = hull[pos - 1], hull[pos]
+            dc, dv = costs[i, b] - costs[i, a], values[i, b] - values[i, a]
+            increments.append((-dv / dc if dc > 0 else -np.inf, i, pos, a, b, dc))
+    total = float(costs[np.arange(n), choice].sum())
+    increments.sort(key=lambda x: (x[0], x[1], x[2]))
+    for _, i, _, a, b, dc in increments:
+        if choice[i] == a and total + dc <= capacity + 1e-9:
+            choice[i] = b
+            total += dc
+    return choice
+
+
+def level_results(task: PruningTask, levels: Sequence[float] = ORACLE_LEVELS) -> dict[str, np.ndarray]:
+    """Per-input loss, correctness and MAC ratio of each uniform level: ``(N, K)`` arrays
+    (pure runtime pruning, no static pruning, as the uniform reference)."""
+    out = {"losses": [], "correct": [], "macs": []}
+    with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
+        for level in levels:
+            r = rollout_split(task, float(level), np.ones(task.num_layers))
+            out["losses"].append(r.losses)
+            out["correct"].append(r.correct.astype(np.float64))
+            out["macs"].append(r.macs)
+    return {k: np.stack(v, 1) for k, v in out.items()}
+
+
+def oracle_choice(per_level: dict[str, np.ndarray], macs_budget: float, objective: str = "accuracy") -> dict:
+    """The per-input oracle: the level of each input, with the labels, under a mean-MAC budget.
+
+    ``objective="accuracy"`` maximises the number of correct inputs (ties by lower loss),
+    ``"loss"`` minimises the total loss. Returns the chosen level index per input and the
+    resulting accuracy, loss and mean MAC ratio.
+    """
+    losses, correct, macs = per_level["losses"], per_level["correct"], per_level["macs"]
+    if objective == "accuracy":
+        values = correct - 1e-6 * losses
+    elif objective == "loss":
+        values = -losses
+    else:
+        raise ValueError(f"objective must be 'accuracy' or 'loss', got {objective!r}")
+    n = losses.shape[0]
+    choice = multiple_choice_knapsack(values, macs, macs_budget * n)
+    rows = np.arange(n)
+    return {"choice": choice.tolist(), "accuracy": float(correct[rows, choice].mean()),
+            "loss": float(losses[rows, choice].mean()), "macs_ratio": float(macs[rows, choice].mean()),
+            "objective": objective}
+
+
+# --------------------------------------------------------------------------- controls
+def adaptation_controls(task: PruningTask, agent: SplitResults, static_ratios: Any, *, seed: int = 0) -> dict[str, dict]:
+    """The agent's own allocations without their input dependence.
+
+    * ``shuffled``: each input gets another input's runtime keep ratios (a random permutation of
+      the rows): the same distribution of allocations and the same mean MACs;
+    * ``layer_mean``: every input gets the agent's mean keep ratio of each layer.
+    """
+    perm = np.random.default_rng(seed).permutation(agent.actions.shape[0])
+    shuffled = rollout_split(task, None, static_ratios, per_input=agent.actions[perm])
+    mean = rollout_split(task, agent.actions.mean(0).tolist(), static_ratios)
+    return {"shuffled": summarize(task, shuffled, static_ratios), "layer_mean": summarize(task, mean, static_ratios)}
+
+
+def headroom_captured(agent: float, uniform: float, oracle: float, *, lower_is_better: bool = False) -> float | None:
+    """``(agent - uniform) / (oracle - uniform)``: 0 = no better than uniform, 1 = the oracle; None without headroom."""
+    gap = oracle - uniform
+    if abs(gap) < 1e-12 or (gap > 0) == lower_is_better:
+        return None
+    return float((agent - uniform) / gap)
+
+
+# --------------------------------------------------------------------------- budget calibration
+class OffsetPolicy(KeepRatioPolicy):
+    """A runtime policy whose keep ratios are shifted by a constant ``offset``."""
+
+    def __init__(self, policy: Any, offset: float, num_layers: int | None = None):
+        self.policy = as_policy(policy, num_layers)
+        self.offset = float(offset)
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self.policy.reset(batch_size)
+
+    def act(self, observations, t):
+        return self.policy(observations) + self.offset
+
+    def __repr__(self) -> str:
+        return f"OffsetPolicy({self.policy!r}, {self.offset:+.4f})"
+
+
+def calibrate_offset(task: PruningTask, policy: Any, static_ratios: Any, macs_budget: float | None = None, *,
+                     low: float = -1.0, high: float = 1.0, iterations: int = 30) -> float:
+    """The largest additive offset on ``policy``'s keep ratios whose mean MAC ratio on ``task``'s split
+    meets ``macs_budget`` (default: the task's), by bisection. Use a training or calibration split, never the test split."""
+    if task.cfg.split == "test":
+        raise ValueError("calibrate_offset: calibrate on the train or val split, not on the test split")
+    budget = task.macs_budget if macs_budget is None else float(macs_budget)
+
+    def mean_macs(offset: float) -> float:
+        return float(rollout_split(task, OffsetPolicy(policy, offset, task.num_layers), static_ratios).macs.mean())
+
+    if mean_macs(high) <= budget + 1e-12:
+        return high
+    if mean_macs(low) > budget + 1e-12:
+        return low
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if mean_macs(mid) <= budget + 1e-12 else (low, mid)
+    return low
+
+
+# --------------------------------------------------------------------------- everything at once
+def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, *, search: PruningTask | None = None,
+                    policy: Any = None, calibrate: bool = False, levels: Sequence[float] = ORACLE_LEVELS,
+                    search_rounds: int = 40, seed: int = 0) -> dict:
+    """Every reference beside a runtime agent's results ``agent`` on the split of ``test``.
+
+    ``search`` is the task on the split the static allocation is searched on and the agent's
+    offset calibrated on (a training or calibration split; without it neither is computed).
+    With ``calibrate`` (and ``policy``, the agent's deterministic runtime policy), the agent is
+    also scored with the additive offset that brings its mean MACs to the budget on ``search``.
+
+    Returns ``{"rows": name -> metrics, "summary": {...}, "static_search": ..., "oracle": ...}``;
+    every row is scored on ``test``'s split, with ``test``'s budget.
+    """
+    from prune_env.evaluation import reference_metrics
+
+    ones = np.ones(test.num_layers)
+    rows = {"agent": summarize(test, agent, static_ratios)}
+    refs = reference_metrics(test)
+    rows["dense"], rows["uniform"] = refs["dense"], refs["uniform"]
+    with test.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
+        iso = iso_mac_uniform_ratio(test, rows["agent"]["macs_ratio"])
+        rows["uniform_iso_mac"] = {**summarize(test, rollout_split(test, iso, ones), ones), "uniform_keep_ratio": iso}
+    out: dict[str, Any] = {"rows": rows}
+    if search is not None:
+        found = search_static_allocation(search, test.macs_budget, max_rounds=search_rounds, seed=seed)
+        with test.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
+            rows["best_static"] = summarize(test, rollout_split(test, found["ratios"], ones), ones)
+        rows["best_static"]["runtime_keep_ratios"] = found["ratios"]
+        out["static_search"] = {**found, "split": search.cfg.split}
+        if calibrate and policy is not None:
+            offset = calibrate_offset(search, policy, static_ratios, test.macs_budget)
+            calibrated = rollout_split(test, OffsetPolicy(policy, offset, test.num_layers), static_ratios)
+            rows["agent_calibrated"] = {**summarize(test, calibrated, static_ratios), "offset": offset}
+    rows.update(adaptation_controls(test, agent, static_ratios, seed=seed))
+    per_level = level_results(test, levels)
+    oracle = {objective: oracle_choice(per_level, test.macs_budget, objective) for objective in ("accuracy", "loss")}
+    for objective, found in oracle.items():
+        rows[f"oracle_{objective}"] = {"accuracy": found["accuracy"], "loss": found["loss"], "macs_ratio": found["macs_ratio"],
+                                       "speedup": 1.0 / found["macs_ratio"], "params_ratio": 1.0,
+                                       "within_budget": float(np.mean(per_level["macs"][np.arange(len(found["choice"])), found["choice"]]
+                                                                      <= test.macs_budget + 1e-9))}
+    out["oracle"] = {"levels": list(levels), **{k: {kk: vv for kk, vv in v.items() if kk != "choice"} for k, v in oracle.items()}}
+    a, u = rows["agent"], rows["uniform"]
+    out["summary"] = {
+        "headroom_captured_accuracy": headroom_captured(a["accuracy"], u["accuracy"], rows["oracle_accuracy"]["accuracy"]),
+        "headroom_captured_loss": headroom_captured(a["loss"], u["loss"], rows["oracle_loss"]["loss"], lower_is_better=True),
+        "gain_over_uniform": a["accuracy"] - u["accuracy"],
+        "gain_over_uniform_iso_mac": a["accuracy"] - rows["uniform_iso_mac"]["accuracy"],
+        "gain_over_best_static": a["accuracy"] - rows["best_static"]["accuracy"] if "best_static" in rows else None,
+        "adaptation_gain_shuffled": a["accuracy"] - rows["shuffled"]["accuracy"],
+        "adaptation_gain_layer_mean": a["accuracy"] - rows["layer_mean"]["accuracy"],
+        "macs_over_budget": a["macs_ratio"] / test.macs_budget - 1.0,
+    }
+    return out
