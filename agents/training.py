@@ -36,6 +36,11 @@ from prune_env.evaluation import (format_table, plot_adaptation, plot_keep_ratio
 from prune_env.references import headroom_report
 from prune_env.policies import SB3Policy
 
+#: the main job's runtime environment, under the user's ``--env-kwargs``: a budget with headroom
+#: (on the embedded default, uniform keep 0.3 scores 90.8% against dense 98.9%, while at the paper's
+#: 0.5 uniform is 3 images from dense) held on *average* over inputs, so that compute can move from
+#: easy inputs to hard ones. ``budget=0.5 budget_mode=per_input`` is the paper's setting.
+MAIN_JOB_ENV_KWARGS = {RUNTIME: {"budget": 0.3, "budget_mode": "average"}}
 #: keywords only StaticPrune-v0 takes (dropped for the runtime env in joint runs)
 STATIC_ONLY = ("eval_batch",)
 MODEL_FILE, CHECKPOINT_FILE, STATE_FILE, RUN_FILE = "model.zip", "checkpoint.zip", "checkpoint_state.json", "run.json"
@@ -267,12 +272,12 @@ def run(cfg: RunConfig) -> dict:
     if cfg.joint:
         return _run_joint(cfg, out, start)
     env_id = cfg.env_id.split(":")[-1]
-    env_kwargs = dict(cfg.env_kwargs)
+    env_kwargs = user_kwargs = {**MAIN_JOB_ENV_KWARGS.get(env_id, {}), **cfg.env_kwargs}
     if env_id == RUNTIME:
         env_kwargs = _policy_kwargs_from(env_kwargs, cfg.static_agent, cfg.device, "static_policy")
     else:
         env_kwargs = _policy_kwargs_from(env_kwargs, cfg.runtime_agent, cfg.device, "runtime_policy")
-    record = run_record(cfg, env_id, cfg.env_kwargs)
+    record = run_record(cfg, env_id, user_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
     model, venv, fresh = prepare_agent(cfg, env_id, out, env_kwargs)
     learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])

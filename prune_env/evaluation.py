@@ -130,24 +130,22 @@ def reference_metrics(task: PruningTask, *, batch_size: int = 512) -> dict[str, 
 
 def format_table(rows: dict[str, dict]) -> str:
     """A readable text table of several metric dicts (one row each)."""
-    header = f"{'policy':<16} {'top-1':>7} {'MACs':>7} {'speed-up':>9} {'params':>7} {'in budget':>10}"
+    width = max(16, *(len(name) for name in rows))
+    header = f"{'policy':<{width}} {'top-1':>7} {'MACs':>7} {'speed-up':>9} {'params':>7} {'in budget':>10}"
     lines = [header, "-" * len(header)]
     for name, m in rows.items():
         lines.append(
-            f"{name:<16} {100 * m['accuracy']:>6.2f}% {m['macs_ratio']:>7.3f} {m['speedup']:>8.2f}x "
+            f"{name:<{width}} {100 * m['accuracy']:>6.2f}% {m['macs_ratio']:>7.3f} {m['speedup']:>8.2f}x "
             f"{m['params_ratio']:>7.3f} {100 * m['within_budget']:>9.1f}%"
         )
     return "\n".join(lines)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (:func:`prune_env.io.write_json`: indented, keys sorted)."""
+    from prune_env import io
+
+    return io.write_json(obj, path)
 
 
 def _pyplot():

@@ -128,20 +128,43 @@ class RuntimePruneEnv(gym.Env):
     applied (agents may act on the real line, paper Eq. 13). NaN or inf raises ``ValueError``.
 
     ## Observation Space
-    ``Box(-inf, inf, (D,), float32)`` with ``D = W + L + 2``: the layer's pooled input features
-    encoded to a fixed width ``W`` (``observation="encoded"``: standardised on a calibration
-    batch, then zero-padded or projected by a fixed layer-dependent random matrix to
-    ``encoding_dim``; ``observation="raw"``: the raw pooled features zero-padded to the widest
-    layer, for agents with their own ``Linear(C_in, 128)`` encoders), a one-hot layer index,
-    the MAC ratio so far (counting the remaining layers as dense) and the MAC budget.
+    ``Box(-inf, inf, (W + L + 2,), float32)``; ``L`` prunable layers, ``t`` the current one:
+
+    | index | meaning | range |
+    |---|---|---|
+    | ``0 .. W-1`` | ``GAP(F_in)`` of layer ``t``, encoded to the fixed width ``W`` (see below) | reals |
+    | ``W .. W+L-1`` | one-hot index of layer ``t`` (all 0 in the terminal observation) | {0, 1} |
+    | ``W+L`` | MAC ratio so far of dense, counting layers ``t..L-1`` as dense | [0, 1] |
+    | ``W+L+1`` | the MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
+
+    ``observation="encoded"`` (``W = encoding_dim``): standardised on a calibration batch, then
+    zero-padded or projected by a fixed layer-dependent random matrix. ``observation="raw"``
+    (``W = max_t C_in_t``): the raw pooled features zero-padded to the widest layer, for agents
+    with their own ``Linear(C_in_t, 128)`` encoders (``LayerEncoderExtractor`` slices by this table).
 
     ## Rewards
-    Sparse (paper Eq. 7-11, signs corrected): 0 before the last layer; at the last,
-    ``-L / beta - (exp(alpha_budget (B - B_bar)) - 1)[B > B_bar]`` with ``L`` the image's cross
-    entropy, ``beta`` its moving average over batches of ``loss_batch`` episodes and ``B``, ``B_bar``
-    the MAC ratio and budget. ``reward="dense"``: the per-step change of that return for the
-    network pruned so far and dense after (telescoping to the sparse return minus the dense
-    network's), in the spirit of PuRL.
+    Sparse (paper Eq. 11): 0 before the last layer; at the last, ``R_acc + R_bud`` with
+    ``R_acc = -L / beta`` (Eq. 7-8, sign corrected), ``L`` the image's cross entropy, ``B`` its MAC
+    ratio and ``B_bar`` the budget.
+
+    * ``beta`` (``loss_scale``): ``"moving"``, Eq. 9's moving average over batches of
+      ``loss_batch`` episodes with weight ``loss_lambda``; ``"fixed"``, frozen at ``beta0``, the
+      calibration loss of the budget's uniform keep ratio. Unset: fixed under the average budget.
+    * ``R_bud`` (``budget_mode``):
+
+      - ``"per_input"`` (the paper, Eq. 10 sign corrected): ``-(exp(alpha_budget (B - B_bar)) - 1)``
+        when ``B > B_bar``, else 0; with ``penalty="relative"`` the overshoot is ``(B - B_bar) / B_bar``,
+        so one ``alpha_budget`` costs alike at every budget level;
+      - ``"average"`` (a constrained MDP on the *mean* cost): ``-lambda (B - B_bar) / B_bar``, linear
+        in the image's cost, so cheap inputs earn credit that hard ones spend. ``lambda >= 0`` is a
+        dual variable shared by every episode, raised or lowered after every ``dual_batch`` finished
+        episodes by projected dual ascent with a proportional term (``dual_lr``, ``dual_kp``,
+        ``dual_max``; :class:`~prune_env.rewards.DualVariable`), started at ``dual_init`` or, unset,
+        at the loss-per-MAC slope of the uniform network at the budget.
+
+    ``beta`` and ``lambda`` of a reward are those of the batches finished before its episode.
+    ``reward="dense"``: the per-step change of that return for the network pruned so far and dense
+    after (telescoping to the sparse return minus the dense network's), in the spirit of PuRL.
 
     ## Starting State
     An image drawn uniformly from the split with the environment's RNG
@@ -151,7 +174,7 @@ class RuntimePruneEnv(gym.Env):
     Terminates after the ``L``-th prunable layer; never truncated. The final ``info`` holds
     ``loss``, ``correct``, ``macs_ratio``, ``params_ratio``, ``budget``, ``within_budget``,
     ``keep_ratios`` (kept fraction per layer), ``actions``, ``reward_acc``, ``reward_budget``,
-    ``beta`` and ``index``.
+    ``beta``, ``lambda`` (0 unless the budget is an average) and ``index``.
 
     ## Arguments
     * ``model`` (str, default from the checkpoint, else ``"digitnet"``), ``checkpoint`` (path; with
@@ -161,10 +184,21 @@ class RuntimePruneEnv(gym.Env):
       ``budget_kind="fraction"``, as the fraction of dense MACs;
     * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
       ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
+    * ``budget_mode`` (``"per_input"`` | ``"average"``), ``penalty`` (``"absolute"`` |
+      ``"relative"``), ``loss_scale`` (None | ``"moving"`` | ``"fixed"``), ``dual_init`` (None or
+      [0, dual_max]), ``dual_lr`` (0.5), ``dual_kp`` (2.0), ``dual_max`` (100), ``dual_batch``
+      (None: ``loss_batch``);
     * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"``),
       ``encoding_dim`` (64), ``device`` (``"cpu"``);
     * ``static_policy``: the static keep ratios used during runtime episodes: None (all 1), a
-      number, ``L`` numbers, or a saved static agent / callable on ``StaticPrune-v0`` observations.
+      number, ``L`` numbers, or a saved static agent / callable on ``StaticPrune-v0`` observations;
+    * ``normalizer``, ``dual``: a :class:`~prune_env.rewards.LossNormalizer` / ``DualVariable`` to
+      share with other environments (as the batched VecEnv's episodes share one).
+
+    ## Version History
+    * v0: the paper's environment; the defaults reproduce it (``budget_mode="per_input"``,
+      ``penalty="absolute"``, moving ``beta``). Later additions are keywords whose defaults keep
+      v0's rewards bit for bit: ``budget_mode``, ``penalty``, ``loss_scale``, ``dual_*``.
     """
 
     metadata = {"render_modes": []}

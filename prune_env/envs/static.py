@@ -101,14 +101,28 @@ class StaticPruneEnv(gym.Env):
     ``Box(alpha, 1, (1,), float32)``: the layer's static keep ratio, clipped to ``[alpha, 1]``.
 
     ## Observation Space
-    ``Box(-inf, inf, (7 + L + 2,), float32)``: the layer's output shape (channels, side, area),
-    input channels and stride, its share of dense MACs and parameters (all normalised), a one-hot
-    layer index, the stored-parameter ratio so far (remaining layers whole) and the parameter budget.
+    ``Box(-inf, inf, (7 + L + 2,), float32)``; ``L`` prunable layers, ``t`` the current one
+    (the terminal observation has zeros in place of the layer's features and index):
+
+    | index | meaning | range |
+    |---|---|---|
+    | 0 | output channels of layer ``t`` / the widest layer's | (0, 1] |
+    | 1 | output side of layer ``t`` / the largest side | (0, 1] |
+    | 2 | output area of layer ``t`` / the largest side squared | (0, 1] |
+    | 3 | input channels of layer ``t`` / the widest layer's | (0, 1] |
+    | 4 | stride of layer ``t`` / 2 | (0, 1] |
+    | 5 | layer ``t``'s share of the dense network's MACs | (0, 1] |
+    | 6 | layer ``t``'s share of the dense network's parameters | (0, 1] |
+    | ``7 .. 7+L-1`` | one-hot index of layer ``t`` | {0, 1} |
+    | ``7+L`` | stored-parameter ratio so far (layers ``t..L-1`` whole) | (0, 1] |
+    | ``7+L+1`` | the parameter budget ``P_bar`` | (0, 1] |
 
     ## Rewards
     Sparse (Eq. 14-15, signs corrected): at the last layer ``-L / beta`` with ``L`` the mean
-    validation cross entropy of the episode's batch, plus ``-(exp(alpha_budget (P - P_bar)) - 1)``
-    when the stored-parameter ratio ``P`` exceeds the budget ``P_bar``; 0 before.
+    validation cross entropy of the episode's batch, plus ``R_bud`` of the stored-parameter ratio
+    ``P`` against the budget ``P_bar``; 0 before. ``budget_mode``, ``penalty``, ``loss_scale`` and
+    the ``dual_*`` keywords act as in ``RuntimePrune-v0`` with ``P`` for ``B`` (per input: Eq. 15,
+    ``-(exp(alpha_budget (P - P_bar)) - 1)`` over budget; average: ``-lambda (P - P_bar) / P_bar``).
 
     ## Starting State
     All layers whole; the episode's validation batch is drawn with the environment's RNG.
@@ -116,7 +130,7 @@ class StaticPruneEnv(gym.Env):
     ## Episode End
     Terminates after the ``L``-th layer. The final ``info`` holds ``loss``, ``accuracy``,
     ``macs_ratio``, ``params_ratio``, ``budget``, ``within_budget``, ``keep_ratios``,
-    ``reward_acc``, ``reward_budget``, ``beta`` and ``indices``.
+    ``reward_acc``, ``reward_budget``, ``beta``, ``lambda`` and ``indices``.
 
     ## Arguments
     As ``RuntimePrune-v0`` (``budget`` gives the parameter budget here; ``alpha_budget`` is
@@ -126,6 +140,10 @@ class StaticPruneEnv(gym.Env):
     * ``runtime_policy``: the runtime keep ratios during evaluation: None (all 1), a number,
       ``L`` numbers, or a saved runtime agent / callable on ``RuntimePrune-v0`` observations;
     * ``eval_batch`` (128): validation images per episode.
+
+    ## Version History
+    * v0: the paper's environment; ``budget_mode``, ``penalty``, ``loss_scale`` and ``dual_*``
+      were added with defaults that keep v0's rewards bit for bit.
     """
 
     metadata = {"render_modes": []}
