@@ -21,6 +21,7 @@ runs data-parallel (``--batch-size`` is the global batch).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
-from prune_env.cli import (fraction, non_negative_float, non_negative_int, parse_key_values, positive_float, positive_int,
+from prune_env.cli import (ALGORITHM1_FILES, add_output_options, fraction, refuse_overwrite, non_negative_float, non_negative_int, parse_key_values, positive_float, positive_int,
                            unit_interval)
 from prune_env.cnn import STAGES, evaluate, random_ratio_fn, stage_hparams, train_stage, uniform_ratio_fn
 from prune_env.data import available_datasets, load_dataset
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = common.add_argument_group("output")
     o.add_argument("--out", type=Path, default=None,
                    help="output checkpoint (default runs/<model>_<dataset>_<stage>.pt)")
-    o.add_argument("--resume", action="store_true", help="continue the stage from --out if it holds it")
+    add_output_options(o, "continue the stage from --out if it holds it")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     parser = argparse.ArgumentParser(
@@ -146,7 +147,7 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
                    help="hold the splits as tensors on the device and augment batches there (fast on a GPU)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/algorithm1-<dataset>)")
-    p.add_argument("--resume", action="store_true", help="continue from the last finished iteration")
+    add_output_options(p, "continue from where the run stopped (the last finished iteration, or a saved interruption)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -168,12 +169,21 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     if schedule not in PRESETS:
         parser.error(f"--schedule must be one of {sorted(PRESETS)}, got {schedule!r}")
     out = args.out or Path("runs") / f"algorithm1-{dataset}"
+    refusal = refuse_overwrite(out, kind="dir", markers=ALGORITHM1_FILES, resume=args.resume, overwrite=args.overwrite)
+    if refusal:
+        parser.error(refusal)
+    try:
+        from agents.registry import get_spec
+
+        get_spec(args.algo)
+    except (ValueError, ImportError, AttributeError, TypeError) as err:
+        parser.error(f"--algo: {err}")
     if args.stage == "method":
         shared = dict(dataset=dataset, seed=args.seed, threads=args.threads, device=args.device,
                       data_on_device=args.data_on_device, data_root=args.data_root, progress=not args.no_progress)
         try:
             checkpoint = run_method_stages(out, model=args.model, width=args.width, warmup_epochs=args.warmup_epochs,
-                                           resume=args.resume, **shared)
+                                           resume=args.resume, overwrite=args.overwrite, **shared)
         except UsageError as err:
             parser.error(str(err))
     schedule_values = dict(PRESETS[schedule])
@@ -250,6 +260,7 @@ class StageJob:
     threads: int | None = None
     out: Path | None = None
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     random_keep: float | None = None
     runtime_agent: Path | None = None
@@ -325,6 +336,9 @@ def run_stage(job: StageJob) -> dict[str, Any]:
         out = job.out or Path("runs") / f"{model_name}_{dataset}_{stage}.pt"
         if job.checkpoint is not None and Path(out).resolve() == Path(job.checkpoint).resolve():
             raise UsageError("--out must differ from --checkpoint (the input would be overwritten every epoch)")
+        refusal = refuse_overwrite(out, kind="file", resume=job.resume, overwrite=job.overwrite)
+        if refusal:
+            raise UsageError(refusal)
 
         extra = {
             "parent": str(job.checkpoint) if job.checkpoint is not None else None,
@@ -373,12 +387,15 @@ def _completed(path: Path) -> bool:
     return path.is_file() and bool(read_checkpoint(path).get("completed"))
 
 
-def run_method_stages(out: Path, *, model: str, width: float, warmup_epochs: int, resume: bool, **shared: Any) -> Path:
+def run_method_stages(out: Path, *, model: str, width: float, warmup_epochs: int, resume: bool, overwrite: bool = False,
+                      **shared: Any) -> Path:
     """The CNN stages before Algorithm 1, into ``out``: pretrain, importance and a warm-up; returns the last checkpoint.
 
     ``shared`` holds the :class:`StageJob` fields common to the three (dataset, seed, device...).
-    With ``resume`` a stage whose checkpoint is complete is skipped.
+    With ``resume`` a stage whose checkpoint is complete is skipped and an interrupted one continues;
+    ``overwrite`` lets the stages replace earlier checkpoints.
     """
+    shared = {**shared, "resume": resume, "overwrite": overwrite}
     out.mkdir(parents=True, exist_ok=True)
     pre, imp, warm = out / "pretrain.pt", out / "importance.pt", out / "warmup.pt"
     if not (resume and _completed(pre)):
@@ -411,7 +428,8 @@ def _job_from_args(args: argparse.Namespace) -> StageJob:
         dataset=args.dataset, data_root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed,
         hparams=hparams, freeze_bn=args.freeze_bn, tradeoff_rate=args.tradeoff_rate, seed=args.seed, device=args.device,
         num_workers=args.num_workers, data_on_device=args.data_on_device, threads=args.threads, out=args.out,
-        resume=args.resume, progress=not args.no_progress, random_keep=getattr(args, "random_keep", None),
+        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        random_keep=getattr(args, "random_keep", None),
         runtime_agent=getattr(args, "runtime_agent", None), static_agent=getattr(args, "static_agent", None),
     )
 
@@ -420,12 +438,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one sub-command; returns ``{"history", "test", "out"}`` for a stage (for tests and scripts)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.stage in ("algorithm1", "method"):
-        return _run_algorithm1(args, parser)
     try:
+        if args.stage in ("algorithm1", "method"):
+            return _run_algorithm1(args, parser)
         return run_stage(_job_from_args(args))
     except UsageError as err:
         parser.error(str(err))
+    except KeyboardInterrupt:  # the stage or iteration in progress saved itself first
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from agents.registry import ALGORITHMS, DEFAULT_ALGO, ENV_IDS
-from prune_env.cli import parse_key_values, positive_int
+from prune_env.cli import add_output_options, parse_key_values, positive_int, refuse_overwrite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fast", help="hyper-parameter preset: fast (default) or paper (recurrent_ppo)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<env>-<algo>-s<seed>)")
     p.add_argument("--device", default="auto", help="torch device for the agent (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    add_output_options(p, "continue from the run directory's last checkpoint")
     p.add_argument("--static-agent", default=None, metavar="PATH", help="fixed static agent for RuntimePrune-v0")
     p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
     p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    name = "joint" if args.joint else args.env.split("-")[0].lower()
+    out = args.out or f"runs/{name}-{args.algo}-s{args.seed}"
+    refusal = refuse_overwrite(out, kind="dir", resume=args.resume, overwrite=args.overwrite)
+    if refusal:
+        parser.error(refusal)
     import torch
 
     from agents.registry import get_spec
@@ -66,11 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
         get_spec(args.algo)
     except (ValueError, ImportError, AttributeError, TypeError) as exc:
         parser.error(f"--algo: {exc}")
-    name = "joint" if args.joint else args.env.split("-")[0].lower()
     cfg = RunConfig(
         env_id=args.env, algo=args.algo, timesteps=args.timesteps, seed=args.seed, n_envs=args.n_envs,
         env_kwargs=env_kwargs, hyperparams=hyperparams, preset=args.preset,
-        out=args.out or f"runs/{name}-{args.algo}-s{args.seed}", device=args.device, resume=args.resume,
+        out=out, device=args.device, resume=args.resume,
         static_agent=args.static_agent, runtime_agent=args.runtime_agent, joint=args.joint,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),

@@ -14,6 +14,10 @@ partial batch of an epoch can also differ (the sampler pads the shards to equal 
 An epoch reads as: enter the epoch's phase (:mod:`prune_env.cnn.phases`), seed it
 (:func:`_seed_epoch`), one pass of optimizer steps (:func:`_train_epoch`), sums over the ranks,
 validation (:func:`~prune_env.cnn.metrics.evaluate`), a history record, a checkpoint.
+Ctrl-C saves the epoch in progress (the batches done, :class:`EpochProgress`); ``resume=True``
+skips those batches of the same data order and goes on from there. In one process the Ctrl-C waits
+for the end of the optimizer step in progress (:mod:`prune_env.interrupt`), so that the saved state
+is whole.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,7 @@ from prune_env.cnn.presets import check_hparams, check_stage
 from prune_env.cnn.ratios import RatioFn, ratios_from, uniform_ratio_fn
 from prune_env.data import DeviceBatches
 from prune_env.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed
+from prune_env.interrupt import check_interrupt, deferred_interrupt
 from prune_env.nets.gated import GatedNet
 
 if TYPE_CHECKING:
@@ -47,6 +53,17 @@ if TYPE_CHECKING:
 __all__ = ["train_stage"]
 
 Scheduler = torch.optim.lr_scheduler.StepLR
+
+
+@dataclass
+class EpochProgress:
+    """How far the epoch in progress got: what an interrupted stage saves and a resumed one skips.
+
+    ``batches``: optimizer steps taken in the epoch; ``sums``: this rank's ``[loss sum, correct, samples]`` over them.
+    """
+
+    batches: int = 0
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -63,8 +80,9 @@ def _optimizer(net: GatedNet, stage: str, lr: float, weight_decay: float, lr_dec
 
 
 def _resume(path: str | os.PathLike, stage: str, net: GatedNet, optimizer: torch.optim.Optimizer,
-            scheduler: Scheduler | None, lr: float, weight_decay: float) -> tuple[list[dict[str, Any]], int]:
-    """Load the stage's checkpoint into ``net``, the optimizer and scheduler; returns its history and epochs done."""
+            scheduler: Scheduler | None, lr: float, weight_decay: float) -> tuple[list[dict[str, Any]], int, EpochProgress]:
+    """Load the stage's checkpoint into ``net``, the optimizer and scheduler; returns its history, epochs done and
+    how far the next epoch got before an interruption."""
     payload = read_checkpoint(path)
     if payload.get("stage") != stage:
         raise ValueError(f"cannot resume stage {stage!r} from {str(path)!r}: it holds stage {payload.get('stage')!r}")
@@ -77,7 +95,8 @@ def _resume(path: str | os.PathLike, stage: str, net: GatedNet, optimizer: torch
         group["weight_decay"] = weight_decay
         if scheduler is None:
             group["lr"] = lr
-    return list(payload.get("history", [])), int(payload["epoch"])
+    partial = EpochProgress(**payload["interrupted"]) if payload.get("interrupted") else EpochProgress()
+    return list(payload.get("history", []))[: int(payload["epoch"])], int(payload["epoch"]), partial
 
 
 def _train_batches(splits: DatasetSplits, ctx: DistContext, dev: torch.device, batch_size: int, seed: int,
@@ -106,16 +125,20 @@ def _seed_epoch(seed: int, epoch: int, ctx: DistContext, sampler: DistributedSam
 
 
 def _train_epoch(model: nn.Module, net: GatedNet, loader: Any, n_batches: int, optimizer: torch.optim.Optimizer,
-                 scheduler: Scheduler | None, ratio_fn: RatioFn | None, dev: torch.device, bar: Any) -> list[float]:
+                 scheduler: Scheduler | None, ratio_fn: RatioFn | None, dev: torch.device, bar: Any,
+                 done: EpochProgress) -> list[float]:
     """One pass of optimizer steps on cross entropy; returns this rank's ``[loss sum, correct, samples]``.
 
     ``ratio_fn`` (``finetune``) gives each batch's keep ratios; without it the network runs with
-    ``d_r = d_s = 1`` (importance) or its gates off (pretrain).
+    ``d_r = d_s = 1`` (importance) or its gates off (pretrain). The first ``done.batches`` batches
+    were trained before an interruption and are skipped; ``done`` follows every step.
     """
-    loss_sum = correct = count = 0.0
+    loss_sum, correct, count = done.sums
     for step, (images, labels) in enumerate(loader):
         if step >= n_batches:
             break
+        if step < done.batches:  # read all the same, so that the data order and augmentation stay the same
+            continue
         images = images.to(dev, non_blocking=True)
         labels = torch.as_tensor(labels).to(dev, non_blocking=True)
         if ratio_fn is not None:
@@ -133,8 +156,10 @@ def _train_epoch(model: nn.Module, net: GatedNet, loader: Any, n_batches: int, o
         loss_sum += float(loss.detach()) * n
         correct += float((logits.detach().argmax(dim=1) == labels).sum())
         count += n
+        done.batches, done.sums = step + 1, [loss_sum, correct, count]
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
+        check_interrupt()  # a Ctrl-C during the step stops here, with the step whole
     return [loss_sum, correct, count]
 
 
@@ -264,18 +289,29 @@ def train_stage(
     requires_grad = [p.requires_grad for p in net.parameters()]
     optimizer, scheduler = _optimizer(net, stage, lr, weight_decay, lr_decay_every, lr_decay_factor)
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch, partial = 0, EpochProgress()
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        history, start_epoch = _resume(checkpoint_path, stage, net, optimizer, scheduler, lr, weight_decay)
+        history, start_epoch, partial = _resume(checkpoint_path, stage, net, optimizer, scheduler, lr, weight_decay)
         if log:
-            log(f"[{stage}] resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}")
+            log(f"[{stage}] resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}"
+                + (f" and {partial.batches} batches of the next" if partial.batches else ""))
     sampler, loader = _train_batches(splits, ctx, dev, batch_size, seed, num_workers, data_on_device)
     n_batches = len(loader) if steps_per_epoch is None else min(len(loader), steps_per_epoch)
 
+    def save(epochs_done: int, **state: Any) -> None:
+        save_checkpoint(
+            checkpoint_path, net, dataset=splits.name, input_shape=tuple(splits.input_shape),
+            stage=stage, epoch=epochs_done, epochs=epochs, history=history[:epochs_done], hparams=hparams,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler is not None else None,
+            **state, **(checkpoint_extra or {}),
+        )
+
     phase: str | None = None
     model: nn.Module | None = net
+    epoch, done = start_epoch, None
     try:
         for epoch in range(start_epoch, epochs):
+            done = partial if epoch == start_epoch else EpochProgress()
             t0 = time.perf_counter()
             if phase_of(stage, epoch, hold_epochs) != phase:
                 phase = phase_of(stage, epoch, hold_epochs)
@@ -287,7 +323,8 @@ def train_stage(
             set_train_mode(net, freeze_bn)
             bar = tqdm(total=n_batches, desc=f"{stage} {epoch + 1}/{epochs}", leave=False,
                        disable=True if not (progress and ctx.is_main) else None, file=sys.stderr)
-            sums = _train_epoch(model, net, loader, n_batches, optimizer, scheduler, ratio_fn, dev, bar)
+            with deferred_interrupt(enabled=not ctx.distributed):
+                sums = _train_epoch(model, net, loader, n_batches, optimizer, scheduler, ratio_fn, dev, bar, done)
             bar.close()
             loss_sum, correct, count = all_reduce_sum(sums, ctx, dev)
             broadcast_buffers(net, ctx)  # BN running statistics: every rank takes rank 0's
@@ -299,14 +336,15 @@ def train_stage(
             if log:
                 log(_epoch_line(stage, epoch, epochs, record))
             if checkpoint_path is not None and ctx.is_main:
-                save_checkpoint(
-                    checkpoint_path, net, dataset=splits.name, input_shape=tuple(splits.input_shape),
-                    stage=stage, epoch=epoch + 1, epochs=epochs, completed=epoch + 1 >= epochs,
-                    history=history, hparams=hparams, optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict() if scheduler is not None else None,
-                    **(checkpoint_extra or {}),
-                )
+                save(epoch + 1, completed=epoch + 1 >= epochs)
+            done = None  # the epoch is saved
             barrier(ctx)
+    except KeyboardInterrupt:  # Ctrl-C: save the epoch in progress, then stop
+        if checkpoint_path is not None and ctx.is_main and done is not None:
+            save(epoch, completed=False, interrupted={"batches": done.batches, "sums": done.sums})
+            print(f"\n[{stage}] interrupted in epoch {epoch + 1}/{epochs} after {done.batches}/{n_batches} batches; "
+                  f"saved {checkpoint_path}; continue with --resume", file=sys.stderr)
+        raise
     finally:
         for p, flag in zip(net.parameters(), requires_grad):
             p.requires_grad_(flag)
