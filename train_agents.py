@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
+    from prune_env.checkpoint import CheckpointError
+
     try:
         return run(cfg)
+    except CheckpointError as exc:  # a checkpoint named in --env-kwargs that cannot be used
+        parser.error(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -177,3 +177,20 @@ def test_an_unknown_backbone_in_the_config(tmp_path, shipped):
     torch.save({**shipped, "config": {"name": "nonet"}}, path)
     with pytest.raises(CheckpointError, match="does not build a network"):
         load_checkpoint(path)
+
+
+def test_the_scripts_report_a_bad_checkpoint_as_a_usage_error(tmp_path, capsys):
+    import finetune_cnn
+    import train_agents
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"")
+    with pytest.raises(SystemExit) as done:
+        train_agents.main(["--out", str(tmp_path / "run"), "--no-progress", "--env-kwargs", f"checkpoint='{path}'"])
+    assert done.value.code == 2 and "empty file" in capsys.readouterr().err
+    for argv in (["importance", "--checkpoint", str(path), "--out", str(tmp_path / "imp.pt")],
+                 ["algorithm1", "--checkpoint", str(path), "--out", str(tmp_path / "a1")]):
+        with pytest.raises(SystemExit) as done:
+            finetune_cnn.main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and "empty file" in err and str(path) in err

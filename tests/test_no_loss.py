@@ -318,3 +318,33 @@ def test_a_run_killed_with_sigkill_resumes_losing_at_most_one_checkpoint_interva
     assert row["lost_at_least"] <= every  # the checkpoint was at most one interval behind the logged progress
     assert row["continued"]  # resumed from the checkpoint's optimizer state, not from scratch
     assert row["final"] >= row["saved"] + 128 and row["saved_state_steps"] == row["final"]
+
+
+def test_ctrl_c_in_agent_training_saves_and_resumes(tmp_path, monkeypatch, capsys):
+    import agents.training
+    from stable_baselines3 import PPO
+
+    out = tmp_path / "run"
+    argv = ["--algo", "ppo", "--timesteps", "512", "--n-envs", "8", "--hyperparams", "n_steps=16", "batch_size=64",
+            "n_epochs=1", "--checkpoint-every", "100000", "--no-progress", "--out", str(out)]
+    original, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
+
+    def on_step(self):
+        calls["n"] += 1
+        if calls["n"] == 40:  # in the third rollout of 16 steps
+            raise KeyboardInterrupt
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
+        with pytest.raises(SystemExit) as done:
+            train_agents.main(argv)
+    assert done.value.code == 130
+    assert "continue with --resume" in capsys.readouterr().err
+    saved = PPO.load(out / "checkpoint.zip", device="cpu")  # saved at the interrupt, not at a checkpoint interval
+    assert saved.num_timesteps == 40 * 8 and saved._n_updates == 2
+    assert not (out / "model.zip").exists()
+    metrics = train_agents.main([*argv, "--resume"])
+    final = PPO.load(out / "model.zip", device="cpu")
+    # continued from 320 steps and 2 updates: 2 more rollouts of 128 (a fresh start would end at 512)
+    assert final.num_timesteps == metrics["timesteps"] == 320 + 2 * 128 and final._n_updates == saved._n_updates + 2
