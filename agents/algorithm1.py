@@ -15,9 +15,7 @@ finished iteration.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from prune_env.checkpoint import load_checkpoint, read_checkpoint, save_checkpoi
 from prune_env.data import load_dataset
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
+from prune_env.io import write_csv
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
 from prune_env.training import epochs_for_batches, evaluate, train_stage
@@ -140,12 +139,7 @@ def _plot_history(rows: list[dict], path: Path) -> None:
 
 
 def _write_history(rows: list[dict], out: Path) -> None:
-    tmp = out / ".history.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "history.csv")
+    write_csv(rows, out / "history.csv", fieldnames=list(rows[0]))
     write_json(rows, out / "history.json")
     _plot_history(rows, out / "history.png")
 

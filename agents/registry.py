@@ -18,9 +18,7 @@ import sb3_contrib
 import stable_baselines3 as sb3
 
 from agents.policies import LayerEncoderExtractor, RegularizedLstmPolicy, RegularizedMlpPolicy, ShapeEncoderExtractor
-
-RUNTIME, STATIC = "RuntimePrune-v0", "StaticPrune-v0"
-ENV_IDS = (RUNTIME, STATIC)
+from prune_env.ids import ENV_IDS, RUNTIME, STATIC  # defined once there; the agents' side imports them from here
 
 
 @dataclass

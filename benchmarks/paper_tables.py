@@ -25,7 +25,6 @@ interruption continues where it stopped (Algorithm 1 runs resume from their last
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.io import write_csv, write_text  # noqa: E402
 from prune_env.cnn import epochs_for_batches  # noqa: E402
 
 #: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
@@ -278,13 +278,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def write_table(rows: list[dict], out: Path, record: dict) -> None:
     write_json({"rows": rows, **record}, out / "table.json")
-    tmp = out / ".table.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "table.csv")
-    (out / "table.md").write_text(markdown(rows) + "\n")
+    write_csv(rows, out / "table.csv", fieldnames=CSV_FIELDS)
+    write_text(markdown(rows) + "\n", out / "table.md")
     plot(rows, out / "table.png")
 
 

@@ -22,9 +22,7 @@ continues from its last finished iteration.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import platform
 import shlex
 import statistics
@@ -40,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.algorithm1 import ALGORITHM1_STATE, Algorithm1Config, run_algorithm1  # noqa: E402
 from prune_env.assets import default_checkpoint_path  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.io import write_csv  # noqa: E402
 
 RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: the documented sweep: the digits schedule of agents.algorithm1.PRESETS, shortened to fit
@@ -154,13 +153,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 def write_tables(rows: list[dict], summary: list[dict], meta: dict, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".tradeoff.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_FIELDS), extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (json.dumps([round(v, 4) for v in r[k]]) if isinstance(r[k], list) else r[k]) for k in CSV_FIELDS})
-    os.replace(tmp, out / "tradeoff.csv")
+    cells = [{k: (json.dumps([round(v, 4) for v in r[k]]) if isinstance(r[k], list) else r[k]) for k in CSV_FIELDS} for r in rows]
+    write_csv(cells, out / "tradeoff.csv", fieldnames=CSV_FIELDS)
     write_json({**meta, "rows": rows, "summary": summary}, out / "tradeoff.json")
     return {"csv": out / "tradeoff.csv", "json": out / "tradeoff.json"}
 

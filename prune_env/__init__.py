@@ -5,14 +5,18 @@ Importing the package registers ``RuntimePrune-v0`` and ``StaticPrune-v0`` with 
 
 from gymnasium.envs.registration import register, registry
 
+from prune_env.ids import RUNTIME, STATIC
+
 __version__ = "0.1.0"
 
-for _id, _entry in (
-    ("RuntimePrune-v0", "prune_env.envs.runtime:RuntimePruneEnv"),
-    ("StaticPrune-v0", "prune_env.envs.static:StaticPruneEnv"),
+# ``vector_entry_point``: ``gym.make_vec(id, n, vectorization_mode="vector_entry_point")`` runs the n
+# episodes as one batch (prune_env/envs/gym_vector.py), as Gymnasium's CartPole registers its own
+for _id, _entry, _vector in (
+    (RUNTIME, "prune_env.envs.runtime:RuntimePruneEnv", "prune_env.envs.gym_vector:RuntimePruneVectorEnv"),
+    (STATIC, "prune_env.envs.static:StaticPruneEnv", "prune_env.envs.gym_vector:StaticPruneVectorEnv"),
 ):
     if _id not in registry:
-        register(id=_id, entry_point=_entry)
+        register(id=_id, entry_point=_entry, vector_entry_point=_vector)
 
 
 def make_vec_env(env_id: str, n_envs: int = 1, **kwargs):

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
+from prune_env.io import atomic_write  # the one atomic writer; re-exported here for its callers
 from prune_env.nets.backbones import rebuild_net
 from prune_env.nets.gated import GateConfig, GatedNet
 
@@ -43,39 +43,8 @@ class CheckpointError(ValueError):
         super().__init__(f"{kind} {self.path!r}: {problem}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
-    """Write a file through ``write(f)`` into a temporary file in the same directory, then rename.
-
-    An interrupted write never leaves a truncated file where a good one was; the file gets the
-    usual permissions (``0666`` less the umask), not the temporary file's private ones.
-    A write that fails with an ``OSError`` (disk full, quota, I/O error) raises an ``OSError`` of
-    the same ``errno`` that names the file and says that the previous file, if any, is unchanged.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            kept = "the previous file there is unchanged" if path.exists() else "no file was written there"
-            message = f"could not write {str(path)!r} ({exc.strerror or exc}); {kept}"
-            raise (OSError(exc.errno, message) if exc.errno is not None else OSError(message)) from exc
-        raise
-    return path
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (see :func:`atomic_write`)."""
+    """``torch.save`` atomically (see :func:`prune_env.io.atomic_write`)."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 

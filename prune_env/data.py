@@ -50,7 +50,6 @@ import hashlib
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,6 +60,8 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import transforms as T
+
+from prune_env.io import atomic_write
 
 __all__ = [
     "BatchAugment",
@@ -336,15 +337,9 @@ def _source_fingerprint(directory: Path, names: Sequence[str]) -> str:
 
 
 def _gunzip_atomic(source: Path, target: Path) -> None:
-    """Decompress ``source`` to ``target`` through a temporary file and ``os.replace``."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with gzip.open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Decompress ``source`` to ``target``, atomically (:func:`prune_env.io.atomic_write`)."""
+    with gzip.open(source, "rb") as src:
+        atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
 def _prepare_fashion_mnist_cache(source: Path) -> Path:

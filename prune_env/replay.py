@@ -18,6 +18,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from prune_env.io import write_json
+
 #: info entries compared on replay
 CHECKED_KEYS = ("loss", "correct", "accuracy", "macs_ratio", "params_ratio", "keep_ratios", "reward_acc", "reward_budget")
 
@@ -35,12 +37,8 @@ class EpisodeRecord:
     info: dict = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, default=_jsonable))
-        os.replace(tmp, path)
-        return path
+        """Write the record as JSON, atomically."""
+        return write_json(asdict(self), path, indent=1, sort_keys=False, default=_jsonable)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EpisodeRecord":

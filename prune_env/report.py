@@ -49,6 +49,7 @@ import torch
 
 from prune_env.envs.task import PruningTask
 from prune_env.evaluation import evaluate_policies, reference_metrics, write_json
+from prune_env.io import write_text
 
 REPORT_JSON, REPORT_MD, REPORT_TXT = "report.json", "report.md", "report.txt"
 #: the keys every row of a report carries
@@ -380,8 +381,5 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(_plain(report), out / REPORT_JSON)}
     for key, name, text in (("md", REPORT_MD, format_markdown(report)), ("txt", REPORT_TXT, format_text(report))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-        paths[key] = out / name
+        paths[key] = write_text(text, out / name)
     return paths

@@ -53,12 +53,10 @@ import torch
 from torch import Tensor, nn
 
 from prune_env.checkpoint import atomic_save
-from prune_env.nets.gated import GatedNet, ResidualStage, SequentialStage, Stage, StagedNet, global_pool
+from prune_env.nets.gated import GatedNet, KeepRatio, ResidualStage, SequentialStage, Stage, StagedNet, global_pool, layer_ratio
 from prune_env.nets.masks import importance_ranks, tradeoff_mask
 from prune_env.nets.slicing import (first_weighted_module, replace_submodule, slice_conv, slice_input,  # noqa: F401
                                     slice_linear, slice_norm)
-
-KeepRatio = float | Tensor
 
 
 # ---------------------------------------------------------------------------------- ratios
@@ -72,21 +70,6 @@ def layer_ratios(ratios: Any, num_layers: int) -> list[float]:
     if r.numel() != num_layers:
         raise ValueError(f"expected a scalar or {num_layers} static keep ratios, got shape {tuple(torch.as_tensor(ratios).shape)}")
     return [float(v) for v in r]
-
-
-def runtime_ratio(ratios: Any, t: int) -> KeepRatio:
-    """Layer ``t``'s runtime keep ratio from a scalar, an ``(L,)`` sequence or a ``(B, L)`` tensor.
-
-    Same convention as :meth:`GatedNet.run`.
-    """
-    if isinstance(ratios, (int, float)):
-        return float(ratios)
-    r = torch.as_tensor(ratios)
-    if r.dim() == 0:
-        return float(r)
-    if r.dim() == 1:
-        return float(r[t])
-    return r[:, t]
 
 
 # ---------------------------------------------------------------------------------- modules
@@ -226,7 +209,7 @@ class DeployedNet(StagedNet, nn.Module):
         x = self.stem(images)
         masks = []
         for t, stage in enumerate(self.stages):
-            x, mask = stage(x, global_pool(x), runtime_ratio(runtime_keep_ratios, t))
+            x, mask = stage(x, global_pool(x), layer_ratio(runtime_keep_ratios, t))
             masks.append(mask)
         kept = torch.stack([m.shape[1] - m.sum(1) for m in masks], dim=1)
         return DeployedOutput(self.head(x), masks, kept)

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from prune_env.checkpoint import atomic_write
 from prune_env.deploy.export import DeployedGate, DeployedNet
+from prune_env.io import write_bytes
 from prune_env.nets.gated import global_pool
 from prune_env.nets.slicing import slice_linear
 
@@ -82,4 +82,4 @@ def export_onnx(model: DeployedNet, path: str | os.PathLike, input_shape: tuple[
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
         torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["logits"], dynamic_axes=axes)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return write_bytes(buffer.getvalue(), path)

@@ -19,8 +19,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from prune_env.envs.actions import as_keep_ratios
 from prune_env.envs.runtime import RuntimePruneEnv
 from prune_env.envs.static import StaticPruneEnv
+from prune_env.ids import RUNTIME, STATIC
 
-ENV_CLASSES = {"RuntimePrune-v0": RuntimePruneEnv, "StaticPrune-v0": StaticPruneEnv}
+ENV_CLASSES = {RUNTIME: RuntimePruneEnv, STATIC: StaticPruneEnv}
 #: the episode results the monitor adds to ``info["episode"]``
 MONITOR_KEYWORDS = ("macs_ratio", "params_ratio")
 #: episodes whose image indices a sub-environment draws in one call

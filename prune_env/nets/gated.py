@@ -235,7 +235,7 @@ class StepState:
         return self.logits is not None
 
 
-def _layer_ratio(ratios: Any, t: int) -> KeepRatio:
+def layer_ratio(ratios: Any, t: int) -> KeepRatio:
     """The keep ratio of layer ``t`` from a scalar, an ``(L,)`` sequence or a ``(B, L)`` tensor."""
     if isinstance(ratios, (int, float)):
         return float(ratios)
@@ -361,7 +361,7 @@ class GatedNet(StagedNet, nn.Module):
     def permanent_masks(self, static_keep_ratios: Any) -> list[Tensor]:
         """Per layer, the ``(C_t,)`` mask of channels removed for good at deployment."""
         rate = self.gate_config.tradeoff_rate
-        return [g.permanent_mask(float(_layer_ratio(static_keep_ratios, t)), rate) for t, g in enumerate(self.layers)]
+        return [g.permanent_mask(float(layer_ratio(static_keep_ratios, t)), rate) for t, g in enumerate(self.layers)]
 
     # ------------------------------------------------------------------ stepping API
     def begin(self, images: Tensor) -> StepState:
@@ -396,7 +396,7 @@ class GatedNet(StagedNet, nn.Module):
         """
         state = self.begin(images)
         for t in range(self.num_layers):
-            state = self.step(state, _layer_ratio(runtime_keep_ratios, t), _layer_ratio(static_keep_ratios, t))
+            state = self.step(state, layer_ratio(runtime_keep_ratios, t), layer_ratio(static_keep_ratios, t))
         return state
 
     def forward(self, images: Tensor, runtime_keep_ratios: Any = 1.0, static_keep_ratios: Any = 1.0) -> Tensor:
