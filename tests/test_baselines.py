@@ -1,4 +1,4 @@
-"""Baselines under the budget (uniform, L1 / BN static, random) and the AMC state and clamping wrappers."""
+"""Baselines under the budget (uniform, L1 / BN static, random) and the AMC state and clamping wrappers (prune_env.envs.wrappers)."""
 
 import copy
 
@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from prune_env.baselines import (
-    AMC_FEATURES, AMCFeatures, AMCWrapper, RandomKeepRatioPolicy, VecAMCWrapper, bn_static_baseline, l1_filter_norms,
-    l1_static_baseline, make_baseline, rank_by_l1, rerank_static, static_uniform_baseline, uniform_baseline,
-    uniform_static_ratio,
+    RandomKeepRatioPolicy, bn_static_baseline, l1_filter_norms, l1_static_baseline, make_baseline, rank_by_l1, rerank_static,
+    static_uniform_baseline, uniform_baseline, uniform_static_ratio,
 )
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.envs.vec_env import BatchedPruneVecEnv
+from prune_env.envs.wrappers import AMC_FEATURES, AMCFeatures, AMCWrapper, VecAMCWrapper
 from prune_env.nets.backbones import sequential_net
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

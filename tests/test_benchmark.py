@@ -1,4 +1,5 @@
-"""The benchmark runner: the smoke suite end to end, resume, validation, intervals, import direction."""
+"""The benchmark runner (agents.benchmark) and its results (prune_env.leaderboard): the smoke suite end to end,
+resume, validation, intervals, the exploration noise applied once."""
 
 import csv
 import json
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from prune_env import benchmark
-from prune_env.benchmark import binned_curve, main, summarize, t_interval, validate_result
+from agents.benchmark import build_jobs, get_suite, main, run_agent
+from prune_env.leaderboard import CURVE_BINS, binned_curve, summarize, t_interval, validate_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -55,11 +56,11 @@ def test_result_json_records_versions_seed_command_and_curve(smoke):
     out, _ = smoke
     result = json.loads((out / "smoke" / "runs" / "dqn" / "seed1.json").read_text())
     assert result["seed"] == 1 and result["algo"] == "dqn" and result["suite"] == "smoke"
-    assert result["command"].startswith("python -m prune_env.benchmark run --suite smoke")
+    assert result["command"].startswith("python -m agents.benchmark run --suite smoke")
     assert {"torch", "stable_baselines3", "sb3_contrib", "gymnasium", "prune_env"} <= set(result["versions"])
     assert result["timesteps"] >= 256 and result["levels"] == [0.25, 0.5, 0.75, 1.0]
     curve = result["curve"]
-    assert len(curve["steps"]) == len(curve["return"]) == benchmark.CURVE_BINS and curve["steps"][-1] == 256
+    assert len(curve["steps"]) == len(curve["return"]) == CURVE_BINS and curve["steps"][-1] == 256
     assert result["final_episodes"] == 16 and math.isfinite(result["final_return"])
     record = result["episode_record"]
     assert record["env_id"] == "RuntimePrune-v0" and record["env_kwargs"]["split"] == "test"
@@ -121,16 +122,23 @@ def test_summary_ranks_budget_meeting_methods_first():
     assert [r["budget_met"] for r in rows] == [True, True, True, False]
 
 
-@pytest.mark.parametrize("module", ["benchmark", "baselines"])
-def test_agents_is_imported_lazily_only(module):
-    """DESIGN.md: prune_env never imports agents at import time (inside functions is allowed here)."""
-    import ast
-    from pathlib import Path
+def test_exploration_noise_is_applied_once(monkeypatch, tmp_path):
+    """TD3 / DDPG explore with the registry's Gaussian noise (std 0.1); AMC-style DDPG's std 0.3 overrides it in
+    the hyper-parameters, so that ``build_model`` makes the one noise object the model trains with."""
+    from stable_baselines3.common import noise
 
-    import prune_env
+    made = []
 
-    tree = ast.parse((Path(prune_env.__file__).parent / f"{module}.py").read_text())
-    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)]
-    assert names and not any(name == "agents" or name.startswith("agents.") for name in names)
+    class Spy(noise.NormalActionNoise):
+        def __init__(self, mean, sigma, **kwargs):
+            super().__init__(mean, sigma, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(noise, "NormalActionNoise", Spy)
+    suite = get_suite("smoke")
+    td3, amc = build_jobs(suite, ["td3", "amc_ddpg"], [0], str(tmp_path), timesteps=8, n_envs=2, last_n=2,
+                          env_kwargs=dict(suite.env_kwargs), command="test")
+    assert "action_noise_std" not in td3.hyperparams  # the registry's 0.1 applies
+    assert amc.hyperparams["action_noise_std"] == 0.3
+    run_agent(amc)
+    assert len(made) == 1 and np.allclose(made[0]._sigma, 0.3)

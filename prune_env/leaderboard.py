@@ -1,0 +1,327 @@
+"""Benchmark results: fixed-scale scoring, intervals over seeds, leaderboard tables and plots, replay validation.
+
+The runner that produces the results trains agents, so it lives on the agents' side
+(``python -m agents.benchmark``, :mod:`agents.benchmark`); this module is what the library knows of
+its results and imports nothing of ``agents`` (DESIGN.md: imports point down). A suite's results
+are laid out as ``<out>/<suite>/runs/<algo>/seed<k>.json`` (:func:`result_path`), one JSON per
+``(suite, algorithm, seed)``, and aggregated per suite (:func:`write_report`) into ``results.csv``
+(one row per run), ``summary.csv`` / ``summary.json`` (per algorithm: mean and 95% interval over
+seeds), ``leaderboard.md`` and ``learning_curves.png``.
+
+Reported per run:
+
+* ``final_return``: the mean *sparse* return ``R_acc + R_bud`` (the final step's ``reward_acc +
+  reward_budget``) of the last ``last_n`` training episodes, so that dense-reward agents (PuRL)
+  are on the same scale; ``final_train_return`` is the reward the agent was trained on. For
+  baselines, the mean over ``last_n`` episodes of the policy in a fresh training environment.
+  The accuracy term is ``-L / beta`` with ``beta`` a moving average of the agent's own loss, so
+  the return measures the loss relative to the recent loss and the budget penalty: compare
+  test accuracy at a met budget first.
+* test split: top-1 accuracy, mean MAC ratio, stored-parameter ratio, fraction of inputs
+  within the MAC budget, whether the parameter budget is met, and ``test_return``: the mean
+  over test images of ``-L / beta_0 + R_bud`` with ``beta_0`` *fixed* for the suite (the mean
+  calibration loss of the uniform keep-ratio network meeting the budget, :func:`reference_beta`)
+  and ``R_bud`` on the method's own budget (MACs per input for runtime methods, stored parameters
+  for static ones; :func:`fixed_scale_return`): unlike ``final_return`` it compares policies on
+  one scale;
+* wall-clock seconds (training and evaluation).
+
+Intervals are Student-t 95% intervals over seeds: ``mean ± t_{0.975, n-1} s / sqrt(n)`` (none
+for one seed; zero width for deterministic baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from prune_env.ids import RUNTIME
+from prune_env.io import write_csv, write_json, write_text
+
+CURVE_BINS = 40
+
+
+def result_path(out: str | os.PathLike, suite: str, algo: str, seed: int) -> Path:
+    return Path(out) / suite / "runs" / algo / f"seed{seed}.json"
+
+
+def binned_curve(steps: Sequence[int], returns: Sequence[float], total: int, bins: int = CURVE_BINS) -> dict:
+    """Mean return of the episodes ending in each of ``bins`` equal step intervals of ``[0, total]``
+    (empty bins carry the previous value forward; NaN before the first episode)."""
+    edges = np.linspace(0, max(int(total), 1), bins + 1)
+    steps_a, ret_a = np.asarray(steps, dtype=np.float64), np.asarray(returns, dtype=np.float64)
+    values, last = [], float("nan")
+    for i in range(bins):
+        inside = (steps_a > edges[i]) & (steps_a <= edges[i + 1]) if i else (steps_a >= edges[0]) & (steps_a <= edges[1])
+        if inside.any():
+            last = float(ret_a[inside].mean())
+        values.append(last)
+    return {"steps": [float(v) for v in edges[1:]], "return": values}
+
+
+# --------------------------------------------------------------------------- fixed-scale return
+def reference_beta(task: Any) -> float:
+    """``beta_0`` of a suite: the mean calibration (validation) loss of the network at the uniform
+    keep ratio of the budget, no static pruning (what ``RuntimePrune-v0`` starts its moving average at).
+
+    ``task`` must be the suite's runtime task: with ``R_r = 0`` the runtime ratio would be ignored.
+    """
+    return float(task.calibrated_normalizer(task.budget_keep_ratio, 1.0).beta)
+
+
+def fixed_scale_return(task: Any, runtime_policy: Any, static_ratios: Any, beta0: float, constraint: str,
+                       batch_size: int = 512) -> float:
+    """Mean over ``task``'s split of ``-L / beta0 + R_bud``, ``R_bud`` on the MACs of each input
+    (``constraint="macs"``) or on the stored parameters (``"params"``), with the task's ``alpha_budget``."""
+    import torch
+
+    from prune_env.policies import as_policy
+    from prune_env.rewards import budget_penalty
+
+    policy = as_policy(runtime_policy, task.num_layers)
+    static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
+    params = float(task.costs.params_ratio(task.stored_counts(static[None])[0]))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for begin in range(0, len(task.source), batch_size):
+            images, labels = task.source.get(np.arange(begin, min(begin + batch_size, len(task.source))))
+            state = task.rollout(images, policy, static)
+            losses = task.losses(state.logits, labels).cpu().numpy().astype(np.float64)
+            if constraint == "params":
+                penalty = budget_penalty(np.full(len(losses), params), task.params_budget, task.cfg.alpha_budget)
+            else:
+                penalty = budget_penalty(task.costs.macs_ratio(state.kept).numpy(), task.macs_budget, task.cfg.alpha_budget)
+            total += float((-losses / beta0 + penalty).sum())
+            count += len(losses)
+    return total / count
+
+
+# --------------------------------------------------------------------------- aggregation
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the Student-t interval of the mean (NaN bounds for fewer than 2 values)."""
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, float("nan"), float("nan")
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return mean, mean - half, mean + half
+
+
+def load_results(out: str | os.PathLike, suite: str) -> list[dict]:
+    """Every finished run of ``suite`` under ``out``."""
+    root = Path(out) / suite / "runs"
+    results = []
+    for path in sorted(root.glob("*/seed*.json")):
+        data = json.loads(path.read_text())
+        if data.get("status") == "done":
+            data["_path"] = str(path)
+            results.append(data)
+    return results
+
+
+METRICS = (
+    ("accuracy", lambda r: r["test"]["accuracy"]),
+    ("macs_ratio", lambda r: r["test"]["macs_ratio"]),
+    ("params_ratio", lambda r: r["test"]["params_ratio"]),
+    ("within_budget", lambda r: r["test"]["within_budget"]),
+    ("params_within_budget", lambda r: r["test"]["params_within_budget"]),
+    ("final_return", lambda r: r["final_return"]),
+    ("test_return", lambda r: r.get("test_return", float("nan"))),
+    ("wall_seconds", lambda r: r["wall_seconds"]),
+)
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """Per algorithm: number of seeds and ``(mean, low, high)`` of every metric; ranked.
+
+    Ranking: methods that meet their budget on average first (runtime methods: mean MAC ratio
+    within the MAC budget; static ones: stored-parameter ratio within the parameter budget),
+    each group by test accuracy.
+    """
+    by_algo: dict[str, list[dict]] = {}
+    for r in results:
+        by_algo.setdefault(r["algo"], []).append(r)
+    rows = []
+    for algo, runs in by_algo.items():
+        first = runs[0]
+        row = {"algo": algo, "kind": first["kind"], "env_id": first["env_id"], "timesteps": first["timesteps"],
+               "seeds": sorted(r["seed"] for r in runs), "n": len(runs), "description": first.get("description", ""),
+               "budget": first["test"]["budget"], "params_budget": first["test"]["params_budget"]}
+        for name, get in METRICS:
+            mean, lo, hi = t_interval([get(r) for r in runs])
+            row[name] = mean
+            row[f"{name}_low"], row[f"{name}_high"] = lo, hi
+        row["constraint"] = first.get("constraint", "macs")
+        if row["constraint"] == "params":
+            row["budget_met"] = bool(row["params_ratio"] <= row["params_budget"] + 1e-9)
+        else:
+            row["budget_met"] = bool(row["macs_ratio"] <= row["budget"] + 1e-9)
+        rows.append(row)
+    rows.sort(key=lambda r: (not r["budget_met"], -(r["accuracy"] if math.isfinite(r["accuracy"]) else -1)))
+    return rows
+
+
+def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
+    mean, lo, hi = row[key], row[f"{key}_low"], row[f"{key}_high"]
+    if not math.isfinite(mean):
+        return "n/a"
+    text = f"{scale * mean:.{digits}f}"
+    if math.isfinite(lo) and math.isfinite(hi):
+        text += f" ± {scale * (hi - lo) / 2:.{digits}f}"
+    return text
+
+
+def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "", command: str | Sequence[str] = "") -> str:
+    """The leaderboard as a markdown table (mean ± half-width of the 95% t-interval over seeds), under a
+    line naming the suite and its description (when ``suite`` is given) and the commands that ran it."""
+    lines = []
+    if suite:
+        lines.append(f"Suite `{suite}`: {description}.")
+    if rows:
+        static = [r for r in rows if r["constraint"] == "params"]
+        params = f", parameter budget {static[0]['params_budget']:.4f} (static methods, R_r = 0)" if static else ""
+        lines.append(f"MAC budget {rows[0]['budget']:.4f} of dense{params}; "
+                     "mean ± half-width of the 95% Student-t interval over seeds; test split.")
+    for c in ([command] if isinstance(command, str) else command):
+        if c:
+            lines.append(f"Command: `{c}`")
+    lines.append("")
+    lines.append("| # | method | kind | env | steps | seeds | test top-1 (%) | MAC ratio | params ratio | "
+                 "inputs within MAC budget (%) | budget met | test return (fixed β) | final return | wall s |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for i, r in enumerate(rows, 1):
+        lines.append(
+            f"| {i} | `{r['algo']}` | {r['kind']} | {r['env_id'].split('-')[0]} | {r['timesteps']} | {r['n']} | "
+            f"{_pm(r, 'accuracy', 100, 2)} | {_pm(r, 'macs_ratio')} | {_pm(r, 'params_ratio')} | "
+            f"{_pm(r, 'within_budget', 100, 1)} | {('yes' if r['budget_met'] else 'no') + (' (params)' if r['constraint'] == 'params' else '')} | "
+            f"{_pm(r, 'test_return')} | {_pm(r, 'final_return')} | "
+            f"{_pm(r, 'wall_seconds', 1, 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results_csv(results: list[dict], path: Path) -> Path:
+    """One row per run, sorted by algorithm and seed (atomically)."""
+    cols = ["suite", "algo", "kind", "env_id", "seed", "timesteps", "accuracy", "macs_ratio", "params_ratio", "within_budget",
+            "params_within_budget", "test_return", "final_return", "final_train_return", "train_seconds", "wall_seconds", "budget", "params_budget"]
+    table = [cols]
+    for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
+        t = r["test"]
+        table.append([r["suite"], r["algo"], r["kind"], r["env_id"], r["seed"], r["timesteps"], t["accuracy"], t["macs_ratio"],
+                      t["params_ratio"], t["within_budget"], t["params_within_budget"], r.get("test_return", float("nan")),
+                      r["final_return"], r["final_train_return"],
+                      r["train_seconds"], r["wall_seconds"], t["budget"], t["params_budget"]])
+    return write_csv(table, path)
+
+
+def write_summary_csv(rows: list[dict], path: Path) -> Path:
+    """The rows of :func:`summarize` (without the seed list and description), atomically."""
+    cols = [k for k in rows[0] if k not in ("seeds", "description")] if rows else []
+    return write_csv(rows, path, fieldnames=cols)
+
+
+def plot_learning_curves(results: list[dict], path: Path, title: str = "") -> Path:
+    """Sparse episode return vs environment steps, mean over seeds with the shaded 95% t-interval;
+    baselines as dashed lines at their return. One panel per environment trained on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agents = [r for r in results if r.get("curve")]
+    envs = sorted({r["env_id"] for r in agents}) or [RUNTIME]
+    widths = [1.0 if env_id == RUNTIME else 0.6 for env_id in envs]
+    fig, axes = plt.subplots(1, len(envs), figsize=(6.0 * sum(widths) + 2.6, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    cmap = plt.get_cmap("tab20")
+    for ax, env_id in zip(axes[0], envs):
+        algos = sorted({r["algo"] for r in agents if r["env_id"] == env_id})
+        shown: list[float] = []
+        for i, algo in enumerate(algos):
+            runs = [r for r in agents if r["algo"] == algo and r["env_id"] == env_id]
+            steps = np.asarray(runs[0]["curve"]["steps"])
+            curves = np.asarray([r["curve"]["return"] for r in runs if len(r["curve"]["return"]) == len(steps)], dtype=np.float64)
+            stats = [t_interval(curves[:, j]) for j in range(curves.shape[1])]
+            mean = np.array([s[0] for s in stats])
+            lo = np.array([s[1] for s in stats])
+            hi = np.array([s[2] for s in stats])
+            color = cmap((2 * i) % 20 if i < 10 else (2 * i + 1) % 20)
+            ax.plot(steps, mean, color=color, lw=1.4, label=f"{algo} (n={len(curves)})")
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(steps[ok], lo[ok], hi[ok], color=color, alpha=0.12, linewidth=0)
+            shown.extend(mean[np.isfinite(mean)].tolist())
+        if env_id == RUNTIME:
+            bases = sorted({r["algo"] for r in results if r["kind"] == "baseline"})
+            for j, name in enumerate(bases):
+                value = float(np.mean([r["final_return"] for r in results if r["algo"] == name]))
+                ax.axhline(value, color="0.35", ls=(0, (1 + 2 * j, 2)), lw=1, label=f"{name} (baseline)")
+                shown.append(value)
+        if shown:  # the means decide the range; wide intervals of 3 seeds are clipped, not the curves
+            low, high = min(shown), max(shown)
+            ax.set_ylim(low - 0.6 * abs(low) - 0.1, high + 0.6 * abs(high) + 0.1)
+        ax.set_yscale("symlog", linthresh=1.0)  # budget penalties are exponential: keep -1 and -100 readable
+        ax.set_xlabel("environment steps (layer decisions)")
+        ax.set_ylabel("episode return R_acc + R_bud (symlog)")
+        ax.set_title(f"{title} {env_id}".strip(), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: str | os.PathLike, suite: str, *, description: str = "", command: str = "",
+                 figure: str | None = None) -> dict[str, Path]:
+    """Aggregate the finished runs of ``suite`` under ``out`` into CSV, JSON, markdown and PNG (each
+    written atomically); ``description`` heads the leaderboard; returns the paths."""
+    results = load_results(out, suite)
+    if not results:
+        raise FileNotFoundError(f"no finished runs of suite {suite!r} under {out}")
+    root = Path(out) / suite
+    # the commands that produced the runs, most runs first (a partial rerun adds its own)
+    commands = [c for c, _ in Counter(r.get("command", "") for r in results).most_common() if c] or [command]
+    rows = summarize(results)
+    paths = {
+        "results_csv": write_results_csv(results, root / "results.csv"),
+        "summary_csv": write_summary_csv(rows, root / "summary.csv"),
+        "summary_json": write_json({"suite": suite, "commands": commands, "interval": "95% Student-t over seeds",
+                                    "rows": rows}, root / "summary.json"),
+        "curves_png": plot_learning_curves(results, root / "learning_curves.png", title=f"suite {suite}:"),
+    }
+    paths["leaderboard_md"] = write_text(leaderboard_markdown(rows, suite, description, commands), root / "leaderboard.md")
+    if figure:
+        import shutil
+
+        Path(figure).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(paths["curves_png"], figure)
+        paths["figure"] = Path(figure)
+    return paths
+
+
+# --------------------------------------------------------------------------- validation
+def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, str]:
+    """Replay the episode record of a result JSON (:func:`prune_env.replay.validate`); ``(ok, message)``."""
+    from prune_env.replay import EpisodeRecord, validate
+
+    data = json.loads(Path(path).read_text())
+    record = data.get("episode_record")
+    if not record:
+        return False, f"{path}: no episode record ({data.get('episode_record_note') or 'none stored'})"
+    result = validate(EpisodeRecord(**record), rtol=rtol)
+    label = f"{data.get('suite')}/{data.get('algo')}/seed{data.get('seed')}"
+    if result.ok:
+        return True, f"{label}: the recorded test episode replays exactly (reward {result.replayed_reward:.6f})"
+    return False, f"{label}: replay differs: {result.mismatches}"
