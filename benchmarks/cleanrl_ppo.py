@@ -8,10 +8,12 @@ file, on Gymnasium's own vector API::
     python benchmarks/cleanrl_ppo.py --total-timesteps 20000 --num-envs 16 --seed 2
     python benchmarks/cleanrl_ppo.py --env-id StaticPrune-v0 --env-kwargs '{"eval_batch": 32}'
 
-The environments come from ``gym.make_vec(env_id, num_envs, vectorization_mode="sync")`` with
-same-step autoreset (the observation after a final step is the next episode's first; the
-episodes terminate after ``L`` layers and are never truncated, so nothing is bootstrapped from a
-final observation). Actions are sampled on the real line and clipped to ``[alpha, 1]`` for the
+The environments come from ``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")``:
+one Gymnasium ``VectorEnv`` that runs the ``num_envs`` episodes as one batch
+(``prune_env/envs/gym_vector.py``; ``--vectorization-mode sync`` gives Gymnasium's ``SyncVectorEnv``
+over single environments instead), with same-step autoreset (the observation after a final step
+is the next episode's first; the episodes terminate after ``L`` layers and are never truncated,
+so nothing is bootstrapped from a final observation). Actions are sampled on the real line and clipped to ``[alpha, 1]`` for the
 environment (the environment clips as well); the log-probabilities are of the unclipped sample,
 as in CleanRL. ``gamma`` defaults to 1: an episode is one image and its sparse reward. The loss
 carries the paper's action regulariser (Eq. 13), ``0.5 * ||a - clip(a, alpha, 1)||^2`` on the policy
@@ -61,6 +63,8 @@ class Args:
     """Adam learning rate"""
     num_envs: int = 8
     """parallel environments"""
+    vectorization_mode: str = "vector_entry_point"
+    """gym.make_vec's vectorization_mode: vector_entry_point (batched), sync or async"""
     num_steps: int = 64
     """steps per environment per rollout"""
     anneal_lr: bool = True
@@ -163,8 +167,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def make_envs(args: Args) -> gym.vector.VectorEnv:
     env_kwargs: dict[str, Any] = json.loads(args.env_kwargs)
-    return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **env_kwargs)
+    same_step = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    if args.vectorization_mode == "vector_entry_point":  # the batched VectorEnv takes its options as keywords
+        return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **same_step, **env_kwargs)
+    return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode=args.vectorization_mode,
+                        vector_kwargs=same_step, **env_kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict:
