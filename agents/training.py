@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import prune_env
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
+from agents.saved import record_env, record_joint_envs
 from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
@@ -280,6 +281,7 @@ def run(cfg: RunConfig) -> dict:
     record = run_record(cfg, env_id, user_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
     model, venv, fresh = prepare_agent(cfg, env_id, out, env_kwargs)
+    record_env(model, venv, out, record)  # env_spec.json beside the agent, model.trained_on
     learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
     atomic_model_save(model, out / MODEL_FILE)
     train_seconds = time.time() - start
@@ -319,6 +321,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
         (out / sub).mkdir(exist_ok=True)
         write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
         models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
+    record_joint_envs(models, venvs, out, joint_env_kwargs(cfg.algo, env_kwargs), record["levels"])  # env_spec.json, trained_on
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio

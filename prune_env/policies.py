@@ -83,12 +83,42 @@ class SB3Policy(KeepRatioPolicy):
         self._state = None
 
     def act(self, observations, t):
+        check_observation_shape(self.model, observations)
         starts = np.full(observations.shape[0], t == 0, dtype=bool)
-        actions, self._state = self.model.predict(observations, state=self._state, episode_start=starts, deterministic=self.deterministic)
+        actions, self._state = self.model.predict(observations, state=self._state, episode_start=starts,
+                                                  deterministic=self.deterministic)
         actions = np.asarray(actions)
         if self.levels is not None:
             return self.levels[actions.reshape(-1).astype(int)]
         return actions.reshape(observations.shape[0], -1)[:, 0]
+
+
+def describe_trained_on(trained_on: dict | None) -> str:
+    """Where an agent was trained, from the ``trained_on`` record its training run saves with it."""
+    if not trained_on:
+        return "another network or dataset (the agent was saved without a record of which)"
+    checkpoint = trained_on.get("checkpoint") or "the embedded default checkpoint"
+    return (f"{trained_on.get('env_id', 'an environment')} with network {trained_on.get('network')!r} on dataset "
+            f"{trained_on.get('dataset')!r} ({checkpoint}, observation={trained_on.get('observation')!r}, "
+            f"observations of shape {tuple(trained_on.get('observation_shape', ()))})")
+
+
+def check_observation_shape(model: Any, observations: np.ndarray) -> None:
+    """Raise a ``ValueError`` naming the network and dataset ``model`` was trained on when it cannot
+    act on ``observations`` (another network, dataset or observation mode), before SB3's shape error.
+
+    The record is the ``trained_on`` attribute that ``agents`` training runs give a model (saved
+    in its zip); without it the message says only the shapes.
+    """
+    shape = getattr(getattr(model, "observation_space", None), "shape", None)
+    if shape is None or tuple(np.shape(observations)[1:]) == tuple(shape):
+        return
+    raise ValueError(
+        f"this saved agent cannot act here: it was trained on {describe_trained_on(getattr(model, 'trained_on', None))}, "
+        f"taking observations of shape {tuple(shape)}; this environment gives observations of shape "
+        f"{tuple(np.shape(observations)[1:])} (another network, dataset or observation mode). Use an agent trained on "
+        "this network and dataset (its run's env_spec.json names them), or train one."
+    )
 
 
 class CallablePolicy(KeepRatioPolicy):

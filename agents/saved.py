@@ -1,0 +1,176 @@
+"""A saved agent and the environment it was trained on, recovered in one call.
+
+Every training run writes, beside its ``model.zip``, ``env_spec.json``: the Gymnasium
+:class:`~gymnasium.envs.registration.EnvSpec` of the environment the agent was trained on, its
+keyword arguments included (the registry's, e.g. the paper's agent's ``observation="raw"`` and
+``split="train"``, the main job's budget and the user's ``--env-kwargs``), as
+``EnvSpec.to_json`` writes it; discrete-action agents get the keep-ratio level wrapper as an
+additional wrapper of the spec. So, with Gymnasium and SB3 alone::
+
+    env = gym.make(EnvSpec.from_json(Path(run, "env_spec.json").read_text()))
+    model = RecurrentPPO.load(Path(run, "model.zip"))
+
+or, in one call, with the other agent the run was trained beside (``--static-agent``,
+``--runtime-agent``, ``--joint``) put back in place::
+
+    model, env = load_agent_and_env(run)
+
+The model also carries ``model.trained_on`` (saved in its zip): the environment id, network,
+dataset, checkpoint, observation mode and shape, and the other agent. An agent used on an
+environment whose observations it cannot take (another network, dataset or observation mode)
+fails with a message naming them (:func:`prune_env.policies.check_observation_shape`), not SB3's
+bare shape error.
+
+Loading a saved agent unpickles its policy class, which lives in this package
+(``agents.policies.RegularizedLstmPolicy`` for the paper's agent): the top-level ``agents``
+package must be importable where the agent is loaded; ``pip install -e .`` of this repository
+installs it beside ``prune_env``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec, WrapperSpec
+
+import prune_env  # noqa: F401  (registers the environment ids)
+from agents.registry import RUNTIME, STATIC
+from prune_env.io import write_text
+
+#: the Gymnasium spec of the environment, beside the agent's ``model.zip``
+ENV_SPEC_FILE = "env_spec.json"
+#: the keyword through which each environment takes the other agent
+PARTNER_KEYWORD = {RUNTIME: "static_policy", STATIC: "runtime_policy"}
+#: what to install where a saved agent is loaded
+IMPORT_HINT = ("a saved agent's policy class lives in the top-level `agents` package of prune-env (e.g. "
+               "agents.policies.RegularizedLstmPolicy): install the repository (`pip install -e .`) or put its root on "
+               "sys.path where the agent is loaded")
+
+
+# --------------------------------------------------------------------------- writing (training runs)
+def env_spec_of(env_id: str, env_kwargs: dict, levels: list | None = None) -> EnvSpec:
+    """The registered spec of ``env_id`` with ``env_kwargs`` (and the discrete level wrapper for ``levels``).
+
+    Keywords that JSON cannot hold (a callable other agent, a shared normaliser) are left out
+    with a warning: the spec is meant to be written.
+    """
+    kwargs = {}
+    for key, value in env_kwargs.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            warnings.warn(f"env_spec: keyword {key}={value!r} cannot be written as JSON; left out of the spec")
+            continue
+        kwargs[key] = value
+    wrappers = ()
+    if levels is not None:
+        wrappers = (WrapperSpec("DiscreteKeepRatio", "prune_env.envs.wrappers:DiscreteKeepRatio", {"levels": list(levels)}),)
+    return dataclasses.replace(gym.spec(env_id.split(":")[-1]), kwargs=kwargs, additional_wrappers=wrappers)
+
+
+def write_env_spec(out: str | os.PathLike, spec: EnvSpec) -> Path:
+    """``spec`` as ``EnvSpec.to_json`` writes it, in ``out/env_spec.json``."""
+    path = Path(out) / ENV_SPEC_FILE
+    write_text(spec.to_json(), path)
+    return path
+
+
+def trained_on(venv: Any, env_id: str, partner: str | None) -> dict:
+    """What ``model.trained_on`` records: the environment, network, dataset and the other agent."""
+    task = venv.unwrapped.task
+    return {
+        "env_id": env_id, "network": task.net.config.get("name"), "dataset": task.dataset_name,
+        "checkpoint": None if task.cfg.checkpoint is None else str(task.cfg.checkpoint),
+        "observation": task.cfg.observation, "observation_shape": list(venv.observation_space.shape),
+        "partner": None if partner is None else {"keyword": PARTNER_KEYWORD[env_id], "path": str(partner)},
+    }
+
+
+def record_env(model: Any, venv: Any, out: str | os.PathLike, record: dict) -> None:
+    """Write ``out/env_spec.json`` for the agent a run trains in ``out`` and set ``model.trained_on``.
+
+    ``record`` is the run's ``run.json`` record (``env_id``, ``env_kwargs``, ``levels`` and the other
+    agent, ``static_agent`` / ``runtime_agent``). ``agents.training.run`` calls this once the
+    model and its training env exist.
+    """
+    env_id = record["env_id"]
+    partner = record.get("static_agent") if env_id == RUNTIME else record.get("runtime_agent")
+    if partner is not None:
+        partner = str(Path(partner).resolve())
+    write_env_spec(out, env_spec_of(env_id, record["env_kwargs"], record.get("levels")))
+    model.trained_on = trained_on(venv, env_id, partner)
+
+
+def record_joint_envs(models: dict, venvs: dict, out: str | os.PathLike, env_kwargs: dict[str, dict],
+                      levels: list | None = None) -> None:
+    """:func:`record_env` for both agents of a joint run (``out/runtime``, ``out/static``), each the other's partner."""
+    subs = {RUNTIME: "runtime", STATIC: "static"}
+    for env_id, sub in subs.items():
+        write_env_spec(Path(out) / sub, env_spec_of(env_id, env_kwargs[env_id], levels))
+        models[env_id].trained_on = trained_on(venvs[env_id], env_id, f"../{subs[STATIC if env_id == RUNTIME else RUNTIME]}")
+
+
+# --------------------------------------------------------------------------- reading
+def read_env_spec(run_dir: str | os.PathLike) -> EnvSpec:
+    """The spec in ``run_dir/env_spec.json``; for runs saved before it existed, rebuilt from ``run.json``."""
+    run_dir = Path(run_dir)
+    path = run_dir / ENV_SPEC_FILE
+    if path.is_file():
+        return EnvSpec.from_json(path.read_text())
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"agent: neither {str(path)!r} nor {str(meta_path)!r}: not a training run's directory")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("env_id") not in PARTNER_KEYWORD:
+        raise ValueError(f"agent: {str(run_dir)!r} holds a joint run; load its runtime/ or static/ agent")
+    return env_spec_of(meta["env_id"], meta.get("env_kwargs", {}), meta.get("levels"))
+
+
+def _partner_path(run_dir: Path, path: str) -> Path:
+    """The other agent's directory: relative to the run (joint runs) or as recorded."""
+    candidate = (run_dir / path).resolve()
+    return candidate if candidate.exists() else Path(path)
+
+
+def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partner: bool = True, **env_kwargs: Any):
+    """The saved agent of a training run and ``gym.make`` of the environment it was trained on.
+
+    Args:
+        run_dir: a ``train_agents.py`` output directory (``model.zip``, ``run.json``,
+            ``env_spec.json``), or a joint run's ``runtime`` / ``static`` subdirectory, or a
+            ``.zip`` in such a directory (e.g. ``checkpoint.zip``).
+        device: torch device of the agent.
+        partner: put the other agent the run was trained beside back in place (loaded with this
+            function's rules); False leaves the environment's default (no other agent).
+        **env_kwargs: keywords that override the recorded ones (e.g. ``split="test"``).
+
+    Returns:
+        ``(model, env)``: the SB3 model (``model.trained_on`` says where it was trained) and a
+        single environment whose observations and actions are the ones it was trained on.
+    """
+    from agents.training import agent_policy, load_agent
+
+    path = Path(run_dir)
+    folder = path if path.is_dir() else path.parent
+    try:
+        model, meta = load_agent(path, device=device)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"agent {str(path)!r} could not be loaded ({exc}); {IMPORT_HINT}") from exc
+    spec = read_env_spec(folder)
+    record = getattr(model, "trained_on", None) or {}
+    if partner and record.get("partner") and PARTNER_KEYWORD[spec.id] not in env_kwargs:
+        other, other_meta = load_agent(_partner_path(folder, record["partner"]["path"]), device=device)
+        env_kwargs[PARTNER_KEYWORD[spec.id]] = agent_policy(other, other_meta)
+    env = gym.make(spec, **env_kwargs)
+    if env.observation_space.shape != model.observation_space.shape:
+        from prune_env.policies import describe_trained_on
+
+        raise ValueError(f"agent {str(path)!r}: trained on {describe_trained_on(record or None)} with observations of shape "
+                         f"{model.observation_space.shape}, but the recorded environment gives {env.observation_space.shape}")
+    return model, env
