@@ -48,19 +48,24 @@ class AlgoSpec:
 
 _ON_POLICY_COMMON = dict(gamma=1.0, gae_lambda=0.95, ent_coef=0.0, clip_range=0.2, max_grad_norm=0.5)
 
-def _recurrent(extractor: type, **settings) -> dict:
-    """Recurrent PPO as in the paper: ``extractor`` to 128 features, one LSTM of 128 shared by actor and critic."""
-    return dict(
-        _ON_POLICY_COMMON, **settings,
-        policy_kwargs=dict(
-            features_extractor_class=extractor, features_extractor_kwargs=dict(features_dim=128),
-            lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
-            net_arch=dict(pi=[], vf=[]), log_std_init=-1.5, action_reg_coef=1.0,
-        ),
+def _recurrent(extractor: type, policy: dict | None = None, **settings) -> dict:
+    """Recurrent PPO as in the paper: ``extractor`` to 128 features, one LSTM of 128 shared by actor and
+    critic; ``policy`` adds to (or, with None values, removes from) the policy keywords."""
+    policy_kwargs = dict(
+        features_extractor_class=extractor, features_extractor_kwargs=dict(features_dim=128),
+        lstm_hidden_size=128, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False,
+        net_arch=dict(pi=[], vf=[]), action_reg_coef=1.0, **{"log_std_init": -1.5, **(policy or {})},
     )
+    return dict(_ON_POLICY_COMMON, **settings, policy_kwargs={k: v for k, v in policy_kwargs.items() if v is not None})
 
 
-_RECURRENT_RUNTIME = _recurrent(LayerEncoderExtractor, learning_rate=3e-4, n_steps=32, batch_size=512, n_epochs=5)
+#: The runtime agent (docs/benchmarks.md, "Runtime agents that adapt"): the LSTM and the layer
+#: encoders trained by the value loss too (``critic_trains_lstm``: sb3-contrib's ``shared_lstm``
+#: detaches the critic's input), exploration scaled to the budget (``relative_std``: the initial
+#: std of the Gaussian is 0.3 x the budget's keep ratio, so that a small budget is not drowned in
+#: noise; ``policy_kwargs.log_std_init`` overrides it) and a learning rate of 1e-3.
+_RECURRENT_RUNTIME = _recurrent(LayerEncoderExtractor, policy=dict(critic_trains_lstm=True, log_std_init=None),
+                                learning_rate=1e-3, n_steps=32, batch_size=512, n_epochs=5, relative_std=0.3)
 _RECURRENT_STATIC = _recurrent(ShapeEncoderExtractor, learning_rate=1e-3, n_steps=16, batch_size=128, n_epochs=5)
 
 
@@ -104,7 +109,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "td3": AlgoSpec(sb3.TD3, hyperparams=_both(dict(_OFF_POLICY, action_noise_std=0.1))),
     "ddpg": AlgoSpec(sb3.DDPG, hyperparams=_both(dict(_OFF_POLICY, action_noise_std=0.1))),
     "tqc": AlgoSpec(sb3_contrib.TQC, hyperparams=_both(_OFF_POLICY)),
-    "ars": AlgoSpec(sb3_contrib.ARS, "LinearPolicy", hyperparams=_both(dict(n_delta=8, n_top=4, learning_rate=0.02, delta_std=0.05))),
+    "ars": AlgoSpec(sb3_contrib.ARS, "LinearPolicy",
+                    hyperparams=_both(dict(n_delta=8, n_top=4, learning_rate=0.02, delta_std=0.05))),
     "dqn": AlgoSpec(sb3.DQN, discrete=True, hyperparams=_both(_DQN)),
     # 25 quantiles instead of 200: each gradient step is ~8x cheaper on a CPU, with no loss here
     "qrdqn": AlgoSpec(sb3_contrib.QRDQN, discrete=True,

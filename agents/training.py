@@ -9,6 +9,7 @@ This is the engine behind ``train_agents.py``; it can be driven from Python as w
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -32,10 +33,17 @@ from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
-from prune_env.evaluation import (format_table, plot_adaptation, plot_keep_ratios, reference_metrics, rollout_split, summarize,
-                                  write_json)
-from prune_env.references import headroom_report
+from prune_env.evaluation import (
+    format_table,
+    plot_adaptation,
+    plot_keep_ratios,
+    reference_metrics,
+    rollout_split,
+    summarize,
+    write_json,
+)
 from prune_env.policies import SB3Policy
+from prune_env.references import headroom_report
 
 #: the main job's runtime environment, under the user's ``--env-kwargs``: a budget with headroom
 #: (on the embedded default, uniform keep 0.3 scores 90.8% against dense 98.9%, while at the paper's
@@ -192,6 +200,9 @@ def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) 
     policy_kwargs = params.setdefault("policy_kwargs", {})
     if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
         policy_kwargs.setdefault("features_extractor_kwargs", {})["layer_in_channels"] = venv.get_attr("layer_in_channels")[0]
+    relative_std = params.pop("relative_std", None)  # the initial std as a fraction of the budget's keep ratio
+    if relative_std is not None:
+        policy_kwargs.setdefault("log_std_init", math.log(float(relative_std) * venv.unwrapped.env.budget_keep_ratio))
     if spec.regularized:
         policy_kwargs.setdefault("initial_action", venv.unwrapped.env.budget_keep_ratio)
     if not policy_kwargs:

@@ -65,14 +65,20 @@ class LossNormalizer:
         self.updates = int(state["updates"])
 
 
+#: the largest exponent of the budget penalties: ``exp(80)`` is about 5.5e34, far beyond any loss term
+#: and still finite in the float32 rewards of a VecEnv (whose largest value is about 3.4e38)
+MAX_PENALTY_EXPONENT = 80.0
+
+
 def budget_penalty(cost: np.ndarray, budget: float, alpha: float) -> np.ndarray:
     """``R_bud`` (Eq. 10 / 15, corrected): ``-(exp(alpha (B - B_bar)) - 1)`` over budget, else 0.
 
-    ``cost`` and ``budget`` are fractions of the dense network's cost.
+    ``cost`` and ``budget`` are fractions of the dense network's cost. The exponent is capped at
+    :data:`MAX_PENALTY_EXPONENT` so that a steep ``alpha`` never gives an infinite reward.
     """
     cost = np.asarray(cost, dtype=np.float64)
     over = np.maximum(cost - budget, 0.0)
-    return -np.expm1(alpha * over)
+    return -np.expm1(np.minimum(alpha * over, MAX_PENALTY_EXPONENT))
 
 
 def relative_budget_penalty(cost: np.ndarray, budget: float, alpha: float) -> np.ndarray:
@@ -83,7 +89,7 @@ def relative_budget_penalty(cost: np.ndarray, budget: float, alpha: float) -> np
     """
     cost = np.asarray(cost, dtype=np.float64)
     over = np.maximum(cost - budget, 0.0) / budget
-    return -np.expm1(alpha * over)
+    return -np.expm1(np.minimum(alpha * over, MAX_PENALTY_EXPONENT))
 
 
 def average_budget_term(cost: np.ndarray, budget: float, lam: float) -> np.ndarray:
