@@ -30,14 +30,23 @@ from typing import Any, Sequence
 import torch
 
 from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
-from prune_env.cli import (ALGORITHM1_FILES, add_output_options, fraction, refuse_overwrite, non_negative_float, non_negative_int, parse_key_values, positive_float, positive_int,
-                           unit_interval)
+from prune_env.cli import (
+    ALGORITHM1_FILES,
+    add_output_options,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    parse_key_values,
+    positive_float,
+    positive_int,
+    refuse_overwrite,
+    unit_interval,
+)
 from prune_env.cnn import STAGES, evaluate, random_ratio_fn, stage_hparams, train_stage, uniform_ratio_fn
 from prune_env.data import available_datasets, load_dataset
 from prune_env.distributed import cleanup_distributed, init_distributed
 from prune_env.nets.backbones import BACKBONES, build_net
 from prune_env.nets.gated import GatedNet
-
 
 # --------------------------------------------------------------------------- parser
 
@@ -195,7 +204,8 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     cfg = Algorithm1Config(
-        env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate, algo=args.algo,
+        env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate,
+        algo=args.algo,
         preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
         agent_device=args.agent_device, data_on_device=args.data_on_device,
         data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,

@@ -1,6 +1,12 @@
 """Agents for the pruning environments: the SB3 algorithm registry and the paper's policies (Sec. 3.3)."""
 
-from agents.policies import LayerEncoderExtractor, RegularizedLstmPolicy, RegularizedMlpPolicy, ShapeEncoderExtractor, action_regularizer
+from agents.policies import (
+    LayerEncoderExtractor,
+    RegularizedLstmPolicy,
+    RegularizedMlpPolicy,
+    ShapeEncoderExtractor,
+    action_regularizer,
+)
 from agents.registry import ALGORITHMS, available_algorithms, get_spec, hyperparameters
 from agents.saved import load_agent_and_env
 

@@ -26,8 +26,21 @@ import torch
 from torch import Tensor
 
 from agents.registry import RUNTIME, STATIC
-from agents.training import (CHECKPOINT_FILE, MODEL_FILE, STATE_FILE, RunConfig, agent_policy, learn, prepare_agent, run_record,
-                             atomic_model_save, evaluate_run, joint_env_kwargs, reward_state, test_task)
+from agents.training import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    RunConfig,
+    agent_policy,
+    atomic_model_save,
+    evaluate_run,
+    joint_env_kwargs,
+    learn,
+    prepare_agent,
+    reward_state,
+    run_record,
+    test_task,
+)
 from prune_env.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from prune_env.data import load_dataset
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
@@ -35,7 +48,7 @@ from prune_env.evaluation import evaluate_policies, write_json
 from prune_env.io import write_csv
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
-from prune_env.training import epochs_for_batches, evaluate, train_stage
+from prune_env.training import epochs_for_batches, train_stage
 
 #: K iterations, N1 agent batches, N2 CNN batches per iteration (rebuttal: CIFAR-10 and ImageNet),
 #: plus small settings for the embedded default. ``static_episodes`` is the number of static

@@ -106,11 +106,14 @@ def _bench_algos() -> dict[str, BenchAlgo]:
     algos["qrdqn"] = BenchAlgo("qrdqn", "qrdqn", levels=tuple(DEFAULT_LEVELS),
                                description="QR-DQN on 4 keep-ratio levels, sparse reward (= the RNP-style agent)")
     algos["rnp"] = BenchAlgo("rnp", "qrdqn", levels=tuple(DEFAULT_LEVELS),
-                             description="RNP-style (Lin et al. 2017): k = 4 keep-ratio levels per layer, Q-learning (QR-DQN) on the runtime features, sparse reward")
+                             description="RNP-style (Lin et al. 2017): k = 4 keep-ratio levels per layer, Q-learning (QR-DQN) "
+                                         "on the runtime features, sparse reward")
     algos["purl_dqn"] = BenchAlgo("purl_dqn", "dqn", env_kwargs={"reward": "dense"}, levels=PURL_LEVELS,
-                                  description="PuRL-style (Gupta et al. 2020): DQN, dense per-layer rewards, keep ratios 0.1..1.0 in steps of 0.1")
+                                  description="PuRL-style (Gupta et al. 2020): DQN, dense per-layer rewards, "
+                                              "keep ratios 0.1..1.0 in steps of 0.1")
     algos["amc_ddpg"] = BenchAlgo("amc_ddpg", "ddpg", env_id=STATIC, amc=True, hyperparams={"action_noise_std": 0.3},
-                                  description="AMC-style (He et al. 2018): DDPG on StaticPrune-v0, AMC layer-embedding state, action clamping to the budget")
+                                  description="AMC-style (He et al. 2018): DDPG on StaticPrune-v0, AMC layer-embedding state, "
+                                              "action clamping to the budget")
     return algos
 
 
@@ -312,11 +315,13 @@ def run_baseline(job: Job) -> dict:
     constraint = baseline.constraint
     if hasattr(baseline.runtime_policy, "reseed"):
         baseline.runtime_policy.reseed(job.seed)
-    test_return = fixed_scale_return(baseline.task, baseline.runtime_policy, baseline.static_ratios, reference_beta(test), constraint)
+    test_return = fixed_scale_return(baseline.task, baseline.runtime_policy, baseline.static_ratios, reference_beta(test),
+                                     constraint)
     if baseline.env_kwargs is not None:
         train_kwargs = {**job.env_kwargs, **baseline.env_kwargs}
     else:
-        train_kwargs = {**job.env_kwargs, "tradeoff_rate": STATIC_TRADEOFF_RATE, "static_policy": [float(r) for r in baseline.static_ratios]}
+        train_kwargs = {**job.env_kwargs, "tradeoff_rate": STATIC_TRADEOFF_RATE,
+                        "static_policy": [float(r) for r in baseline.static_ratios]}
     if hasattr(baseline.runtime_policy, "reseed"):
         baseline.runtime_policy.reseed(job.seed + 1)
     returns = _policy_returns(train_kwargs, baseline.runtime_policy, job.last_n, min(job.n_envs, job.last_n), job.seed,
@@ -325,7 +330,8 @@ def run_baseline(job: Job) -> dict:
     if baseline.env_kwargs is not None:
         if hasattr(baseline.runtime_policy, "reseed"):
             baseline.runtime_policy.reseed(job.seed + 2)
-        record = record_runtime_episode({**job.env_kwargs, **baseline.env_kwargs, "split": "test"}, baseline.runtime_policy, job.seed)
+        record = record_runtime_episode({**job.env_kwargs, **baseline.env_kwargs, "split": "test"}, baseline.runtime_policy,
+                                        job.seed)
     else:
         note = "not replayable with gym.make: the baseline re-ranks channels by changing the network (rerank_static)"
     final = float(np.mean(returns))
@@ -549,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     algos = list(suite.algos if args.algos is None else args.algos)
     names = algos + [b for b in baselines if b not in algos]
     seeds = list(suite.seeds if args.seeds is None else args.seeds)
-    jobs = build_jobs(suite, names, seeds, args.out, timesteps=args.timesteps or suite.timesteps, n_envs=args.n_envs or suite.n_envs,
-                      last_n=args.last_n or suite.last_n, env_kwargs=env_kwargs, command=command)
+    jobs = build_jobs(suite, names, seeds, args.out, timesteps=args.timesteps or suite.timesteps,
+                      n_envs=args.n_envs or suite.n_envs, last_n=args.last_n or suite.last_n, env_kwargs=env_kwargs,
+                      command=command)
     todo = [j for j in jobs if args.force or not j.path.is_file()]
     print(f"suite {suite.name}: {len(jobs)} runs ({len(names)} methods x {len(seeds)} seeds), "
           f"{len(jobs) - len(todo)} already finished (skipped), {len(todo)} to run on {args.workers} worker(s)")

@@ -58,7 +58,8 @@ class LayerEncoderExtractor(BaseFeaturesExtractor):
         pooled = observations[:, : self.width]
         onehot = observations[:, self.width : self.width + self.num_layers]
         progress = observations[:, self.width + self.num_layers :]
-        encoded = sum(onehot[:, t : t + 1] * enc(pooled[:, :c]) for t, (enc, c) in enumerate(zip(self.encoders, self.layer_in_channels)))
+        encoded = sum(onehot[:, t : t + 1] * enc(pooled[:, :c])
+                      for t, (enc, c) in enumerate(zip(self.encoders, self.layer_in_channels)))
         return torch.cat([encoded, progress], dim=1)
 
 

@@ -76,7 +76,7 @@ def _agent(path: Path, device: str) -> tuple[Any, dict, Path]:
     """Load the agent of a directory; an interrupted run's last checkpoint when ``model.zip`` is missing."""
     path = Path(path)
     if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / CHECKPOINT_FILE).is_file():
-        warnings.warn(f"{path}: no {MODEL_FILE} (run interrupted?); evaluating its last {CHECKPOINT_FILE}")
+        warnings.warn(f"{path}: no {MODEL_FILE} (run interrupted?); evaluating its last {CHECKPOINT_FILE}", stacklevel=2)
         path = path / CHECKPOINT_FILE
     model, meta = load_agent(path, device=device)
     return agent_policy(model, meta), meta, path

@@ -65,7 +65,7 @@ def env_spec_of(env_id: str, env_kwargs: dict, levels: list | None = None) -> En
         try:
             json.dumps(value)
         except (TypeError, ValueError):
-            warnings.warn(f"env_spec: keyword {key}={value!r} cannot be written as JSON; left out of the spec")
+            warnings.warn(f"env_spec: keyword {key}={value!r} cannot be written as JSON; left out of the spec", stacklevel=2)
             continue
         kwargs[key] = value
     wrappers = ()

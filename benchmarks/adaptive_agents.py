@@ -93,8 +93,10 @@ def summarize(rows: list[dict]) -> dict:
         acc = np.array([r[agent] for r in rows if r.get(agent) is not None])
         if not len(acc):
             continue
-        ref = {k: np.array([r[k] for r in rows if r.get(agent) is not None]) for k in ("uniform", "best_static", "shuffled", "layer_mean")}
-        macs = np.array([r[f"{agent}_macs"] if agent == "calibrated" else r["agent_macs"] for r in rows if r.get(agent) is not None])
+        ref = {k: np.array([r[k] for r in rows if r.get(agent) is not None])
+               for k in ("uniform", "best_static", "shuffled", "layer_mean")}
+        macs = np.array([r[f"{agent}_macs"] if agent == "calibrated" else r["agent_macs"]
+                         for r in rows if r.get(agent) is not None])
         out[f"{agent}_checks"] = {
             "every_seed_within_1pct_of_budget": bool(np.all(macs <= budget * 1.01 + 1e-12)),
             "no_seed_below_uniform": bool(np.all(acc >= ref["uniform"] - 1e-12)),
@@ -124,7 +126,8 @@ def write_outputs(rows: list[dict], summary: dict, out: Path, command: str) -> N
         if name in summary else "" for name, *_ in COLUMNS) + " |")
     for agent in ("agent", "calibrated"):
         if f"{agent}_checks" in summary:
-            lines += ["", f"**{agent}**: " + "; ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in summary[f"{agent}_checks"].items())]
+            lines += ["", f"**{agent}**: " + "; ".join(f"{k.replace('_', ' ')}: {_fmt(v)}"
+                                                       for k, v in summary[f"{agent}_checks"].items())]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(rows, summary, out / "summary.png")
 
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(shlex.quote(a)
+                       for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
     shared = {"algo": args.algo, "timesteps": args.timesteps, "env_kwargs": env_kwargs, "hyperparams": hyperparams,
               "out": str(out), "command": command}
     start = time.time()

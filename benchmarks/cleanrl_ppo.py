@@ -169,7 +169,8 @@ def make_envs(args: Args) -> gym.vector.VectorEnv:
     env_kwargs: dict[str, Any] = json.loads(args.env_kwargs)
     same_step = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if args.vectorization_mode == "vector_entry_point":  # the batched VectorEnv takes its options as keywords
-        return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **same_step, **env_kwargs)
+        return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **same_step,
+                            **env_kwargs)
     return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode=args.vectorization_mode,
                         vector_kwargs=same_step, **env_kwargs)
 

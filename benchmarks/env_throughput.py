@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.clock == "cpu" and torch.get_num_threads() > 1:
-        warnings.warn("--clock cpu sums the CPU time of all torch threads; use it with --threads 1")
+        warnings.warn("--clock cpu sums the CPU time of all torch threads; use it with --threads 1", stacklevel=2)
     results = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -205,8 +205,8 @@ def run(args: argparse.Namespace) -> dict:
         kwargs = MODELS[model]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "randomly initialised" for mcifarnet
-            base, first_build = timed(lambda: RuntimePruneEnv(**kwargs))
-            _, again_build = timed(lambda: RuntimePruneEnv(**kwargs))
+            base, first_build = timed(lambda kwargs=kwargs: RuntimePruneEnv(**kwargs))
+            _, again_build = timed(lambda kwargs=kwargs: RuntimePruneEnv(**kwargs))
         print(f"# {model}: L={base.num_layers}, single env built in {first_build:.2f} s "
               f"(first) / {again_build:.2f} s (again)", flush=True)
         last_eps: dict[str, float] = {}  # per method, at the previous n_envs (a round's time grows with n)

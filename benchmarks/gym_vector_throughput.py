@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         space = envs[BATCHED].action_space
         space.seed(0)
         actions = np.stack([space.sample() for _ in range(64)])
-        for mode, venv in envs.items():
+        for venv in envs.values():
             venv.reset(seed=0)
             for k in range(envs[BATCHED].unwrapped.env.num_layers + 1):  # warm-up: one whole episode
                 venv.step(actions[k])
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
             venv.close()
     print(f"{args.env_id} {env_kwargs or '(defaults)'}; {args.clock} clock; torch threads {torch.get_num_threads()}; "
           f"median of {args.repeats} interleaved measurements of >= {args.seconds} s; load average {os.getloadavg()[0]:.1f}")
-    print("| num_envs | vectorization | vector_entry_point steps/s | other steps/s | ratio (median) | ratios | build s (batched / other) |")
+    print("| num_envs | vectorization | vector_entry_point steps/s | other steps/s | ratio (median) | ratios "
+          "| build s (batched / other) |")
     print("|---:|---|---:|---:|---:|---|---|")
     for r in rows:
         b = r["build_seconds"]

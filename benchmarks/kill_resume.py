@@ -91,7 +91,8 @@ def kill_and_resume(out: Path, *, every: int = 256, kill_after: int = 768, delay
         "checkpoint_every": every, "seen_before_kill": seen, "saved": saved, "logged": logged,
         "lost_at_least": max(0, logged - saved), "saved_state_steps": json.loads(state.read_text())["num_timesteps"],
         "final": int(final.num_timesteps), "updates_saved": int(saved_model._n_updates),
-        "updates_final": int(final._n_updates), "continued": int(final._n_updates) == int(saved_model._n_updates) + rollouts_after,
+        "updates_final": int(final._n_updates),
+        "continued": int(final._n_updates) == int(saved_model._n_updates) + rollouts_after,
     }
 
 
@@ -103,12 +104,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     rows = []
-    for trial in range(args.trials):
+    for _ in range(args.trials):
         with tempfile.TemporaryDirectory() as tmp:
             row = kill_and_resume(Path(tmp) / "run", every=args.every, delay=rng.uniform(0.0, 1.5))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| trial | checkpoint every | saved | logged at kill | lost (at least) | resumed from the checkpoint |")
+    print("\n| trial | checkpoint every | saved | logged at kill | lost (at least) | resumed from the checkpoint |")
     print("|---|---|---|---|---|---|")
     for i, r in enumerate(rows):
         print(f"| {i} | {r['checkpoint_every']} | {r['saved']} | {r['logged']} | {r['lost_at_least']} | {r['continued']} |")

@@ -86,7 +86,7 @@ def bench_model(name: str, keeps: list[float], batches: list[int], repeats: int,
     rows = []
     for batch in batches:
         x = images(batch, shape, seed + batch)
-        fns: dict[str, Callable[[], object]] = {"dense": lambda: dense_net(x), "executor@1": lambda: executor(x, 1.0)}
+        fns: dict[str, Callable[[], object]] = {"dense": lambda x=x: dense_net(x), "executor@1": lambda x=x: executor(x, 1.0)}
         macs: dict[str, float] = {"dense": 1.0, "executor@1": 1.0}
         with torch.no_grad():
             for k in keeps:
@@ -99,10 +99,10 @@ def bench_model(name: str, keeps: list[float], batches: list[int], repeats: int,
                     raise AssertionError(f"{name}: static executor differs from the exported network")
                 runtime_ratio = float(costs.macs(ref.kept).mean()) / costs.dense_macs
                 static_ratio = float(costs.macs(torch.tensor(statics[k].stored_channels))[0]) / costs.dense_macs
-                fns[f"static {k}"] = lambda k=k: statics[k](x)
-                fns[f"static+executor {k}"] = lambda k=k: static_executors[k](x)
-                fns[f"masked {k}"] = lambda k=k: runtime_net(x, k, 1.0)
-                fns[f"executor {k}"] = lambda k=k: executor(x, k)
+                fns[f"static {k}"] = lambda k=k, x=x: statics[k](x)
+                fns[f"static+executor {k}"] = lambda k=k, x=x: static_executors[k](x)
+                fns[f"masked {k}"] = lambda k=k, x=x: runtime_net(x, k, 1.0)
+                fns[f"executor {k}"] = lambda k=k, x=x: executor(x, k)
                 macs.update({f"static {k}": static_ratio, f"static+executor {k}": static_ratio, f"masked {k}": 1.0,
                              f"executor {k}": runtime_ratio})
         timings = time_interleaved({k: (lambda i, f=f: f()) for k, f in fns.items()}, repeats, warmup)

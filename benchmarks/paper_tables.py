@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
+from prune_env.cnn import epochs_for_batches  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
 from prune_env.io import write_csv, write_text  # noqa: E402
-from prune_env.cnn import epochs_for_batches  # noqa: E402
 
 #: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
 DEFAULT = dict(pretrain_epochs=20, importance_epochs=6, warmup_epochs=10, iterations=10, agent_batches=120,
@@ -239,7 +239,8 @@ def collect(args: argparse.Namespace, s: dict, out: Path, paths: dict[str, Path]
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| sparsity | method | R_r | top-1 | delta (pp) | MAC speed-up | stored params | params / dense | inputs within MAC budget |",
+    lines = ["| sparsity | method | R_r | top-1 | delta (pp) | MAC speed-up | stored params | params / dense "
+             "| inputs within MAC budget |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         dense = r["sparsity"] is None

@@ -292,8 +292,10 @@ def l1_static_baseline(task: PruningTask) -> Baseline:
     """
     variant = task_variant(task, tradeoff_rate=STATIC_TRADEOFF_RATE, net=rank_by_l1(task.net))
     ratio = uniform_static_ratio(variant)
-    return Baseline("l1_static", "uniform static keep ratio meeting the parameter budget, filter L1-norm ranking (Li et al. 2017)",
-                    variant, 1.0, np.full(task.num_layers, ratio), env_kwargs=None, net_transform=lambda net: rank_by_l1(net, inplace=True),
+    return Baseline("l1_static",
+                    "uniform static keep ratio meeting the parameter budget, filter L1-norm ranking (Li et al. 2017)",
+                    variant, 1.0, np.full(task.num_layers, ratio), env_kwargs=None,
+                    net_transform=lambda net: rank_by_l1(net, inplace=True),
                     info={"uniform_static_ratio": ratio}, constraint="params")
 
 
@@ -346,6 +348,7 @@ def make_baseline(name: str, task: PruningTask, seed: int = 0) -> Baseline:
 
 
 __all__ = [
-    "BASELINE_NAMES", "Baseline", "bn_static_baseline", "RandomKeepRatioPolicy", "l1_filter_norms", "l1_static_baseline", "make_baseline",
-    "random_baseline", "rank_by_l1", "rerank_static", "static_uniform_baseline", "task_variant", "uniform_baseline", "uniform_static_ratio",
+    "BASELINE_NAMES", "Baseline", "bn_static_baseline", "RandomKeepRatioPolicy", "l1_filter_norms", "l1_static_baseline",
+    "make_baseline", "random_baseline", "rank_by_l1", "rerank_static", "static_uniform_baseline", "task_variant",
+    "uniform_baseline", "uniform_static_ratio",
 ]

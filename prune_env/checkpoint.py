@@ -48,7 +48,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_checkpoint(path: str | os.PathLike, net: GatedNet, *, dataset: str, input_shape: tuple[int, int, int], **extra: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike, net: GatedNet, *, dataset: str, input_shape: tuple[int, int, int],
+                    **extra: Any) -> Path:
     """Write a self-describing checkpoint of ``net`` atomically; ``extra`` entries are stored too."""
     from prune_env.costs import CostModel
 
@@ -188,6 +189,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         net.load_state_dict(payload["state_dict"])
     except RuntimeError:
         mismatch = state_dict_mismatch(net.state_dict(), payload["state_dict"]) or "values of the wrong type"
-        raise CheckpointError(path, f"its weights do not fit its config ({payload['config'].get('name')!r}): {mismatch}") from None
+        raise CheckpointError(path, f"its weights do not fit its config ({payload['config'].get('name')!r}): "
+                                    f"{mismatch}") from None
     net.gate_config = GateConfig(**payload.get("gate_config", {}))
     return net.to(device), payload

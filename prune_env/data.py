@@ -639,7 +639,8 @@ _MATERIALIZED: dict[tuple[int, str], tuple[Dataset, torch.Tensor, torch.Tensor]]
 _MATERIALIZED_MAX = 6
 
 
-def materialize(dataset: Dataset, device: str | torch.device = "cpu", *, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def materialize(dataset: Dataset, device: str | torch.device = "cpu", *,
+                batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole of ``dataset`` as one image tensor ``(N, C, H, W)`` and one label tensor on ``device``.
 
     Read once per process and device (the last few are cached): for splits that fit in memory,

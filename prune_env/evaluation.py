@@ -7,7 +7,6 @@ fraction of inputs within the MAC budget and the per-layer keep ratios (mean and
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -203,7 +203,8 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
         lines.append(
             f"| {i} | `{r['algo']}` | {r['kind']} | {r['env_id'].split('-')[0]} | {r['timesteps']} | {r['n']} | "
             f"{_pm(r, 'accuracy', 100, 2)} | {_pm(r, 'macs_ratio')} | {_pm(r, 'params_ratio')} | "
-            f"{_pm(r, 'within_budget', 100, 1)} | {('yes' if r['budget_met'] else 'no') + (' (params)' if r['constraint'] == 'params' else '')} | "
+            f"{_pm(r, 'within_budget', 100, 1)} | "
+            f"{('yes' if r['budget_met'] else 'no') + (' (params)' if r['constraint'] == 'params' else '')} | "
             f"{_pm(r, 'test_return')} | {_pm(r, 'final_return')} | "
             f"{_pm(r, 'wall_seconds', 1, 1)} |"
         )
@@ -213,7 +214,8 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
 def write_results_csv(results: list[dict], path: Path) -> Path:
     """One row per run, sorted by algorithm and seed (atomically)."""
     cols = ["suite", "algo", "kind", "env_id", "seed", "timesteps", "accuracy", "macs_ratio", "params_ratio", "within_budget",
-            "params_within_budget", "test_return", "final_return", "final_train_return", "train_seconds", "wall_seconds", "budget", "params_budget"]
+            "params_within_budget", "test_return", "final_return", "final_train_return", "train_seconds", "wall_seconds",
+            "budget", "params_budget"]
     table = [cols]
     for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
         t = r["test"]

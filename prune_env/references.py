@@ -146,7 +146,8 @@ def multiple_choice_knapsack(values: np.ndarray, costs: np.ndarray, capacity: fl
             while len(hull) >= 2:
                 a, b = hull[-2], hull[-1]
                 # drop b if it lies on or below the segment a -> k (not on the upper hull)
-                if (values[i, b] - values[i, a]) * (costs[i, k] - costs[i, a]) <= (values[i, k] - values[i, a]) * (costs[i, b] - costs[i, a]):
+                lhs = (values[i, b] - values[i, a]) * (costs[i, k] - costs[i, a])
+                if lhs <= (values[i, k] - values[i, a]) * (costs[i, b] - costs[i, a]):
                     hull.pop()
                 else:
                     break
@@ -302,8 +303,9 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
     for objective, found in oracle.items():
         rows[f"oracle_{objective}"] = {"accuracy": found["accuracy"], "loss": found["loss"], "macs_ratio": found["macs_ratio"],
                                        "speedup": 1.0 / found["macs_ratio"], "params_ratio": 1.0,
-                                       "within_budget": float(np.mean(per_level["macs"][np.arange(len(found["choice"])), found["choice"]]
-                                                                      <= test.macs_budget + 1e-9))}
+                                       "within_budget": float(np.mean(
+                                           per_level["macs"][np.arange(len(found["choice"])), found["choice"]]
+                                           <= test.macs_budget + 1e-9))}
     out["oracle"] = {"levels": list(levels), **{k: {kk: vv for kk, vv in v.items() if kk != "choice"} for k, v in oracle.items()}}
     a, u = rows["agent"], rows["uniform"]
     out["summary"] = {

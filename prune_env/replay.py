@@ -1,8 +1,9 @@
 """Record episodes and replay them to validate a reported result, in the spirit of CompilerGym's ``validate()``.
 
 A record holds what makes an episode reproducible: the environment id and keywords, the data it
-started on (image index or validation batch), the actions, and the reward scale ``beta`` in
-force. :func:`validate` rebuilds the environment, replays the actions and checks that the
+started on (image index or validation batch), the actions, and the reward state in force (the
+reward scale ``beta`` and, under an average budget, the dual variable ``lambda``).
+:func:`validate` rebuilds the environment, replays the actions and checks that the
 reward and the results (loss, accuracy, MAC and parameter ratios, keep ratios) come out the same.
 """
 
@@ -35,6 +36,8 @@ class EpisodeRecord:
     beta: float
     reward: float
     info: dict = field(default_factory=dict)
+    #: ``env.reward_state()`` at the episode's start (None in records written before it existed: ``beta`` alone)
+    reward_state: dict | None = None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the record as JSON, atomically."""
@@ -65,12 +68,14 @@ class RecordEpisode(gym.Wrapper):
         self._actions: list[float] = []
         self._options: dict = {}
         self._beta = float("nan")
+        self._state: dict | None = None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._actions = []
         self._options = {k: info[k] for k in ("index", "indices") if k in info}
         self._beta = self.env.unwrapped.normalizer.beta
+        self._state = self.env.unwrapped.reward_state()
         return obs, info
 
     def step(self, action):
@@ -78,7 +83,8 @@ class RecordEpisode(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             kept = {k: info[k] for k in CHECKED_KEYS if k in info}
-            self.last_record = EpisodeRecord(self.env_id, self.env_kwargs, self._options, list(self._actions), self._beta, float(reward), kept)
+            self.last_record = EpisodeRecord(self.env_id, self.env_kwargs, self._options, list(self._actions), self._beta,
+                                             float(reward), kept, self._state)
         return obs, reward, terminated, truncated, info
 
 
@@ -102,7 +108,10 @@ def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
     import prune_env  # noqa: F401  (registers the ids)
 
     env = gym.make(record.env_id, **record.env_kwargs)
-    env.unwrapped.normalizer.beta = record.beta
+    if record.reward_state is not None:
+        env.unwrapped.set_reward_state(record.reward_state)
+    else:
+        env.unwrapped.normalizer.beta = record.beta
     env.reset(options=record.reset_options)
     reward, info = 0.0, {}
     for action in record.actions:

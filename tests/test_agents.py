@@ -142,7 +142,8 @@ def test_every_algorithm_trains_saves_and_loads(algo, tmp_path):
     model.learn(64)
     path = tmp_path / "model.zip"
     model.save(path)
-    (tmp_path / "run.json").write_text(json.dumps({"algo": algo, "levels": [0.25, 0.5, 0.75, 1.0] if get_spec(algo).discrete else None}))
+    levels = [0.25, 0.5, 0.75, 1.0] if get_spec(algo).discrete else None
+    (tmp_path / "run.json").write_text(json.dumps({"algo": algo, "levels": levels}))
     loaded, meta = load_agent(tmp_path)
     policy = agent_policy(loaded, meta)
     original = agent_policy(model, meta)

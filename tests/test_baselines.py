@@ -1,4 +1,5 @@
-"""Baselines under the budget (uniform, L1 / BN static, random) and the AMC state and clamping wrappers (prune_env.envs.wrappers)."""
+"""Baselines under the budget (uniform, L1 / BN static, random) and the AMC state and clamping wrappers
+(prune_env.envs.wrappers)."""
 
 import copy
 
@@ -8,8 +9,16 @@ import pytest
 import torch
 
 from prune_env.baselines import (
-    RandomKeepRatioPolicy, bn_static_baseline, l1_filter_norms, l1_static_baseline, make_baseline, rank_by_l1, rerank_static,
-    static_uniform_baseline, uniform_baseline, uniform_static_ratio,
+    RandomKeepRatioPolicy,
+    bn_static_baseline,
+    l1_filter_norms,
+    l1_static_baseline,
+    make_baseline,
+    rank_by_l1,
+    rerank_static,
+    static_uniform_baseline,
+    uniform_baseline,
+    uniform_static_ratio,
 )
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.envs.vec_env import BatchedPruneVecEnv
@@ -155,10 +164,9 @@ def test_amc_features_are_amcs_layer_embedding():
     assert first[0] == 0.0 and first[8] == 0.0 and first[10] == 0.0  # layer 0, nothing reduced, no previous action
     assert first[1] == 0.0 and first[2] == 0.0  # 16 output / 1 input channels: the smallest (min-max scaled)
     assert first[3] == 1.0 and first[4] == 1.0  # 8x8 input: the largest
-    features = env.features
     convs = {e.out_layer: e for e in task.costs.entries if e.kind == "conv" and e.out_layer >= 0}
-    share = [float(convs[t].params(torch.tensor(convs[t].in_channels), torch.tensor(convs[t].out_channels))) / task.costs.dense_params
-             for t in range(4)]
+    share = [float(convs[t].params(torch.tensor(convs[t].in_channels), torch.tensor(convs[t].out_channels)))
+             / task.costs.dense_params for t in range(4)]
     assert first[9] == pytest.approx(sum(share[1:]), rel=1e-5)  # rest: the dense share of layers 1..3
     assert observations[3][9] == 0.0 and observations[3][7] == pytest.approx(1.0)  # last layer: nothing after; the largest
     assert observations[2][0] == pytest.approx(2 / 3) and observations[2][10] == pytest.approx(0.75)  # layer 2, a_1
@@ -174,7 +182,10 @@ def test_amc_clamping_meets_the_budget_even_for_all_ones(resource):
     clamped = AMCWrapper(gym.make("StaticPrune-v0", **kwargs), resource=resource, clamp=True)
     _, info = play(clamped, [1.0] * 4)
     task = clamped.unwrapped.task
-    assert info["params_ratio"] <= task.params_budget + 1e-9 if resource == "params" else info["macs_ratio"] <= task.macs_budget + 1e-9
+    if resource == "params":
+        assert info["params_ratio"] <= task.params_budget + 1e-9
+    else:
+        assert info["macs_ratio"] <= task.macs_budget + 1e-9
     if resource == "params":
         assert info["within_budget"] and info["reward_budget"] == 0.0
     assert info["keep_ratios"][0] == 1.0  # early layers may stay whole; the later ones pay

@@ -28,7 +28,8 @@ def test_smoke_suite_writes_every_output(smoke):
     assert code == 0
     root = out / "smoke"
     runs = sorted(p.relative_to(root / "runs").as_posix() for p in (root / "runs").glob("*/seed*.json"))
-    assert runs == ["dqn/seed0.json", "dqn/seed1.json", "ppo/seed0.json", "ppo/seed1.json", "uniform/seed0.json", "uniform/seed1.json"]
+    assert runs == ["dqn/seed0.json", "dqn/seed1.json", "ppo/seed0.json", "ppo/seed1.json",
+                    "uniform/seed0.json", "uniform/seed1.json"]
     with open(root / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {r["algo"] for r in rows} == {"ppo", "dqn", "uniform"}

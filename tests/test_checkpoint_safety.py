@@ -9,8 +9,7 @@ import torch
 
 import prune_env
 from prune_env.assets import default_checkpoint_path
-from prune_env.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, load_file, read_checkpoint,
-                                  save_checkpoint)
+from prune_env.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_file, read_checkpoint, save_checkpoint
 from prune_env.deploy import export_static, load_deployed, save_deployed
 from prune_env.deploy.export import DEPLOYED_FORMAT, DEPLOYED_VERSION
 from prune_env.nets import build_net

@@ -40,9 +40,9 @@ def free_port() -> int:
 
 def run_schedule(freeze_bn: bool) -> dict[str, torch.Tensor]:
     """A few steps of every stage on digits; returns the final state dict."""
+    from prune_env.cnn import train_stage
     from prune_env.data import load_dataset
     from prune_env.nets import build_net
-    from prune_env.cnn import train_stage
 
     splits = load_dataset("digits")
     torch.manual_seed(0)

@@ -52,9 +52,9 @@ def test_rl_zoo3_trains_on_runtime_prune_with_our_hyperparams(runs, algo):
 
 
 def test_rl_zoo3_model_loads_and_acts_in_range(runs):
+    import gymnasium as gym
     from stable_baselines3 import PPO
 
-    import gymnasium as gym
     import prune_env  # noqa: F401
 
     tmp, _ = runs
@@ -75,7 +75,8 @@ def test_cleanrl_ppo_trains_and_reports_a_mean_return(runs):
     assert [int(i) for i, *_ in iterations] == [1, 2, 3, 4]
     assert [int(s) for _, s, *_ in iterations] == [128, 256, 384, 512]
     assert all(int(n) == 32 for *_, n in iterations)  # 128 steps of 4-layer episodes per iteration
-    final = re.search(r"mean_episodic_return \(last (\d+) episodes\) = (-?[\d.]+); 512 steps .* policy parameter change ([\d.]+)", out)
+    final = re.search(r"mean_episodic_return \(last (\d+) episodes\) = (-?[\d.]+); 512 steps .* "
+                      r"policy parameter change ([\d.]+)", out)
     assert final, out[-2000:]
     assert int(final.group(1)) == 100 and float(final.group(2)) < 0  # the reward is -L / beta (+ the budget penalty)
     assert float(final.group(3)) > 0.01  # the policy changed

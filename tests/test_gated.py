@@ -6,7 +6,7 @@ from torch import nn
 
 from prune_env.checkpoint import load_checkpoint, save_checkpoint
 from prune_env.nets import build_net, global_pool
-from prune_env.nets.gated import GatedConv, GateConfig
+from prune_env.nets.gated import GateConfig, GatedConv
 from prune_env.nets.masks import tradeoff_mask
 
 

@@ -63,7 +63,8 @@ def test_steps_like_sync_vector_env(env_id, cls, kwargs, mode):
             assert {"loss", "_loss", "keep_ratios", "_keep_ratios"} <= set(a[4].get("final_info", a[4]))
             if mode == AutoresetMode.DISABLED:
                 mask = np.logical_or(a[2], a[3])
-                assert_same(ours.reset(options={"reset_mask": mask}), sync.reset(options={"reset_mask": mask.copy()}), "reset_mask")
+                assert_same(ours.reset(options={"reset_mask": mask}), sync.reset(options={"reset_mask": mask.copy()}),
+                            "reset_mask")
     assert ended >= 2
     ours.close()
     sync.close()

@@ -286,7 +286,7 @@ def test_ctrl_c_in_algorithm1_saves_both_phases_and_resumes(tmp_path, monkeypatc
             run_algorithm1(cfg)
     state = json.loads((out / "algorithm1_state.json").read_text())
     assert state["iterations_done"] == 1
-    layers, per_iteration = 4, ALG1["agent_batches"] * ALG1["batch_size"] * 4
+    per_iteration = ALG1["agent_batches"] * ALG1["batch_size"] * 4  # 4 layers
     base = state["agent_timesteps"]["RuntimePrune-v0"]  # the runtime agent's steps when iteration 1 finished
     assert base >= saved_steps  # the interrupted agent was resumed, not rebuilt
     if saved_steps >= per_iteration:
@@ -321,8 +321,9 @@ def test_a_run_killed_with_sigkill_resumes_losing_at_most_one_checkpoint_interva
 
 
 def test_ctrl_c_in_agent_training_saves_and_resumes(tmp_path, monkeypatch, capsys):
-    import agents.training
     from stable_baselines3 import PPO
+
+    import agents.training
 
     out = tmp_path / "run"
     argv = ["--algo", "ppo", "--timesteps", "512", "--n-envs", "8", "--hyperparams", "n_steps=16", "batch_size=64",

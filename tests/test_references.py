@@ -11,7 +11,12 @@ import torch
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.evaluation import rollout_split
 from prune_env.references import (
-    OffsetPolicy, adaptation_controls, calibrate_offset, headroom_captured, multiple_choice_knapsack, oracle_choice,
+    OffsetPolicy,
+    adaptation_controls,
+    calibrate_offset,
+    headroom_captured,
+    multiple_choice_knapsack,
+    oracle_choice,
     search_static_allocation,
 )
 

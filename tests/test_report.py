@@ -18,10 +18,10 @@ import train_agents
 from agents.algorithm1 import Algorithm1Config, run_algorithm1
 from agents.report import evaluate_run_dir, inspect_run
 from prune_env.assets import default_checkpoint_path
+from prune_env.cnn import epochs_for_batches
 from prune_env.data import load_dataset
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.report import ROW_KEYS, LatencyConfig, PolicyPair, build_report, format_markdown, format_text
-from prune_env.cnn import epochs_for_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]

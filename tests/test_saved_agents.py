@@ -103,7 +103,8 @@ def test_runs_without_env_spec_fall_back_to_run_json(main_job_run, tmp_path):
 
 
 def test_discrete_agents_get_their_level_wrapper_in_the_spec():
-    spec = gym.envs.registration.EnvSpec.from_json(env_spec_of("RuntimePrune-v0", {"budget": 0.5}, levels=[0.25, 0.5, 1.0]).to_json())
+    written = env_spec_of("RuntimePrune-v0", {"budget": 0.5}, levels=[0.25, 0.5, 1.0]).to_json()
+    spec = gym.envs.registration.EnvSpec.from_json(written)
     env = gym.make(spec)
     assert env.action_space == gym.spaces.Discrete(3)
     with pytest.warns(UserWarning, match="static_policy"):

@@ -12,8 +12,6 @@ import torch
 
 from prune_env.assets import default_checkpoint_path
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
-from prune_env.data import load_dataset
-from prune_env.nets import build_net
 from prune_env.cnn import (
     PRESETS,
     STAGES,
@@ -22,6 +20,8 @@ from prune_env.cnn import (
     train_stage,
     uniform_ratio_fn,
 )
+from prune_env.data import load_dataset
+from prune_env.nets import build_net
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import finetune_cnn  # noqa: E402

@@ -3,7 +3,8 @@
 Trains digitnet on scikit-learn's 8x8 digits with a fixed seed through the first stages of
 the paper's schedule (Sec. 4.1, Algorithm 1 lines 1-7): ``pretrain`` (gates off), then
 ``importance`` (``f`` with ``u_s`` held at 1, then ``u_s``, ``f`` and backbone, keep ratios 1),
-then ``finetune`` under random runtime keep ratios (so any allocation works), with the ``digits`` preset of :data:`prune_env.cnn.PRESETS`. Writes a normal checkpoint
+then ``finetune`` under random runtime keep ratios (so any allocation works), with the ``digits``
+preset of :data:`prune_env.cnn.PRESETS`. Writes a normal checkpoint
 (no optimizer state, so it stays small: about 150 KB) to ``prune_env/assets/digitnet_digits.pt``,
 with the per-epoch histories and the test accuracy. Per-epoch wall-clock times are left out so
 that rebuilding with the same library versions gives the same file. Under a minute on two
@@ -21,9 +22,9 @@ import torch
 
 from prune_env.assets import default_checkpoint_path
 from prune_env.checkpoint import save_checkpoint
+from prune_env.cnn import evaluate, random_ratio_fn, stage_hparams, train_stage
 from prune_env.data import load_dataset
 from prune_env.nets.backbones import build_net
-from prune_env.cnn import evaluate, random_ratio_fn, stage_hparams, train_stage
 
 #: The fixed recipe of the shipped checkpoint.
 MODEL = "digitnet"

@@ -80,5 +80,6 @@ def ratios_from(ratio_fn: RatioFn, net: GatedNet, images: Tensor) -> tuple[Tenso
             m.training = mode
     runtime = torch.as_tensor(runtime, dtype=torch.float32, device=images.device)
     if runtime.dim() == 2 and runtime.shape != (images.shape[0], net.num_layers):
-        raise ValueError(f"ratio_fn: runtime keep ratios of shape {tuple(runtime.shape)}, expected ({images.shape[0]}, {net.num_layers})")
+        raise ValueError(f"ratio_fn: runtime keep ratios of shape {tuple(runtime.shape)}, "
+                         f"expected ({images.shape[0]}, {net.num_layers})")
     return runtime, static

@@ -55,8 +55,7 @@ from torch import Tensor, nn
 from prune_env.checkpoint import atomic_save
 from prune_env.nets.gated import GatedNet, KeepRatio, ResidualStage, SequentialStage, Stage, StagedNet, global_pool, layer_ratio
 from prune_env.nets.masks import importance_ranks, tradeoff_mask
-from prune_env.nets.slicing import (first_weighted_module, replace_submodule, slice_conv, slice_input,  # noqa: F401
-                                    slice_linear, slice_norm)
+from prune_env.nets.slicing import first_weighted_module, replace_submodule, slice_conv, slice_input, slice_linear, slice_norm  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------- ratios
@@ -68,7 +67,8 @@ def layer_ratios(ratios: Any, num_layers: int) -> list[float]:
     if r.numel() == 1:
         return [float(r)] * num_layers
     if r.numel() != num_layers:
-        raise ValueError(f"expected a scalar or {num_layers} static keep ratios, got shape {tuple(torch.as_tensor(ratios).shape)}")
+        raise ValueError(f"expected a scalar or {num_layers} static keep ratios, "
+                         f"got shape {tuple(torch.as_tensor(ratios).shape)}")
     return [float(v) for v in r]
 
 
@@ -129,7 +129,8 @@ class DeployedGate(nn.Module):
         out = self.act(self.bn(self.conv(x)))
         u_r = self.predictor(pooled)  # (B, C): all C rows, the mask ranks every channel
         mask = self.mask(u_r, d_r)
-        scale = (u_r.index_select(1, self.survivors) * self.static_importance.index_select(0, self.survivors)).masked_fill(mask, 0.0)
+        scale = u_r.index_select(1, self.survivors) * self.static_importance.index_select(0, self.survivors)
+        scale = scale.masked_fill(mask, 0.0)
         return out * scale[:, :, None, None], mask
 
     def extra_repr(self) -> str:

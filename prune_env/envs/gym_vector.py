@@ -98,7 +98,8 @@ class PruneVectorEnv(gym.vector.VectorEnv):
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError:
-            raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, got {autoreset_mode!r}") from None
+            raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, "
+                             f"got {autoreset_mode!r}") from None
         self.env = ENV_CLASSES[self.env_id](**env_kwargs)
         self.num_envs = int(num_envs)
         self.metadata = {**self.env.metadata, "autoreset_mode": self.autoreset_mode}
@@ -149,7 +150,8 @@ class PruneVectorEnv(gym.vector.VectorEnv):
         n = self.num_envs
         if self._needs_reset:
             if self.autoreset_mode != AutoresetMode.NEXT_STEP:
-                raise RuntimeError(f"the episodes have ended: call reset() before step() (autoreset_mode={self.autoreset_mode.value})")
+                raise RuntimeError("the episodes have ended: call reset() before step() "
+                                   f"(autoreset_mode={self.autoreset_mode.value})")
             obs, info = self._start({})
             return obs, np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), info
         obs, rewards, done, infos = self.episodes.advance(actions.reshape(n, 1))

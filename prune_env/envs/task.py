@@ -211,7 +211,8 @@ def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
     from prune_env.data import load_dataset
 
     splits = load_dataset(dataset, cfg.data_root)
-    warnings.warn(f"no checkpoint given: {model} is randomly initialised (fine for tests and timing, not for results)")
+    warnings.warn(f"no checkpoint given: {model} is randomly initialised (fine for tests and timing, not for results)",
+                  stacklevel=2)
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
     if cfg.width is not None:
         kwargs["width"] = cfg.width
@@ -326,7 +327,7 @@ class PruningTask:
         with torch.no_grad():
             state = self.net.begin(images)
             pooled = []
-            for t in range(self.num_layers):
+            for _ in range(self.num_layers):
                 pooled.append(state.pooled)
                 state = self.net.step(state, 1.0, 1.0)
         self._mean = [p.mean(0) for p in pooled]

@@ -96,7 +96,8 @@ def _residual_stages(blocks: list[nn.Module]) -> list[ResidualStage]:
     return stages
 
 
-def resnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, weights: str | os.PathLike | None = None) -> GatedNet:
+def resnet18(*, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
+             weights: str | os.PathLike | None = None) -> GatedNet:
     """torchvision's ResNet-18; ``weights`` is a path to a torchvision state dict (no download)."""
     import torchvision
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from prune_env.nets.masks import keep_count, permanent_mask, tradeoff_mask
+from prune_env.nets.masks import permanent_mask, tradeoff_mask
 from prune_env.nets.slicing import first_weighted_module, input_width
 
 KeepRatio = float | Tensor  # a scalar or one value per sample, shape (B,)
@@ -348,7 +348,8 @@ class GatedNet(StagedNet, nn.Module):
         """Input channels of every prunable layer (the pooled observation's width)."""
         return [s.gated.in_channels for s in self.stages]
 
-    def configure(self, *, gating: bool | None = None, hold_static: bool | None = None, tradeoff_rate: float | None = None) -> "GatedNet":
+    def configure(self, *, gating: bool | None = None, hold_static: bool | None = None,
+                  tradeoff_rate: float | None = None) -> "GatedNet":
         """Change the gate mode in place (see :class:`GateConfig`); returns self."""
         cfg = self.gate_config
         self.gate_config = GateConfig(
