@@ -143,16 +143,12 @@ def atomic_model_save(model: BaseAlgorithm, path: Path) -> Path:
 
 def reward_state(venv: VecEnv) -> dict:
     """The environment's shared reward state: ``beta`` (Eq. 9) and, under an average budget, ``lambda``."""
-    env = venv.unwrapped.env
-    return {"normalizer": env.normalizer.state_dict(), "dual": None if env.dual is None else env.dual.state_dict()}
+    return venv.unwrapped.env.reward_state()
 
 
 def load_reward_state(venv: VecEnv, state: dict) -> None:
     """Restore what :func:`reward_state` saved."""
-    env = venv.unwrapped.env
-    env.normalizer.load_state_dict(state["normalizer"])
-    if env.dual is not None and state.get("dual") is not None:
-        env.dual.load_state_dict(state["dual"])
+    venv.unwrapped.env.set_reward_state(state)
 
 
 def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, out: Path) -> None:
@@ -232,7 +228,8 @@ def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCon
         model.learn(remaining, callback=callbacks, progress_bar=cfg.progress, reset_num_timesteps=reset, tb_log_name=prefix)
     except KeyboardInterrupt:
         save_checkpoint(model, venv, out)
-        print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume", file=sys.stderr)
+        print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume",
+              file=sys.stderr)
         raise
     save_checkpoint(model, venv, out)
 
@@ -263,8 +260,9 @@ def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
         "env_kwargs": env_kwargs_for(cfg.algo, env_id, env_kwargs), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
-        "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
-                     "sb3_contrib": sb3_contrib.__version__, "gymnasium": gymnasium.__version__, "python": platform.python_version()},
+        "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__,
+                     "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__,
+                     "gymnasium": gymnasium.__version__, "python": platform.python_version()},
     }
 
 
@@ -331,7 +329,8 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         (out / sub).mkdir(exist_ok=True)
         write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
-        models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub, joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
+        models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub,
+                                                             joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
     record_joint_envs(models, venvs, out, joint_env_kwargs(cfg.algo, env_kwargs), record["levels"])  # env_spec.json, trained_on
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))

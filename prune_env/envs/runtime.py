@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from prune_env.envs.reward_state import RewardStateMixin
 from prune_env.envs.task import PruningTask, TaskConfig
-from prune_env.policies import as_policy
 from prune_env.rewards import DualVariable, LossNormalizer
 
 
@@ -113,7 +113,7 @@ class RuntimeEpisodes:
         ]
 
 
-class RuntimePruneEnv(gym.Env):
+class RuntimePruneEnv(RewardStateMixin, gym.Env):
     """Runtime channel pruning of one input image, one prunable layer per step.
 
     ## Description
@@ -168,7 +168,9 @@ class RuntimePruneEnv(gym.Env):
 
     ## Starting State
     An image drawn uniformly from the split with the environment's RNG
-    (``reset(options={"index": i})`` picks one).
+    (``reset(options={"index": i})`` picks one). ``reset(seed=s)`` reproduces the images and
+    observations; the rewards also depend on ``beta`` and ``lambda``, which move as episodes
+    finish: :meth:`reward_state` / :meth:`set_reward_state` snapshot and restore them.
 
     ## Episode End
     Terminates after the ``L``-th prunable layer; never truncated. The final ``info`` holds
@@ -210,7 +212,8 @@ class RuntimePruneEnv(gym.Env):
         task = self.task
         self.static_ratios = task.static_ratios_of(static_policy)
         self.normalizer = normalizer or task.calibrated_normalizer(task.budget_keep_ratio, self.static_ratios)
-        self.dual = dual or task.calibrated_dual(task.macs_budget, self.normalizer.beta, self._loss_and_macs, task.budget_keep_ratio)
+        self.dual = dual or task.calibrated_dual(task.macs_budget, self.normalizer.beta, self._loss_and_macs,
+                                                 task.budget_keep_ratio)
         self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer, self.dual)
         self.num_layers = task.num_layers
         self.layer_in_channels = list(task.in_channels)

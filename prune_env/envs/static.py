@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from prune_env.envs.reward_state import RewardStateMixin
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig, check_range
 from prune_env.policies import as_policy
 from prune_env.rewards import DualVariable, LossNormalizer
@@ -88,7 +89,7 @@ class StaticEpisodes:
         return r_acc + r_par, True, infos  # the sparse return at the last layer
 
 
-class StaticPruneEnv(gym.Env):
+class StaticPruneEnv(RewardStateMixin, gym.Env):
     """Static (permanent) channel pruning of a network, one prunable layer per step.
 
     ## Description
@@ -126,6 +127,8 @@ class StaticPruneEnv(gym.Env):
 
     ## Starting State
     All layers whole; the episode's validation batch is drawn with the environment's RNG.
+    ``reset(seed=s)`` reproduces the batches; rewards also depend on ``beta`` and ``lambda``
+    (:meth:`reward_state` / :meth:`set_reward_state` snapshot and restore them).
 
     ## Episode End
     Terminates after the ``L``-th layer. The final ``info`` holds ``loss``, ``accuracy``,
