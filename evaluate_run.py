@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a run directory on the test split and write the paper-style report into it.
 
-    python evaluate_run.py runs/runtime-recurrent_ppo-s0                # a train_agents.py run
+    python evaluate_run.py runs/runtimeprune-recurrent_ppo-s0           # a train_agents.py run
     python evaluate_run.py runs/joint-recurrent_ppo-s0 --latency        # --joint: runtime/ + static/
     python evaluate_run.py runs/algorithm1-digits --latency             # finetune_cnn.py algorithm1 output
 

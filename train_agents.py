@@ -4,7 +4,7 @@
     python train_agents.py --env RuntimePrune-v0                      # the embedded default
     python train_agents.py --env StaticPrune-v0 --algo ppo --timesteps 20000
     python train_agents.py --env RuntimePrune-v0 --env-kwargs budget=0.7 tradeoff_rate=0.5 \\
-        --static-agent runs/static                                    # a fixed, trained static agent
+        --static-agent runs/staticprune-ppo-s0                        # a fixed, trained static agent
     python train_agents.py --joint                                    # Algorithm 1, lines 12-15
 """
 
@@ -15,7 +15,15 @@ import shlex
 import sys
 
 from agents.registry import ALGORITHMS, DEFAULT_ALGO, ENV_IDS
-from prune_env.cli import add_output_options, parse_key_values, positive_int, refuse_overwrite
+from prune_env.cli import (
+    add_output_options,
+    add_threads_option,
+    device,
+    parse_key_values,
+    positive_int,
+    refuse_overwrite,
+    set_threads,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,22 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="RuntimePrune-v0", choices=ENV_IDS, help="environment id (default: %(default)s)")
     p.add_argument("--algo", default=DEFAULT_ALGO,
                    help=f"one of {sorted(ALGORITHMS)} or module:Class (default: %(default)s)")
-    p.add_argument("--timesteps", type=positive_int, default=None, help="environment steps (default: per algorithm and env)")
+    p.add_argument("--timesteps", type=positive_int, default=None,
+                   help="environment steps (layer decisions; default: per algorithm and env); the run ends there, "
+                        "rounded up to whole rollouts of --n-envs environments")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=positive_int, default=64, help="episodes run together in the batched VecEnv")
-    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="environment keywords, e.g. budget=0.7")
+    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment keywords, e.g. budget=0.7 (RL Zoo's KEY:VALUE works too)")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="algorithm keywords, e.g. learning_rate=3e-4 policy_kwargs.lstm_hidden_size=64")
+                   help="algorithm keywords, e.g. learning_rate=3e-4 policy_kwargs.lstm_hidden_size=64 (or KEY:VALUE)")
     p.add_argument("--preset", default="fast", help="hyper-parameter preset: fast (default) or paper (recurrent_ppo)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<env>-<algo>-s<seed>)")
-    p.add_argument("--device", default="auto", help="torch device for the agent (default: auto)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default: runs/<env>-<algo>-s<seed>, e.g. runs/runtimeprune-recurrent_ppo-s0)")
+    p.add_argument("--device", type=device, default="auto",
+                   help="torch device for the agent: auto (cuda when available), cpu, cuda, cuda:1 (default: auto)")
     add_output_options(p, "continue from the run directory's last checkpoint")
     p.add_argument("--static-agent", default=None, metavar="PATH", help="fixed static agent for RuntimePrune-v0")
     p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
     p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
     p.add_argument("--checkpoint-every", type=positive_int, default=20_000, help="steps between checkpoints")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="torch threads (default 1: the embedded default's layers are too small to gain from more)")
+    add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -46,9 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from agents.arguments import check_run_arguments
+    from agents.registry import get_spec
+
     try:
+        get_spec(args.algo)
+    except (ValueError, ImportError, AttributeError, TypeError) as exc:
+        parser.error(f"--algo: {exc}")
+    try:  # typos end here, before anything is created
         env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
         hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
+        check_run_arguments(algo=args.algo, env_id=args.env, hyperparams=hyperparams, env_kwargs=env_kwargs,
+                            preset=args.preset, joint=args.joint)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.static_agent and args.env != "RuntimePrune-v0":
@@ -60,17 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     refusal = refuse_overwrite(out, kind="dir", resume=args.resume, overwrite=args.overwrite)
     if refusal:
         parser.error(refusal)
-    import torch
-
-    from agents.registry import get_spec
     from agents.training import RunConfig, run
 
-    torch.set_num_threads(args.threads)
-
-    try:
-        get_spec(args.algo)
-    except (ValueError, ImportError, AttributeError, TypeError) as exc:
-        parser.error(f"--algo: {exc}")
+    set_threads(args.threads)
     cfg = RunConfig(
         env_id=args.env, algo=args.algo, timesteps=args.timesteps, seed=args.seed, n_envs=args.n_envs,
         env_kwargs=env_kwargs, hyperparams=hyperparams, preset=args.preset,

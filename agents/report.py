@@ -53,6 +53,10 @@ class LoadedRun:
 def inspect_run(run_dir: str | Path) -> str:
     """The kind of run directory (one of :data:`KINDS`); ``ValueError`` when it is none of them."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ValueError(f"{str(run_dir)!r} is a file, not a run directory: give the directory that holds it "
+                         f"({str(run_dir.parent)!r}), one with run.json (train_agents.py) or cnn.pt + runtime/ + static/ "
+                         f"(finetune_cnn.py algorithm1)")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
     sub = all((run_dir / s / RUN_FILE).is_file() for s in ("runtime", "static"))

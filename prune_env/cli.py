@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
+import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 
 def _number(kind: type, text: str) -> Any:
@@ -58,18 +60,103 @@ def unit_interval(text: str) -> float:
     return value
 
 
+_KEY_VALUE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*[=:](.*)$", re.S)
+
+
 def parse_key_values(items: list[str] | None, option: str) -> dict:
-    """``key=value`` pairs; values are Python literals where they parse as one, else strings."""
+    """``KEY=VALUE`` pairs, or RL Zoo's ``KEY:VALUE``; values are Python literals where they parse as one, else strings.
+
+    The separator is the first ``=`` or ``:`` after the key (a key is a Python name, dots allowed
+    for nested keys such as ``policy_kwargs.lstm_hidden_size``), so ``checkpoint=runs/a:b.pt``
+    keeps its colon.
+    """
     out = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"{option}: expected key=value, got {item!r}")
+        match = _KEY_VALUE.match(item)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"{option}: expected KEY=VALUE (or KEY:VALUE), got {item!r}")
+        key, value = match.group(1), match.group(2)
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def suggest(word: str, accepted: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``accepted`` (:func:`difflib.get_close_matches`), else ``""``."""
+    close = difflib.get_close_matches(word, list(accepted), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(given: Iterable[str], accepted: Iterable[str], option: str) -> None:
+    """Raise ``argparse.ArgumentTypeError`` naming the first key of ``given`` not in ``accepted``, the
+    accepted ones and the closest match; nothing when all are accepted."""
+    accepted = sorted(set(accepted))
+    for key in given:
+        if key not in accepted:
+            raise argparse.ArgumentTypeError(f"{option}: unknown key {key!r}{suggest(key, accepted)}; "
+                                             f"accepted: {', '.join(accepted)}")
+
+
+def check_choice(value: str, accepted: Iterable[str], option: str) -> str:
+    """``value`` when in ``accepted``, else ``argparse.ArgumentTypeError`` naming them and the closest match."""
+    accepted = list(accepted)
+    if value not in accepted:
+        raise argparse.ArgumentTypeError(f"{option}: unknown value {value!r}{suggest(value, accepted)}; "
+                                         f"accepted: {', '.join(accepted)}")
+    return value
+
+
+def env_keywords(env_id: str) -> list[str]:
+    """The keyword arguments ``gym.make(env_id, ...)`` accepts: the environment class's own
+    and, where it passes the rest on, :class:`~prune_env.envs.task.TaskConfig`'s fields."""
+    import dataclasses
+    import inspect
+
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    import prune_env  # noqa: F401  (registers the environments)
+    from prune_env.envs.task import TaskConfig
+
+    creator = load_env_creator(gym.spec(env_id.split(":")[-1]).entry_point)
+    params = list(inspect.signature(creator).parameters.values())
+    names = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        names += [f.name for f in dataclasses.fields(TaskConfig)]
+    return sorted(set(names))
+
+
+def device(text: str) -> str:
+    """A torch device usable here, or ``auto`` (CUDA when available, else CPU): ``--device cuda`` on a
+    machine without a GPU is refused when the arguments are read, naming what torch found."""
+    if text == "auto":
+        return text
+    from prune_env.envs.task import check_device
+
+    try:
+        return check_device("--device", text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("--device=", "")) from None
+
+
+#: one meaning for ``--threads`` in every script
+THREADS_HELP = ("torch CPU threads (default %(default)s: the small networks here run fastest on one thread, and "
+                "threads that compete for a busy machine's cores slow them down; 0: torch's own choice)")
+
+
+def add_threads_option(parser: Any, default: int = 1) -> None:
+    """``--threads N`` with the one meaning and default every script shares (:func:`set_threads` applies it)."""
+    parser.add_argument("--threads", type=non_negative_int, default=default, help=THREADS_HELP)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; 0 or None leaves torch's own choice."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 # --------------------------------------------------------------------------- outputs

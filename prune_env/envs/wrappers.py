@@ -30,17 +30,27 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 PURL_LEVELS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
-def _check_levels(levels: Sequence[float]) -> np.ndarray:
-    arr = np.asarray(levels, dtype=np.float64).reshape(-1)
+def _check_levels(levels: Sequence[float] | int) -> np.ndarray:
+    """The keep ratios of the levels; an int ``k`` gives ``k`` evenly spaced ones, ``1/k, 2/k, ..., 1`` (RNP's for 4)."""
+    if isinstance(levels, (int, np.integer)) and not isinstance(levels, bool):
+        if levels < 2:
+            raise ValueError(f"levels: k must be >= 2 keep-ratio levels, got {levels}")
+        return np.arange(1, int(levels) + 1, dtype=np.float64) / int(levels)
+    try:
+        arr = np.asarray(levels, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        arr = np.empty(0)
     if arr.size < 2 or not np.all((arr > 0) & (arr <= 1)):
-        raise ValueError(f"levels must be at least 2 keep ratios in (0, 1], got {list(levels)}")
+        raise ValueError(f"levels must be an int k >= 2 (evenly spaced levels) or at least 2 keep ratios in (0, 1], "
+                         f"got {levels!r}")
     return arr
 
 
 class DiscreteKeepRatio(gym.ActionWrapper):
-    """Action ``i`` in ``Discrete(k)`` applies keep ratio ``levels[i]``."""
+    """Action ``i`` in ``Discrete(k)`` applies keep ratio ``levels[i]``; ``levels`` is the keep ratios or
+    an int ``k`` (``1/k, 2/k, ..., 1``: ``DiscreteKeepRatio(env, 4)`` is RNP's)."""
 
-    def __init__(self, env: gym.Env, levels: Sequence[float] = DEFAULT_LEVELS):
+    def __init__(self, env: gym.Env, levels: Sequence[float] | int = DEFAULT_LEVELS):
         super().__init__(env)
         self.levels = _check_levels(levels)
         self.action_space = spaces.Discrete(len(self.levels))
@@ -52,7 +62,7 @@ class DiscreteKeepRatio(gym.ActionWrapper):
 class VecDiscreteKeepRatio(VecEnvWrapper):
     """:class:`DiscreteKeepRatio` for a (batched) VecEnv."""
 
-    def __init__(self, venv: VecEnv, levels: Sequence[float] = DEFAULT_LEVELS):
+    def __init__(self, venv: VecEnv, levels: Sequence[float] | int = DEFAULT_LEVELS):
         self.levels = _check_levels(levels)
         super().__init__(venv, action_space=spaces.Discrete(len(self.levels)))
 
