@@ -186,7 +186,9 @@ def test_static_agent_then_fixed_in_runtime_training(tmp_path):
     model, meta = load_agent(static_out)
     metrics = train_agents.main(["--env", RUNTIME, "--algo", "ppo", "--timesteps", "256", "--n-envs", "8",
                                  "--out", str(tmp_path / "rt"), "--no-progress", "--static-agent", str(static_out),
-                                 "--env-kwargs", "tradeoff_rate=0.5", "--hyperparams", "n_steps=8", "batch_size=64"])
+                                 # the static agent's budget (the main job's own default is 0.3)
+                                 "--env-kwargs", "tradeoff_rate=0.5", "budget=0.5",
+                                 "--hyperparams", "n_steps=8", "batch_size=64"])
     from prune_env.envs import StaticPruneEnv
 
     expected = StaticPruneEnv(tradeoff_rate=0.5).task.static_ratios_of(agent_policy(model, meta))
