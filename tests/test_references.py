@@ -139,10 +139,11 @@ def test_controls_keep_the_agents_mean_macs(train_task):
 
 
 def test_calibrated_offset_meets_the_budget_and_refuses_test(train_task):
-    offset = calibrate_offset(train_task, 0.5, 1.0, iterations=20)
-    macs = rollout_split(train_task, OffsetPolicy(0.5, offset), 1.0).macs.mean()
-    assert macs <= train_task.macs_budget + 1e-12
-    assert rollout_split(train_task, OffsetPolicy(0.5, offset + 0.02), 1.0).macs.mean() > train_task.macs_budget - 0.02
+    offset = calibrate_offset(train_task, 0.36, 1.0, step=0.005)
+    assert -0.1 < offset < 0  # keep 0.36 everywhere is over the budget of keep 0.3
+    assert rollout_split(train_task, OffsetPolicy(0.36, offset), 1.0).macs.mean() <= train_task.macs_budget + 1e-12
+    assert rollout_split(train_task, OffsetPolicy(0.36, offset + 0.005), 1.0).macs.mean() > train_task.macs_budget
+    assert calibrate_offset(train_task, 0.9, 1.0, step=0.05) == -0.1  # out of reach: the largest correction down
     test = PruningTask(TaskConfig(budget=0.3, split="test"))
     with pytest.raises(ValueError, match="not on the test split"):
         calibrate_offset(test, 0.5, 1.0)
