@@ -65,6 +65,27 @@ def run_seed(seed: int, args_dict: dict) -> Path:
     return out
 
 
+def rescore_seed(run_dir: Path) -> Path:
+    """Score a finished seed again (its saved agent, the current reference code); keeps its training figures."""
+    import torch
+
+    torch.set_num_threads(1)
+    from agents.registry import RUNTIME, env_kwargs_for
+    from agents.training import RunConfig, agent_policy, evaluate_run, load_agent
+    from prune_env.envs.task import PruningTask, TaskConfig
+    from prune_env.io import write_json
+
+    model, meta = load_agent(run_dir)
+    old = json.loads((run_dir / "metrics.json").read_text())
+    task = PruningTask(TaskConfig(**env_kwargs_for(meta["algo"], RUNTIME, meta["env_kwargs"])))
+    cfg = RunConfig(env_id=RUNTIME, algo=meta["algo"], seed=meta["seed"], out=str(run_dir), progress=False)
+    metrics = evaluate_run(cfg, task, runtime_policy=agent_policy(model, meta), static_ratios=np.ones(task.num_layers),
+                           out=run_dir)
+    metrics.update({k: old[k] for k in ("train_seconds", "timesteps") if k in old})
+    write_json(metrics, run_dir / "metrics.json")
+    return run_dir
+
+
 def collect(run_dir: Path) -> dict:
     """One seed's row: the :data:`COLUMNS` from its ``metrics.json`` and ``references.json``."""
     sources = {"metrics": json.loads((run_dir / "metrics.json").read_text()),
@@ -188,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--workers", type=positive_int, default=1, help="seeds trained at once (one thread each)")
     p.add_argument("--out", required=True, help="directory for the seeds' runs and the summary")
+    p.add_argument("--rescore", action="store_true",
+                   help="score finished seeds again with the current reference code (their agents are not retrained)")
     args = p.parse_args(argv)
     try:
         env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
@@ -206,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
             dirs = list(pool.map(run_seed, args.seeds, [shared] * len(args.seeds)))
     else:
         dirs = [run_seed(s, shared) for s in args.seeds]
+    if args.rescore:
+        dirs = [rescore_seed(d) for d in dirs]
     rows = [{"seed": s, **collect(d)} for s, d in zip(args.seeds, dirs)]
     summary = summarize(rows)
     write_outputs(rows, summary, out, command)

@@ -49,3 +49,9 @@ def test_one_tiny_seed_end_to_end(bench, tmp_path):
     stamp = (out / "seed0" / "metrics.json").stat().st_mtime
     bench.main(argv)
     assert (out / "seed0" / "metrics.json").stat().st_mtime == stamp
+    # --rescore scores the saved agent again, keeping its training figures
+    before = json.loads((out / "seed0" / "metrics.json").read_text())
+    bench.main([*argv, "--rescore"])
+    after = json.loads((out / "seed0" / "metrics.json").read_text())
+    assert after["train_seconds"] == before["train_seconds"] and after["accuracy"] == before["accuracy"]
+    assert "calibrated_accuracy" in after
