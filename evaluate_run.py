@@ -7,9 +7,13 @@
 
 Rows: the dense network, the uniform keep ratio meeting the MAC budget (same static ratios),
 the agents. Columns: top-1, change from dense, MAC speed-up, stored parameters (x dense and
-absolute), and with --latency the CPU latency of the dense backbone vs the deployed model
-(static export + runtime executor driven by the agents' ratios), measured in this process.
-Writes report.txt, report.json and report.md into RUN_DIR (see agents/report.py).
+absolute), the inputs within the budget (a StaticPrune-v0 run: whether the stored parameters
+meet the parameter budget), and with --latency the CPU latency of the deployed model (static
+export + runtime executor driven by the agents' ratios) with two speed-ups: against the eager
+dense backbone (the deployment's gain) and against dense through the same executor (the
+pruning's own gain), measured in this process. The table wraps to the terminal's width.
+Writes report.txt, report.json, report.md and report.png (accuracy against MACs and stored
+parameters) into --out (default: RUN_DIR; see agents/report.py).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prune_env.cli import non_negative_int, positive_int
+from prune_env.cli import add_threads_option, non_negative_int, positive_int, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,17 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime agent of a StaticPrune-v0 run (default: the one it trained with)")
     p.add_argument("--static-agent", type=Path, default=None, metavar="PATH",
                    help="static agent of a RuntimePrune-v0 run (default: the one it trained with)")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    add_threads_option(p)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="directory for the report files (default: RUN_DIR)")
     p.add_argument("--no-write", action="store_true", help="print only; write no report files")
+    p.add_argument("--no-progress", action="store_true", help="do not report the steps on standard error")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from agents.report import evaluate_run_dir
     from prune_env.report import LatencyConfig
 
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
                             inputs=args.latency_inputs) if args.latency else None
     try:
         return evaluate_run_dir(args.run_dir, latency=latency, batch_size=args.batch_size,
-                                runtime_agent=args.runtime_agent, static_agent=args.static_agent, write=not args.no_write)
+                                runtime_agent=args.runtime_agent, static_agent=args.static_agent, write=not args.no_write,
+                                out=args.out, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
 

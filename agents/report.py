@@ -210,25 +210,35 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask
 # --------------------------------------------------------------------------- the whole job
 def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = False, batch_size: int = 512,
                      runtime_agent: str | Path | None = None, static_agent: str | Path | None = None,
-                     write: bool = True, echo: Callable[[str], Any] | None = print) -> dict:
-    """Evaluate ``run_dir`` on the test split, write ``report.{json,md,txt}`` into it, print the table.
+                     write: bool = True, echo: Callable[[str], Any] | None = print, out: str | Path | None = None,
+                     progress: bool = False) -> dict:
+    """Evaluate ``run_dir`` on the test split, write ``report.{json,md,txt,png}`` into ``out`` (default:
+    ``run_dir``), print the table (as wide as the terminal).
 
     ``latency``: True (default :class:`~prune_env.report.LatencyConfig`) or a config measures CPU
-    latency of dense vs the deployed model. Returns the report dict (see :mod:`prune_env.report`).
+    latency of dense vs the deployed model. A ``static`` run's "in budget" is judged on the parameter
+    budget. ``progress`` reports each step on standard error. Returns the report dict (see
+    :mod:`prune_env.report`).
     """
+    from prune_env.progress import steps
+
+    say = steps(f"evaluate {run_dir}", disable=not progress)
+    say("loading the run")
     run = load_run(run_dir, runtime_agent=runtime_agent, static_agent=static_agent)
     recorded = _recorded(run.run_dir)
     lat_cfg = LatencyConfig() if latency is True else (latency or None)
     report = build_report(run.task, {"agents": run.pair}, batch_size=batch_size, latency=lat_cfg,
-                          info={**run.info, "recorded": recorded})
+                          info={**run.info, "recorded": recorded}, within="params" if run.kind == "static" else "macs",
+                          progress=say)
     if recorded:
         row = next(r for r in report["rows"] if r["name"] == "agents")
         report["run"]["reproduces_recorded"] = bool(
             abs(row["accuracy"] - recorded["accuracy"]) < 1e-9 and abs(row["macs_ratio"] - recorded["macs_ratio"]) < 1e-9)
     if write:
-        report["files"] = {k: str(v) for k, v in write_report(report, run.run_dir).items()}
+        say("writing the report")
+        report["files"] = {k: str(v) for k, v in write_report(report, Path(out) if out else run.run_dir).items()}
     if echo is not None:
-        echo(format_text(report).rstrip())
+        echo(format_text(report, width=None).rstrip())
         if write:
             echo(f"written: {', '.join(report['files'].values())}")
     return report

@@ -355,6 +355,19 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
 
 
 # --------------------------------------------------------------------------- evaluation
+def static_references(test: PruningTask, runtime_policy: Any) -> dict[str, dict]:
+    """What a static agent is compared with: the dense network and the largest uniform static keep ratio
+    meeting the parameter budget (with the agent's runtime partner, at the task's ``R_r``), both judged
+    on the parameter budget (``within_budget``)."""
+    ones = np.ones(test.num_layers)
+    ratio = test.uniform_static_ratio()
+    uniform = np.full(test.num_layers, ratio)
+    refs = {"dense": summarize(test, rollout_split(test, 1.0, ones), ones, within="params"),
+            "uniform": summarize(test, rollout_split(test, runtime_policy, uniform), uniform, within="params")}
+    refs["uniform"].update(uniform_keep_ratio=ratio, uniform_static_ratio=ratio)
+    return refs
+
+
 def test_task(task: PruningTask) -> PruningTask:
     """The same task on the held-out test split (the agents never saw it)."""
     cfg = TaskConfig(**{**asdict(task.cfg), "split": "test"})
@@ -377,8 +390,9 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
     """
     test = task if task.cfg.split == "test" else test_task(task)
     agent = rollout_split(test, runtime_policy, static_ratios)
-    metrics = summarize(test, agent, static_ratios)
     runtime_run = cfg.env_id.split(":")[-1] != STATIC or cfg.joint
+    # a static agent is held to the parameter budget ("in budget"), a runtime one to the MAC budget
+    metrics = summarize(test, agent, static_ratios, within="macs" if runtime_run else "params")
     if runtime_run and cfg.references:
         search = task if task.cfg.split != "test" else None
         report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True, seed=cfg.seed)
@@ -389,15 +403,22 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
             metrics.update(calibrated_accuracy=calibrated["accuracy"], calibrated_macs_ratio=calibrated["macs_ratio"],
                            calibration_offset=calibrated["offset"])
         references = {**{k: v for k, v in report.items() if k != "rows"}, **{k: v for k, v in rows.items() if k != "agent"}}
-    else:
+    elif runtime_run:
         references = reference_metrics(test)
+        rows = {"agent": metrics, **references}
+    else:  # static: against the uniform d_s meeting the parameter budget, same runtime partner and R_r
+        references = static_references(test, runtime_policy)
         rows = {"agent": metrics, **references}
     metrics["dense_accuracy"] = rows["dense"]["accuracy"]
     metrics["uniform_accuracy"] = rows["uniform"]["accuracy"]
     metrics["uniform_keep_ratio"] = rows["uniform"]["uniform_keep_ratio"]
     write_json(references, out / "references.json")
     title = f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)"
-    plot_keep_ratios(agent.keep, out / "keep_ratios.png", uniform=rows["uniform"]["uniform_keep_ratio"], title=title)
+    if runtime_run:
+        plot_keep_ratios(agent.keep, out / "keep_ratios.png", uniform=rows["uniform"]["uniform_keep_ratio"], title=title)
+    else:  # what the static agent chose: d_s per layer, beside the uniform d_s at the parameter budget
+        plot_keep_ratios(np.asarray(static_ratios, dtype=np.float64).reshape(1, -1), out / "keep_ratios.png",
+                         uniform=rows["uniform"]["uniform_keep_ratio"], title=f"static keep ratios d_s: {title}")
     if runtime_run:
         difficulty = rollout_split(test, rows["uniform"]["uniform_keep_ratio"], np.ones(test.num_layers)).losses
         plot_adaptation(agent, difficulty, test.macs_budget, out / "adaptation.png", title=title)
@@ -405,6 +426,10 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
     print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
           f"parameter budget {metrics['params_budget']:.3f}:")
     print(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+    if not runtime_run:
+        print(f"in budget: stored parameters within the parameter budget; uniform @ budget: d_s = "
+              f"{rows['uniform']['uniform_keep_ratio']:.3f} in every layer, the largest meeting it "
+              f"(R_r = {test.tradeoff_rate:g})")
     print("per-layer keep ratio (mean ± std over inputs): " + ", ".join(
         f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
     if "adaptation_gain_shuffled" in metrics:
@@ -412,6 +437,7 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
         print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations, "
               f"{100 * metrics['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
               + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
-    print(f"results in {out}/ (metrics.json, references.json, keep_ratios.png"
-          + (", adaptation.png" if runtime_run else "") + ", model.zip)")
+    written = ["metrics.json", "references.json", "keep_ratios.png", "adaptation.png", MODEL_FILE,
+               f"runtime/{MODEL_FILE}", f"static/{MODEL_FILE}", "history.csv", "history.png"]
+    print(f"results in {out}/ ({', '.join(['metrics.json'] + [f for f in written[1:] if (out / f).exists()])})")
     return metrics

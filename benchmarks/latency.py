@@ -13,13 +13,16 @@ warm-up, all in one process so that the ratios to dense share the machine's stat
   kept channels of each input;
 * ``executor@1``: the executor at keep ratio 1 (no channel pruned): its own dense reference.
 
-Beside each median wall-clock time: its ratio to dense, the same ratio in thread CPU time
-(steadier on a shared machine), and the MACs it computes as a fraction of dense, from
+Beside each median wall-clock time: its ratio to dense and two speed-ups: against eager dense
+(the deployment's gain: pruning and the executor's own, BN folding and all) and against dense on
+the same path (the pruning's own gain: eager configurations against ``dense``, executor ones
+against ``executor@1``); the ratio to dense in thread CPU time (steadier on a shared machine),
+and the MACs it computes as a fraction of dense, from
 :class:`~prune_env.costs.CostModel` (the masked network computes every channel: ratio 1).
 Importances are random (timing does not depend on training), with inputs whose masks differ
 per sample. Outputs are checked against the masked network before timing.
 
-    python benchmarks/latency.py --repeats 30 --threads 1 --json latency.json
+    python benchmarks/latency.py --repeats 30 --threads 1 --out runs/latency     # latency.json + latency.md there
 """
 
 from __future__ import annotations
@@ -38,11 +41,16 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prune_env.cli import add_threads_option, non_negative_int, positive_int, set_threads  # noqa: E402
 from prune_env.costs import CostModel  # noqa: E402
 from prune_env.deploy import RuntimeExecutor, export_static  # noqa: E402
 from prune_env.nets import build_net  # noqa: E402
 from prune_env.nets.gated import GatedNet  # noqa: E402
+from prune_env.progress import steps  # noqa: E402
 from prune_env.report import time_interleaved  # noqa: E402
+
+#: the configurations that run through the executor, whose own dense reference is ``executor@1``
+EXECUTOR_PATH = ("executor@1", "static+executor", "executor")
 
 SHAPES = {"mcifarnet": (3, 32, 32), "digitnet": (1, 8, 8)}
 
@@ -108,22 +116,27 @@ def bench_model(name: str, keeps: list[float], batches: list[int], repeats: int,
         timings = time_interleaved({k: (lambda i, f=f: f()) for k, f in fns.items()}, repeats, warmup)
         times = {k: (t["median_ms"] / 1e3, t["cpu_median_ms"] / 1e3) for k, t in timings.items()}
         dense_wall, dense_cpu = times["dense"]
+        executor_wall = times["executor@1"][0]
         for key, (seconds, cpu_seconds) in times.items():
             config, _, keep = key.partition(" ")
+            same_path = executor_wall if config in EXECUTOR_PATH else dense_wall
             rows.append({
                 "model": name, "batch": batch, "config": config, "keep": float(keep) if keep else 1.0,
                 "ms": seconds * 1e3, "time_ratio": seconds / dense_wall, "speedup": dense_wall / seconds,
+                "speedup_same_path": same_path / seconds,
                 "cpu_ms": cpu_seconds * 1e3, "cpu_ratio": cpu_seconds / dense_cpu, "macs_ratio": macs[key],
             })
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | batch | config | keep | median ms | time / dense | speed-up | CPU time / dense | MACs / dense |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | batch | config | keep | median ms | time / dense | speed-up vs eager dense | "
+             "speed-up vs dense, same path | CPU time / dense | MACs / dense |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['config']} | {r['keep']:.1f} | {r['ms']:.3f} | "
-                     f"{r['time_ratio']:.3f} | {r['speedup']:.2f}x | {r['cpu_ratio']:.3f} | {r['macs_ratio']:.3f} |")
+                     f"{r['time_ratio']:.3f} | {r['speedup']:.2f}x | {r['speedup_same_path']:.2f}x | "
+                     f"{r['cpu_ratio']:.3f} | {r['macs_ratio']:.3f} |")
     return "\n".join(lines)
 
 
@@ -141,33 +154,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["mcifarnet", "digitnet"], choices=sorted(SHAPES))
     parser.add_argument("--keep", nargs="+", type=float, default=[0.5, 0.7], help="keep ratios to time")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per configuration (median reported)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per configuration first")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 32])
+    parser.add_argument("--repeats", type=positive_int, default=30, help="timed calls per configuration (median reported)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="untimed calls per configuration first")
+    add_threads_option(parser)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="write the rows and the setup here")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="directory for latency.json (rows and setup) and latency.md (the table)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="do not report each measurement on standard error")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--repeats and --threads must be >= 1, --warmup >= 0")
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    say = steps("latency", disable=args.no_progress)
     setup = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_name(), "repeats": args.repeats,
              "warmup": args.warmup, "python": platform.python_version(), "argv": sys.argv[1:]}
     setup["load_before"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
     rows = []
     for name in args.models:
+        say(f"{name}: batches {args.batches}, keep {args.keep}")
         rows += bench_model(name, args.keep, args.batches, args.repeats, args.warmup, args.seed)
     setup["seconds"] = round(time.perf_counter() - started, 1)
     setup["load_after"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    print(f"# {setup['cpu']} ({os.cpu_count()} cores), torch {setup['torch']}, {args.threads} thread(s), "
-          f"median of {args.repeats} (warm-up {args.warmup}), {setup['seconds']} s, "
-          f"1-min load average {setup['load_before']} before / {setup['load_after']} after")
+    heading = (f"# {setup['cpu']} ({os.cpu_count()} cores), torch {setup['torch']}, {torch.get_num_threads()} thread(s), "
+               f"median of {args.repeats} (warm-up {args.warmup}), {setup['seconds']} s, "
+               f"1-min load average {setup['load_before']} before / {setup['load_after']} after")
+    print(heading)
     print(table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
+    from prune_env.io import write_text
+
+    for path in ([args.out / "latency.json"] if args.out else []) + ([args.json] if args.json else []):
+        write_text(json.dumps({"setup": setup, "rows": rows}, indent=2), path)
+    if args.out:
+        write_text(heading + "\n\n" + table(rows) + "\n", args.out / "latency.md")
     return 0
 
 

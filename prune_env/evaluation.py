@@ -71,22 +71,36 @@ def rollout_split(task: PruningTask, runtime_policy: Any, static_ratios: Any, *,
     return SplitResults(*(np.concatenate(v) for v in (correct, losses, macs, keep, actions)))
 
 
-def summarize(task: PruningTask, results: SplitResults, static_ratios: Any) -> dict:
-    """The metrics dict of :func:`evaluate_policies` from per-input results."""
+def summarize(task: PruningTask, results: SplitResults, static_ratios: Any, *, within: str = "macs") -> dict:
+    """The metrics dict of :func:`evaluate_policies` from per-input results.
+
+    ``within_budget`` is the fraction of inputs within the MAC budget (``within="macs"``, what a
+    runtime agent is held to) or, ``within="params"``, whether the stored parameters meet the
+    parameter budget (1 or 0, the same for every input: what a static agent is held to);
+    ``within_budget_of`` names which.
+    """
+    if within not in ("macs", "params"):
+        raise ValueError(f"within must be 'macs' or 'params', got {within!r}")
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
     stored = task.stored_counts(static[None])[0]
     overhead = float(task.costs.overhead_macs(torch.tensor(task.net.channels)[None])[0]) / task.costs.dense_macs
     mean_macs = float(results.macs.mean())
+    params_ratio = float(task.costs.params_ratio(stored))
+    if within == "params":
+        in_budget = float(params_ratio <= task.params_budget + 1e-9)
+    else:
+        in_budget = float(np.mean(results.macs <= task.macs_budget + 1e-9))
     return {
         "accuracy": float(results.correct.mean()),
         "loss": float(results.losses.mean()),
         "macs_ratio": mean_macs,
         "speedup": 1.0 / mean_macs,
-        "params_ratio": float(task.costs.params_ratio(stored)),
+        "params_ratio": params_ratio,
         "stored_params": float(task.costs.params(stored)),
         "budget": task.macs_budget,
         "params_budget": task.params_budget,
-        "within_budget": float(np.mean(results.macs <= task.macs_budget + 1e-9)),
+        "within_budget": in_budget,
+        "within_budget_of": within,
         "keep_ratio_mean": results.keep.mean(0).tolist(),
         "keep_ratio_std": results.keep.std(0).tolist(),
         "static_keep_ratios": static.tolist(),

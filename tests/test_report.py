@@ -38,7 +38,7 @@ def runtime_run(tmp_path_factory):
 
 def _check_rows(report: dict) -> dict[str, dict]:
     rows = {r["name"]: r for r in report["rows"]}
-    assert list(rows) == ["dense", "uniform", "agents"]
+    assert [name for name in rows if name != "uniform_static"] == ["dense", "uniform", "agents"]
     for row in rows.values():
         assert set(ROW_KEYS) <= set(row)
         assert row["speedup"] == pytest.approx(1.0 / row["macs_ratio"])
@@ -92,7 +92,7 @@ def test_latency_measures_dense_and_the_deployed_model(runtime_run):
         assert row["latency_ms"] > 0
         assert row["latency_speedup"] == pytest.approx(rows["dense"]["latency_ms"] / row["latency_ms"])
     assert rows["dense"]["latency_speedup"] == pytest.approx(1.0)
-    assert "latency ms (b2)" in format_text(report) and "latency ms (b2)" in format_markdown(report)
+    assert "ms (b2)" in format_text(report) and "latency ms (b2)" in format_markdown(report)
 
 
 def test_static_run_with_its_runtime_partner(runtime_run, tmp_path):
@@ -110,6 +110,12 @@ def test_static_run_with_its_runtime_partner(runtime_run, tmp_path):
     assert rows["agents"]["params_ratio"] < 1.0 or min(static) == 1.0
     assert report["metrics"]["uniform"]["static_keep_ratios"] == [1.0] * len(static)
     assert rows["uniform"]["params_ratio"] == 1.0
+    # a static agent is held to the parameter budget, beside the uniform d_s that meets it (issue 16)
+    budget = report["task"]["params_budget"]
+    assert report["task"]["within_budget_of"] == "params"
+    assert rows["uniform"]["within_budget"] == 0.0 and rows["dense"]["within_budget"] == 0.0
+    assert rows["uniform_static"]["params_ratio"] <= budget + 1e-9 and rows["uniform_static"]["within_budget"] == 1.0
+    assert rows["agents"]["within_budget"] == float(rows["agents"]["params_ratio"] <= budget + 1e-9)
 
 
 def test_algorithm1_run_dir_evaluates_the_finetuned_cnn(tmp_path):
