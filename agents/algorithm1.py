@@ -125,34 +125,46 @@ def _sync_weights(net: GatedNet, *tasks: PruningTask) -> None:
 
 
 def _plot_history(rows: list[dict], path: Path) -> None:
-    """Train / test accuracy per iteration (the paper's Fig. 5), with MAC and parameter ratios."""
+    """Accuracy per iteration under the agents' masks (the paper's Fig. 5): train, validation and test,
+    beside the dense network's test accuracy; and the MAC and parameter ratios against both budgets."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     it = [r["iteration"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(it, [100 * r["train_accuracy"] for r in rows], "o-", label="train")
-    ax1.plot(it, [100 * r["test_accuracy"] for r in rows], "s-", label="test")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    ax1.plot(it, [100 * r["train_accuracy"] for r in rows], "o-", color="tab:blue", label="train (last CNN epoch)")
+    if all(r.get("val_accuracy") is not None for r in rows):
+        ax1.plot(it, [100 * r["val_accuracy"] for r in rows], "^-", color="tab:green", label="validation")
+    ax1.plot(it, [100 * r["test_accuracy"] for r in rows], "s-", color="tab:orange", label="test")
+    if all(r.get("dense_test_accuracy") is not None for r in rows):
+        ax1.plot(it, [100 * r["dense_test_accuracy"] for r in rows], "--", color="0.3", label="test, dense (nothing pruned)")
     ax1.set_xlabel("iteration")
     ax1.set_ylabel("top-1 accuracy (%)")
-    ax1.legend()
-    ax1.set_title("accuracy under the agents' masks")
-    ax2.plot(it, [r["macs_ratio"] for r in rows], "o-", label="MAC ratio")
-    ax2.plot(it, [r["params_ratio"] for r in rows], "s-", label="stored-parameter ratio")
-    ax2.axhline(rows[-1]["budget"], color="gray", ls="--", label="MAC budget")
+    ax1.set_title("accuracy under the agents' masks", fontsize=10)
+    ax1.legend(fontsize=8, loc="best")
+    ax2.plot(it, [r["macs_ratio"] for r in rows], "o-", color="tab:purple", label="MAC ratio (mean over inputs)")
+    ax2.plot(it, [r["params_ratio"] for r in rows], "s-", color="tab:brown", label="stored-parameter ratio")
+    ax2.axhline(rows[-1]["budget"], color="tab:purple", ls="--", lw=1, label=f"MAC budget ({rows[-1]['budget']:.3f})")
+    if rows[-1].get("params_budget") is not None:
+        ax2.axhline(rows[-1]["params_budget"], color="tab:brown", ls=":", lw=1.5,
+                    label=f"parameter budget ({rows[-1]['params_budget']:.3f})")
     ax2.set_xlabel("iteration")
     ax2.set_ylim(0, 1.05)
-    ax2.legend(fontsize=8)
-    ax2.set_title("cost (fraction of dense)")
+    ax2.set_title("cost (fraction of dense)", fontsize=10)
+    ax2.legend(fontsize=8, loc="upper right")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def _write_history(rows: list[dict], out: Path) -> None:
-    write_csv(rows, out / "history.csv", fieldnames=list(rows[0]))
+    write_csv(rows, out / "history.csv", fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # resumed: old + new keys
     write_json(rows, out / "history.json")
     _plot_history(rows, out / "history.png")
 
@@ -205,9 +217,9 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     runtime_steps = cfg.agent_batches * cfg.batch_size * layers
     static_steps = cfg.agent_batches * cfg.static_episodes * layers
     start = time.time()
-    from tqdm.auto import tqdm
+    from prune_env.progress import bar as progress_bar
 
-    bar = tqdm(total=cfg.iterations, initial=done, desc="Algorithm 1", disable=not cfg.progress, unit="iteration")
+    bar = progress_bar(cfg.iterations, "Algorithm 1", "iteration", initial=done, disable=not cfg.progress)
     for k in range(done + 1, cfg.iterations + 1):
         # lines 12-15: the agents learn on the frozen CNN
         for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
@@ -229,10 +241,12 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         net.eval()
         _sync_weights(net, runtime_env.task, static_env.task, test)
         metrics = evaluate_policies(test, runtime_policy, static_ratios)
+        dense = evaluate_policies(test, 1.0, np.ones(layers))  # this iteration's CNN, nothing pruned
         rows.append({
             "iteration": k, "train_accuracy": history[-1]["train_acc"], "val_accuracy": history[-1]["val_acc"],
             "test_accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"], "params_ratio": metrics["params_ratio"],
             "budget": metrics["budget"], "within_budget": metrics["within_budget"], "seconds": time.time() - start,
+            "params_budget": metrics["params_budget"], "dense_test_accuracy": dense["accuracy"],
         })
         # a finished iteration is durable: CNN, agents, reward scales, history
         save_checkpoint(cnn_path, net, dataset=runtime_env.task.dataset_name, input_shape=runtime_env.task.input_shape,

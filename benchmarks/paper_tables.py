@@ -253,8 +253,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Accuracy against MAC ratio and against stored parameters, one marker per method."""
+def plot(rows: list[dict], path: Path, title: str = "") -> None:
+    """Accuracy against MAC ratio and against stored parameters, one marker per method, under ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,6 +272,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.suptitle(title or "the paper's Tables 1-2: test top-1 against MACs and stored parameters", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -281,7 +282,11 @@ def write_table(rows: list[dict], out: Path, record: dict) -> None:
     write_json({"rows": rows, **record}, out / "table.json")
     write_csv(rows, out / "table.csv", fieldnames=CSV_FIELDS)
     write_text(markdown(rows) + "\n", out / "table.md")
-    plot(rows, out / "table.png")
+    s = record.get("settings", {})
+    rates = sorted({float(r["tradeoff_rate"]) for r in rows if r.get("tradeoff_rate") is not None})
+    title = (f"The paper's Tables 1-2 on {s.get('dataset', '?')} ({s.get('model', '?')}): test top-1 against MACs "
+             f"and stored parameters (R_r: {', '.join(f'{v:g}' for v in rates)})")
+    plot(rows, out / "table.png", title=title)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
