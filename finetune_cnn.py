@@ -33,6 +33,10 @@ from prune_env.checkpoint import atomic_save, load_checkpoint, read_checkpoint
 from prune_env.cli import (
     ALGORITHM1_FILES,
     add_output_options,
+    add_threads_option,
+    check_keys,
+    device,
+    env_keywords,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -40,6 +44,7 @@ from prune_env.cli import (
     positive_float,
     positive_int,
     refuse_overwrite,
+    set_threads,
     unit_interval,
 )
 from prune_env.cnn import STAGES, evaluate, random_ratio_fn, stage_hparams, train_stage, uniform_ratio_fn
@@ -81,17 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--tradeoff-rate", type=unit_interval, default=None,
                    help="R_r in [0, 1] (1 = pure runtime, 0 = pure static; default: the checkpoint's, else 0.5)")
     h.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and dropout")
-    h.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    h.add_argument("--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     h.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader workers")
     h.add_argument("--data-on-device", action="store_true",
                    help="hold the splits as tensors on the device and augment batches there (fast on a GPU; "
                         "datasets that fit in memory)")
-    h.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small nets)")
+    add_threads_option(h)
 
     o = common.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None,
-                   help="output checkpoint (default runs/<model>_<dataset>_<stage>.pt)")
+    o.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="output checkpoint, a file (default runs/<model>_<dataset>_<stage>.pt)")
     add_output_options(o, "continue the stage from --out if it holds it")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -146,16 +150,16 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="environment keywords for both agents' environments, e.g. alpha_budget=30")
+                   help="environment keywords for both agents' environments, e.g. alpha_budget=30 (or KEY:VALUE)")
     p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
     p.add_argument("--n-envs", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="device of the CNN and the environments (cpu, cuda, ...)")
-    p.add_argument("--agent-device", default=None, help="device of the agents' networks (default: --device)")
+    p.add_argument("--device", type=device, default="cpu", help="device of the CNN and the environments (cpu, cuda, ...)")
+    p.add_argument("--agent-device", type=device, default=None, help="device of the agents' networks (default: --device)")
     p.add_argument("--data-on-device", action="store_true",
                    help="hold the splits as tensors on the device and augment batches there (fast on a GPU)")
-    p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/algorithm1-<dataset>)")
+    add_threads_option(p)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default runs/algorithm1-<dataset>)")
     add_output_options(p, "continue from where the run stopped (the last finished iteration, or a saved interruption)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -167,7 +171,12 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     from agents.algorithm1 import PRESETS, Algorithm1Config, run_algorithm1
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    try:  # typos end here, before anything is created
+        env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+        check_keys(env_kwargs, set(env_keywords("RuntimePrune-v0")) | set(env_keywords("StaticPrune-v0")), "--env-kwargs")
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
     checkpoint = getattr(args, "checkpoint", None)
     try:
         saved = read_checkpoint(checkpoint) if checkpoint else {}
@@ -199,10 +208,6 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
             schedule_values[key] = getattr(args, key)
-    try:
-        env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
-    except argparse.ArgumentTypeError as err:
-        parser.error(str(err))
     cfg = Algorithm1Config(
         env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate,
         algo=args.algo,
@@ -329,8 +334,7 @@ def run_stage(job: StageJob) -> dict[str, Any]:
     except (ValueError, FileNotFoundError) as err:  # DatasetNotFoundError is a FileNotFoundError
         raise UsageError(f"--dataset {dataset}: {err}") from None
 
-    if job.threads is not None:
-        torch.set_num_threads(job.threads)
+    set_threads(job.threads)  # 0 or None: torch's own choice
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     ctx, device = init_distributed(job.device)
     try:

@@ -49,6 +49,7 @@ import prune_env
 from agents.registry import env_kwargs_for
 from agents.training import RunConfig, agent_policy, build_model, make_env, test_task
 from prune_env.baselines import make_baseline
+from prune_env.cli import add_threads_option
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.vec_env import BatchedPruneVecEnv
@@ -428,8 +429,10 @@ def run_job(job: Job) -> dict:
     return result
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
+def _worker_init(threads: int = 1) -> None:
+    from prune_env.cli import set_threads
+
+    set_threads(threads)
     warnings.filterwarnings("ignore")
 
 
@@ -458,18 +461,21 @@ def build_jobs(suite: Suite, algos: Sequence[str], seeds: Sequence[int], out: st
     return jobs
 
 
-def run_jobs(jobs: list[Job], workers: int, *, log: Callable[[str], None] = print) -> list[tuple[str, int, str | None, float]]:
-    """Run the jobs (in ``workers`` spawned processes when ``workers > 1``); returns per-job outcomes."""
+def run_jobs(jobs: list[Job], workers: int, *, log: Callable[[str], None] = print,
+             threads: int = 1) -> list[tuple[str, int, str | None, float]]:
+    """Run the jobs (in ``workers`` spawned processes when ``workers > 1``, ``threads`` torch threads each);
+    returns per-job outcomes."""
     outcomes = []
     if workers <= 1:
-        _worker_init()
+        _worker_init(threads)
         for job in jobs:
             outcome = _run_job_safely(job)
             outcomes.append(outcome)
             log(_outcome_line(outcome))
         return outcomes
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                initargs=(threads,)) as pool:
         futures = [pool.submit(_run_job_safely, job) for job in jobs]
         for future in cf.as_completed(futures):
             outcome = future.result()
@@ -498,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-envs", type=int, default=None, help="episodes run together (default: the suite's)")
     run.add_argument("--last-n", type=int, default=None, help="episodes the final return averages (default: the suite's)")
     run.add_argument("--workers", type=int, default=1, help="processes (default: 1, in-process)")
+    add_threads_option(run)
     run.add_argument("--out", default=DEFAULT_OUT, help="results directory (default: %(default)s)")
     run.add_argument("--checkpoint", default=None, help="network checkpoint (needed by the fashion-mnist suite)")
     run.add_argument("--data-root", default=None, help="dataset root (fashion-mnist)")
@@ -562,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"suite {suite.name}: {len(jobs)} runs ({len(names)} methods x {len(seeds)} seeds), "
           f"{len(jobs) - len(todo)} already finished (skipped), {len(todo)} to run on {args.workers} worker(s)")
     start = time.time()
-    outcomes = run_jobs(todo, args.workers)
+    outcomes = run_jobs(todo, args.workers, threads=args.threads)
     failed = [o for o in outcomes if o[2]]
     print(f"ran {len(outcomes)} runs in {time.time() - start:.1f}s ({len(failed)} failed)")
     paths = write_report(args.out, suite.name, description=suite.description, command=command, figure=args.figure)

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
 from agents.saved import record_env, record_joint_envs
+from agents.steps import StepsProgress, fit_rollout
 from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
@@ -193,6 +193,7 @@ def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) 
     """A new model of ``cfg.algo`` on ``venv`` with the registry's hyper-parameters and the overrides."""
     spec = get_spec(cfg.algo)
     params = resolve_schedules(hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams))
+    fit_rollout(params, spec.cls, default_timesteps(cfg, env_id), venv.num_envs)  # --timesteps honoured (agents/steps.py)
     policy_kwargs = params.setdefault("policy_kwargs", {})
     if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
         policy_kwargs.setdefault("features_extractor_kwargs", {})["layer_in_channels"] = venv.get_attr("layer_in_channels")[0]
@@ -223,9 +224,10 @@ def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCon
     remaining = total - (0 if reset else model.num_timesteps)
     if remaining <= 0:
         return
-    callbacks = CallbackList([PruningLogCallback(prefix), AtomicCheckpointCallback(out, venv, cfg.checkpoint_every)])
+    callbacks = CallbackList([PruningLogCallback(prefix), AtomicCheckpointCallback(out, venv, cfg.checkpoint_every),
+                              *([StepsProgress(total, prefix)] if cfg.progress else [])])
     try:
-        model.learn(remaining, callback=callbacks, progress_bar=cfg.progress, reset_num_timesteps=reset, tb_log_name=prefix)
+        model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=reset, tb_log_name=prefix)
     except KeyboardInterrupt:
         save_checkpoint(model, venv, out)
         print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume",
@@ -242,7 +244,7 @@ def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> t
         model = get_spec(cfg.algo).cls.load(ckpt, env=venv, device=cfg.device)
         state = json.loads((out / STATE_FILE).read_text())
         load_reward_state(venv, state)
-        model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+        model.tensorboard_log = str(out / "tb")  # learn(reset_num_timesteps=False) continues the run's tb/<prefix>_N
         return model, venv, False
     if cfg.resume:
         print(f"--resume: no checkpoint at {ckpt}; starting afresh", file=sys.stderr)
@@ -337,7 +339,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
         runtime_env.set_static_policy(runtime_env.task.static_budget_keep_ratio)
     rounds = 4
-    totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: get_spec(cfg.algo).timesteps[STATIC]}
+    totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: default_timesteps(cfg, STATIC)}
     for r in range(1, rounds + 1):
         for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
             target = totals[env_id] * r // rounds

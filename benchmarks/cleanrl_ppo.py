@@ -21,7 +21,14 @@ mean, as an explicit term of its sum; ``agents/policies.py`` adds the same gradi
 algorithms through an optimizer hook (tests/test_action_regularizer.py checks that they agree).
 
 Prints the mean episodic return every iteration and, at the end, the mean over the last
-``--report-last`` episodes; :func:`main` returns those figures for scripts and tests.
+``--report-last`` episodes; :func:`main` returns those figures for scripts and tests. As CleanRL's
+scripts do, it writes TensorBoard logs to ``runs/<env>__cleanrl_ppo__<seed>__<time>`` (the
+hyper-parameters as text, ``charts/episodic_return``, ``losses/*``; ``--tb-dir ''`` writes none).
+
+Options keep CleanRL's names (``--total-timesteps``, ``--num-envs``); ``--timesteps`` and
+``--n-envs``, the names of ``train_agents.py``, are accepted as aliases, and ``--threads`` has the
+meaning it has everywhere. ``--help`` shows each option's documentation (the dataclass's field
+docstrings); booleans take true/false, yes/no, 1/0 and nothing else.
 """
 
 from __future__ import annotations
@@ -55,8 +62,8 @@ class Args:
     """seed of the experiment (Python, NumPy, torch, environments)"""
     torch_deterministic: bool = True
     """torch.backends.cudnn.deterministic"""
-    torch_threads: int = 1
-    """torch CPU threads (the per-step work is tiny: more threads only contend; 0 keeps torch's default)"""
+    threads: int = 1
+    """torch CPU threads (default 1: the per-step work is tiny, more threads only contend; 0 keeps torch's own choice)"""
     total_timesteps: int = 100_000
     """environment steps (layer decisions) of the experiment"""
     learning_rate: float = 1e-3
@@ -101,6 +108,8 @@ class Args:
     """episodes the final mean episodic return averages over"""
     save_model: str | None = None
     """save the agent's state dict here at the end"""
+    tb_dir: str = "runs"
+    """directory of the TensorBoard runs, CleanRL's runs/<run name> ('' writes none)"""
 
     # filled in at run time
     batch_size: int = field(default=0, init=False)
@@ -148,25 +157,66 @@ def action_regularizer(mean: torch.Tensor, low: float, high: float) -> torch.Ten
     return 0.5 * outside.pow(2).sum(dim=-1).mean()
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (what tyro shows in CleanRL's ``--help``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (yes/no, 1/0), got {text!r}")
+
+
+#: train_agents.py's names for CleanRL's options
+ALIASES = {"total_timesteps": "--timesteps", "num_envs": "--n-envs"}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Options keep CleanRL's names; "
+                                     "--timesteps and --n-envs are aliases of --total-timesteps and --num-envs.")
+    docs = field_docs(Args)
     for f in fields(Args):
         if not f.init:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *([ALIASES[f.name]] if f.name in ALIASES else [])]
+        help_text = f"{docs.get(f.name, '')} (default: %(default)s)".strip()
         if f.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default, metavar="BOOL")
+            parser.add_argument(*flags, dest=f.name, type=boolean, default=f.default, metavar="BOOL", help=help_text)
         elif f.name in ("target_kl", "initial_action"):
-            parser.add_argument(flag, type=float, default=f.default)
+            parser.add_argument(*flags, dest=f.name, type=float, default=f.default, help=help_text)
         elif f.name == "save_model":
-            parser.add_argument(flag, type=str, default=f.default)
+            parser.add_argument(*flags, dest=f.name, type=str, default=f.default, help=help_text)
         else:
-            parser.add_argument(flag, type=type(f.default), default=f.default)
+            parser.add_argument(*flags, dest=f.name, type=type(f.default), default=f.default, help=help_text)
     return Args(**vars(parser.parse_args(argv)))
 
 
+def env_kwargs_of(args: Args) -> dict[str, Any]:
+    """``--env-kwargs``: a JSON object, or KEY=VALUE (KEY:VALUE) pairs as the other scripts take them."""
+    text = args.env_kwargs.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    from prune_env.cli import parse_key_values
+
+    return parse_key_values(text.split(), "--env-kwargs")
+
+
 def make_envs(args: Args) -> gym.vector.VectorEnv:
-    env_kwargs: dict[str, Any] = json.loads(args.env_kwargs)
+    env_kwargs = env_kwargs_of(args)
     same_step = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if args.vectorization_mode == "vector_entry_point":  # the batched VectorEnv takes its options as keywords
         return gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **same_step,
@@ -187,9 +237,17 @@ def main(argv: list[str] | None = None) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device("cpu")
+    writer = None
+    if args.tb_dir:  # CleanRL's TensorBoard layout
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_name = f"{args.env_id}__cleanrl_ppo__{args.seed}__{int(time.time())}"
+        writer = SummaryWriter(f"{args.tb_dir}/{run_name}")
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{k}|{v}|" for k, v in vars(args).items()))
 
     envs = make_envs(args)
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action spaces are supported"
@@ -198,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     if args.initial_action is None:
-        args.initial_action = float(json.loads(args.env_kwargs).get("budget", 0.5))
+        args.initial_action = float(env_kwargs_of(args).get("budget", 0.5))
     agent = Agent(obs_dim, act_dim, args.log_std_init, args.initial_action).to(device)
     initial_params = torch.cat([p.detach().clone().reshape(-1) for p in agent.parameters()])
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -295,11 +353,22 @@ def main(argv: list[str] | None = None) -> dict:
         recent = episodic_returns[finished_before:]
         mean_recent = float(np.mean(recent)) if recent else float("nan")
         iteration_means.append(mean_recent)
+        if writer is not None:
+            if recent:
+                writer.add_scalar("charts/episodic_return", mean_recent, global_step)
+            writer.add_scalar("losses/value_loss", float(v_loss), global_step)
+            writer.add_scalar("losses/policy_loss", float(pg_loss), global_step)
+            writer.add_scalar("losses/action_regularizer", float(a_loss), global_step)
+            writer.add_scalar("losses/approx_kl", float(approx_kl), global_step)
+            writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), global_step)
+            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start)), global_step)
         print(f"iteration={iteration}/{args.num_iterations} global_step={global_step} "
               f"mean_episodic_return={mean_recent:.4f} episodes={len(recent)} "
               f"clipfrac={np.mean(clipfracs):.3f} SPS={int(global_step / (time.time() - start))}", flush=True)
 
     envs.close()
+    if writer is not None:
+        writer.close()
     final_params = torch.cat([p.detach().reshape(-1) for p in agent.parameters()])
     last = episodic_returns[-args.report_last:]
     result = {

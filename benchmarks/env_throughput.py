@@ -49,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prune_env  # noqa: E402
+from prune_env.cli import add_threads_option, set_threads  # noqa: E402
 from prune_env.envs import RuntimePruneEnv  # noqa: E402
 from prune_env.envs.runtime import RuntimeEpisodes  # noqa: E402
 from prune_env.envs.vec_env import MONITOR_KEYWORDS, EpisodeMonitor  # noqa: E402
@@ -69,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-envs", nargs="+", type=int, default=[1, 16, 64, 256])
     p.add_argument("--seconds", type=float, default=1.0, help="minimum duration of one measurement")
     p.add_argument("--repeats", type=int, default=3, help="interleaved measurements per method (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    add_threads_option(p)
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: perf_counter; cpu: this process's CPU time (with --threads 1, insensitive to "
                         "other processes sharing the cores)")
@@ -179,8 +180,7 @@ def measure(round_fn: Callable[[], None], n: int, seconds: float, clock: Callabl
 
 # --------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.clock == "cpu" and torch.get_num_threads() > 1:
         warnings.warn("--clock cpu sums the CPU time of all torch threads; use it with --threads 1", stacklevel=2)
     results = {

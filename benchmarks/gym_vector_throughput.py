@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prune_env  # noqa: E402,F401  (registers the ids)
+from prune_env.cli import add_threads_option, parse_key_values, set_threads  # noqa: E402
 
 BATCHED = "vector_entry_point"
 
@@ -58,22 +59,27 @@ def steps_per_second(envs: gym.vector.VectorEnv, actions: np.ndarray, seconds: f
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-id", default="RuntimePrune-v0")
-    parser.add_argument("--env-kwargs", default="{}", help="environment keywords as a JSON object")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[64])
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="environment keywords, e.g. budget=0.3 (or KEY:VALUE; a JSON object is read too)")
+    parser.add_argument("--n-envs", "--num-envs", dest="num_envs", type=int, nargs="+", default=[64],
+                        help="sub-environments per vector env (default 64)")
     parser.add_argument("--modes", nargs="+", default=["sync"], choices=["sync", "async"],
                         help="Gymnasium's vectorizations the batched env is compared with")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5, help="minimum duration of one measurement")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    add_threads_option(parser)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.clock == "cpu" and "async" in args.modes:
         print("note: --clock cpu does not count the async workers' processes; use --clock wall for async", file=sys.stderr)
-    env_kwargs = json.loads(args.env_kwargs)
+    text = " ".join(args.env_kwargs).strip()
+    try:
+        env_kwargs = json.loads(text) if text.startswith("{") else parse_key_values(args.env_kwargs, "--env-kwargs")
+    except (json.JSONDecodeError, argparse.ArgumentTypeError) as err:
+        parser.error(str(err))
     rows = []
     for n in args.num_envs:
         envs, build = {}, {}

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
+from prune_env.cli import add_threads_option, device  # noqa: E402
 from prune_env.cnn import epochs_for_batches  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
@@ -69,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"(default {value}; --quick {QUICK[key]})")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default recurrent_ppo)")
     p.add_argument("--quick", action="store_true", help="tiny schedule on digits, PPO agents (tests)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--workers", type=int, default=1, help="parallel runs in step 2 (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    add_threads_option(p)
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers of the CNN stages (default 0)")
     p.add_argument("--data-on-device", action="store_true",
                    help="hold the splits as tensors on the device and augment batches there (fast on a GPU)")
-    p.add_argument("--agent-device", default=None, help="device of the agents' networks (default: --device)")
+    p.add_argument("--agent-device", type=device, default=None, help="device of the agents' networks (default: --device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/paper_tables"), help="output directory")
     return p

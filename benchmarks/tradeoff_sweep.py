@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.algorithm1 import ALGORITHM1_STATE, Algorithm1Config, run_algorithm1  # noqa: E402
 from prune_env.assets import default_checkpoint_path  # noqa: E402
+from prune_env.cli import add_threads_option, set_threads  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
 from prune_env.io import write_csv  # noqa: E402
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/tradeoff_sweep"), help="sweep directory (default %(default)s)")
     p.add_argument("--figures", type=Path, default=None,
                    help="where the PNGs go (default docs/figures, or --out with --quick)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_option(p)
     p.add_argument("--fresh", action="store_true", help="rerun every rate even when its result exists")
     return p
 
@@ -234,7 +235,7 @@ def format_table(summary: list[dict], seeds: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     for rate in args.rates:
         if not 0.0 <= rate <= 1.0:
             raise SystemExit(f"--rates: R_r must be in [0, 1], got {rate}")
