@@ -186,11 +186,12 @@ def plot(rows: list[dict], summary: dict, path: Path) -> None:
     budget = summary["budget"]
     styles = {"uniform": ("tab:red", "uniform @ budget"), "best_static": ("tab:green", "best static (searched on train)"),
               "layer_mean": ("tab:purple", "agent's layer means"), "shuffled": ("tab:gray", "agent shuffled"),
-              "oracle": ("black", "per-input oracle (labels)")}
+              "oracle": ("black", "per-input oracle (labels)"), "dense": ("tab:brown", "dense")}
     for key, (color, label) in styles.items():
         if key in summary:
             ax.axhline(100 * summary[key]["mean"], color=color, ls="--" if key != "oracle" else ":", lw=1.2, label=label)
     ax.axvline(budget, color="tab:red", lw=0.8, alpha=0.6)
+    ax.axvspan(budget, 1.01 * budget, color="tab:red", alpha=0.08, label="within 1% over the budget")
     ax.text(budget, ax.get_ylim()[0], " budget", color="tab:red", fontsize=8, va="bottom")
     ax.set_xlabel("mean MAC ratio of dense (test split)")
     ax.set_ylabel("top-1 (%)")

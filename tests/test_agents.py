@@ -121,6 +121,10 @@ def test_eq13_pulls_a_mean_outside_the_range_back_inside(policy_algo):
         cfg = RunConfig(algo=policy_algo, seed=0, device="cpu")
         cfg.hyperparams = dict(tiny_overrides(policy_algo), learning_rate=1e-2, n_epochs=10,
                                **{"policy_kwargs.action_reg_coef": coef, "policy_kwargs.initial_action": 3.0})
+        if policy_algo == "recurrent_ppo":
+            # Eq. 13 alone: when the value loss also trains the shared LSTM (the runtime default), its
+            # gradient dominates the clipped gradient norm at this learning rate and moves the features
+            cfg.hyperparams["policy_kwargs.critic_trains_lstm"] = False
         model = build_model(cfg, RUNTIME, venv, None)
         model.learn(8 * 8 * 12)
         return mean_actions(model, venv)
