@@ -1,0 +1,119 @@
+"""Every command of the README's code blocks runs (issue 16), so that the README cannot drift from the code.
+
+The README is parsed here: every line of its ``bash`` blocks is a command and every ``python`` block a
+script, run in README order in one scratch directory (so ``--static-agent runs/staticprune-ppo-s0``
+finds what the command before it trained) that links the repository's scripts. To keep the test at
+a couple of minutes, step counts are made small by :data:`SMALL`, the one documented mapping from a
+command to the options added to it (later options win over the README's own, e.g. ``--timesteps``);
+placeholders are replaced by :data:`PLACEHOLDERS`. Commands that cannot run here are skipped with the
+reason in :data:`SKIP` (a download, a GPU, the test suite itself); ``pytest -rs`` lists them.
+
+Marked ``readme`` (``pytest -m "not readme"`` leaves it out of a quick local run; CI runs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+#: (pattern of the command, reason): commands not run here
+SKIP = (
+    (r"^pip install", "installs the package, which the tests already run from"),
+    (r"^python -m pytest", "the test suite itself"),
+    (r"--dataset cifar10|--schedule cifar10", "downloads CIFAR-10"),
+    (r"--checkpoint runs/(pre|imp)\.pt", "needs the CIFAR-10 checkpoints of the commands above"),
+    (r"--device cuda", "needs a GPU"),
+    (r"finetune_cnn\.py method", "minutes of CNN stages (no step option); tests/test_algorithm1.py runs them small"),
+    (r'dataset="cifar10"', "downloads CIFAR-10 (a line of the python block, left out)"),
+)
+#: (pattern of the command, options appended): small step counts, documented here once
+SMALL = (
+    (r"train_agents\.py", ["--timesteps", "64", "--n-envs", "8", "--overwrite", "--no-progress"]),
+    (r"evaluate_run\.py", ["--repeats", "2", "--warmup", "0", "--latency-inputs", "4", "--no-progress"]),
+    (r"agents\.benchmark run", ["--algos", "ppo", "--baselines", "uniform", "--seeds", "0", "--timesteps", "64",
+                                "--n-envs", "8", "--workers", "1"]),
+    (r"rl_zoo3\.train", ["-n", "256", "--log-folder", "zoo_logs"]),
+    (r"cleanrl_ppo\.py", ["--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32"]),
+    (r"env_throughput\.py", ["--models", "default", "--n-envs", "1", "8", "--seconds", "0.05", "--repeats", "1",
+                             "--max-round-seconds", "2"]),
+    (r"latency\.py", ["--models", "digitnet", "--batches", "1", "--keep", "0.5", "--repeats", "2", "--warmup", "0"]),
+    (r"tradeoff_sweep\.py", ["--rates", "0", "1", "--out", "runs/tradeoff_sweep"]),
+)
+#: placeholders of the README and what stands in for them
+PLACEHOLDERS = {"my_package.my_module:MyAlgo": "stable_baselines3:PPO"}
+#: what the scratch directory links from the repository
+LINKED = ("train_agents.py", "finetune_cnn.py", "evaluate_run.py", "benchmarks", "hyperparams")
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """``(kind, text)`` in README order: ``("bash", one command)`` or ``("python", one block)``."""
+    out = []
+    for lang, body in re.findall(r"```(bash|python)\n(.*?)```", README.read_text(), re.S):
+        if lang == "python":
+            out.append(("python", body))
+            continue
+        for line in body.splitlines():
+            if line.strip():
+                out.append(("bash", " ".join(shlex.split(line, comments=True))))
+    return out
+
+
+def skip_reason(text: str) -> str | None:
+    return next((reason for pattern, reason in SKIP if re.search(pattern, text)), None)
+
+
+def prepared(text: str) -> list[str]:
+    """The argv a README command runs as here: placeholders replaced, the small settings appended."""
+    for old, new in PLACEHOLDERS.items():
+        text = text.replace(old, new)
+    argv = shlex.split(text)
+    for pattern, extra in SMALL:
+        if re.search(pattern, text):
+            argv += extra
+    return [sys.executable if a == "python" else a for a in argv]
+
+
+COMMANDS = readme_commands()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("readme")
+    for name in LINKED:
+        (work / name).symlink_to(ROOT / name)
+    return work
+
+
+def test_readme_has_commands():
+    kinds = [k for k, _ in COMMANDS]
+    assert kinds.count("bash") >= 20 and kinds.count("python") >= 2
+    assert any("train_agents.py --env RuntimePrune-v0" in text for _, text in COMMANDS)
+
+
+@pytest.mark.readme
+@pytest.mark.parametrize("index", range(len(COMMANDS)),
+                         ids=[f"{i}-{text.split(chr(10))[0][:60]}" for i, (_, text) in enumerate(COMMANDS)])
+def test_readme_command_runs(index, workdir):
+    kind, text = COMMANDS[index]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
+    if kind == "python":
+        kept = [line for line in text.splitlines() if not skip_reason(line)]
+        script = workdir / f"readme_block_{index}.py"
+        script.write_text("import torch\ntorch.set_num_threads(1)\n" + "\n".join(kept) + "\n")
+        argv = [sys.executable, str(script)]
+    else:
+        reason = skip_reason(text)
+        if reason:
+            pytest.skip(f"{text}: {reason}")
+        argv = prepared(text)
+    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{text}\n-> {' '.join(argv)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
