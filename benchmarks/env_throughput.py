@@ -71,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=1.0, help="minimum duration of one measurement")
     p.add_argument("--repeats", type=int, default=3, help="interleaved measurements per method (median reported)")
     add_threads_option(p)
+    p.add_argument("--no-progress", action="store_true", help="do not report each measurement on standard error")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: perf_counter; cpu: this process's CPU time (with --threads 1, insensitive to "
                         "other processes sharing the cores)")
@@ -211,6 +212,9 @@ def run(args: argparse.Namespace) -> dict:
               f"(first) / {again_build:.2f} s (again)", flush=True)
         last_eps: dict[str, float] = {}  # per method, at the previous n_envs (a round's time grows with n)
         for n in sorted(args.n_envs):
+            if not getattr(args, "no_progress", False):  # progress, as every script shows it (prune_env.progress)
+                print(f"env_throughput: {model}, n_envs={n}: {len(METHODS)} methods x {args.repeats} rounds "
+                      f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
             skipped: dict[str, str] = {}
             for method, eps in last_eps.items():
                 if n / eps > args.max_round_seconds:

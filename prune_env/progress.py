@@ -95,12 +95,12 @@ class LogBar:
 
 
 def bar(total: float | None = None, desc: str = "", unit: str = "it", *, initial: float = 0, disable: bool = False,
-        file: IO | None = None, interval: float = LOG_INTERVAL) -> Any:
-    """A tqdm bar on a terminal, a :class:`LogBar` otherwise (module docstring)."""
+        file: IO | None = None, interval: float = LOG_INTERVAL, leave: bool = True) -> Any:
+    """A tqdm bar on a terminal (``leave=False``: erased when done), a :class:`LogBar` otherwise (module docstring)."""
     if not disable and is_terminal(file):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=file, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=file, dynamic_ncols=True, leave=leave)
     return LogBar(total, desc, unit, initial, file, interval, disable)
 
 

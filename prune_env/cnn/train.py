@@ -46,6 +46,7 @@ from prune_env.data import DeviceBatches
 from prune_env.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed
 from prune_env.interrupt import check_interrupt, deferred_interrupt
 from prune_env.nets.gated import GatedNet
+from prune_env.progress import bar as progress_bar
 
 if TYPE_CHECKING:
     from prune_env.data import DatasetSplits
@@ -229,7 +230,7 @@ def train_stage(
             ``LOCAL_RANK`` GPU.
         seed: seeds data order (a ``DistributedSampler`` seeded with ``seed``, reshuffled each
             epoch) and the torch RNG at the start of every epoch: same seed, same result.
-        progress: a tqdm bar per epoch (off on non-tty streams and on ranks other than 0).
+        progress: a bar per epoch (:mod:`prune_env.progress`: lines every 30 s in a log; none on ranks other than 0).
         ratio_fn: ``finetune`` only: ``ratio_fn(net, images) -> (runtime (B, L), static (L,))``
             keep ratios of the frozen agents; called in eval mode without gradients.
             Default: :func:`~prune_env.cnn.ratios.uniform_ratio_fn` of ``keep``.
@@ -321,8 +322,9 @@ def train_stage(
                     model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
             _seed_epoch(seed, epoch, ctx, sampler, loader)
             set_train_mode(net, freeze_bn)
-            bar = tqdm(total=n_batches, desc=f"{stage} {epoch + 1}/{epochs}", leave=False,
-                       disable=True if not (progress and ctx.is_main) else None, file=sys.stderr)
+            # a bar on a terminal, a line every 30 s in a log (prune_env.progress), as every script shows progress
+            bar = progress_bar(n_batches, f"{stage} {epoch + 1}/{epochs}", "batch", leave=False,
+                               disable=not (progress and ctx.is_main), file=sys.stderr)
             with deferred_interrupt(enabled=not ctx.distributed):
                 sums = _train_epoch(model, net, loader, n_batches, optimizer, scheduler, ratio_fn, dev, bar, done)
             bar.close()
