@@ -143,7 +143,7 @@ def write_outputs(rows: list[dict], summary: dict, out: Path, command: str) -> N
     for r in rows:
         lines.append(f"| seed {r['seed']} | " + " | ".join(_cell(name, r.get(name)) for name, *_ in COLUMNS) + " |")
     lines.append("| **mean** | " + " | ".join(
-        _cell(name, summary[name]["mean"]) + (f" ± {_scale(name) * summary[name]['std']:.2f}" if name in summary else "")
+        _cell(name, summary[name]["mean"]) + " ± " + _cell(name, summary[name]["std"])
         if name in summary else "" for name, *_ in COLUMNS) + " |")
     for agent in ("agent", "calibrated"):
         if f"{agent}_checks" in summary:
