@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_option(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="directory for the report files (default: RUN_DIR)")
     p.add_argument("--no-write", action="store_true", help="print only; write no report files")
+    p.add_argument("--no-references", action="store_true",
+                   help="skip the headroom references of a runtime run (best static allocation, oracle, controls)")
     p.add_argument("--no-progress", action="store_true", help="do not report the steps on standard error")
     return p
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         return evaluate_run_dir(args.run_dir, latency=latency, batch_size=args.batch_size,
                                 runtime_agent=args.runtime_agent, static_agent=args.static_agent, write=not args.no_write,
-                                out=args.out, progress=not args.no_progress)
+                                out=args.out, progress=not args.no_progress, references=not args.no_references)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agents.registry import RUNTIME, STATIC
+from agents.registry import RUNTIME, STATIC, env_kwargs_for
 from agents.training import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
@@ -208,17 +208,34 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask
 
 
 # --------------------------------------------------------------------------- the whole job
+def headroom_references(run: LoadedRun) -> dict:
+    """A runtime run's agent beside every headroom reference (:func:`prune_env.references.headroom_report`):
+    the static allocation searched and the offset calibrated on the split the agent trained on."""
+    from prune_env.evaluation import rollout_split
+    from prune_env.references import headroom_report
+
+    meta = json.loads((run.run_dir / RUN_FILE).read_text()) if (run.run_dir / RUN_FILE).is_file() else {}
+    env_kwargs = env_kwargs_for(meta.get("algo", "ppo"), RUNTIME, meta.get("env_kwargs", {}))
+    split = env_kwargs.get("split", "val")
+    search = PruningTask(_task_config(env_kwargs, split="val" if split == "test" else split))
+    pair = run.pair
+    agent = rollout_split(run.task, pair.runtime_policy, pair.static_ratios)
+    return headroom_report(run.task, agent, pair.static_ratios, search=search, policy=pair.runtime_policy, calibrate=True,
+                           seed=int(meta.get("seed", 0)))
+
+
 def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = False, batch_size: int = 512,
                      runtime_agent: str | Path | None = None, static_agent: str | Path | None = None,
                      write: bool = True, echo: Callable[[str], Any] | None = print, out: str | Path | None = None,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, references: bool = True) -> dict:
     """Evaluate ``run_dir`` on the test split, write ``report.{json,md,txt,png}`` into ``out`` (default:
     ``run_dir``), print the table (as wide as the terminal).
 
     ``latency``: True (default :class:`~prune_env.report.LatencyConfig`) or a config measures CPU
     latency of dense vs the deployed model. A ``static`` run's "in budget" is judged on the parameter
-    budget. ``progress`` reports each step on standard error. Returns the report dict (see
-    :mod:`prune_env.report`).
+    budget. ``progress`` reports each step on standard error. With ``references``, a runtime run is
+    also scored beside every headroom reference (:func:`headroom_references`, ``report["references"]``).
+    Returns the report dict (see :mod:`prune_env.report`).
     """
     from prune_env.progress import steps
 
@@ -234,11 +251,29 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
         row = next(r for r in report["rows"] if r["name"] == "agents")
         report["run"]["reproduces_recorded"] = bool(
             abs(row["accuracy"] - recorded["accuracy"]) < 1e-9 and abs(row["macs_ratio"] - recorded["macs_ratio"]) < 1e-9)
+    headroom = None
+    if references and run.kind == "runtime":
+        say("headroom references (best static allocation, oracle, controls, calibration)")
+        headroom = headroom_references(run)
+        report["references"] = {"summary": headroom["summary"], "rows": headroom["rows"],
+                                "static_search": headroom.get("static_search"), "oracle": headroom["oracle"]}
     if write:
         say("writing the report")
         report["files"] = {k: str(v) for k, v in write_report(report, Path(out) if out else run.run_dir).items()}
     if echo is not None:
         echo(format_text(report, width=None).rstrip())
+        if headroom is not None:
+            from agents.training import TABLE_ROWS
+            from prune_env.evaluation import format_table
+
+            rows = headroom["rows"]
+            echo("\nBeside every reference at the same budget (test split):")
+            echo(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+            s = headroom["summary"]
+            captured = s["headroom_captured_accuracy"]
+            echo(f"adaptation gain: {100 * s['adaptation_gain_shuffled']:+.2f} points over the agent's shuffled allocations, "
+                 f"{100 * s['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
+                 + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
         if write:
             echo(f"written: {', '.join(report['files'].values())}")
     return report

@@ -75,6 +75,12 @@ def test_evaluate_run_writes_consistent_report(runtime_run, capsys):
     assert md.count("\n| ") == 5  # header, separator, three rows
     assert f"{100 * rows['agents']['accuracy']:.2f}" in txt and f"{100 * rows['agents']['accuracy']:.2f}" in md
     assert txt.rstrip() in printed
+    # the headroom references, as train_agents.py computed them (same agent, same splits)
+    refs = json.loads((runtime_run / "references.json").read_text())
+    assert report["references"]["rows"]["best_static"]["accuracy"] == pytest.approx(refs["best_static"]["accuracy"])
+    assert report["references"]["rows"]["oracle_accuracy"]["accuracy"] >= rows["uniform"]["accuracy"]
+    assert "best static" in printed and "adaptation gain" in printed
+    assert "references" in saved
 
 
 def test_latency_measures_dense_and_the_deployed_model(runtime_run):
