@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from prune_env.evaluation import (
     summarize,
     write_json,
 )
+from prune_env.io import versions
 from prune_env.policies import SB3Policy
 from prune_env.references import headroom_report
 
@@ -252,19 +252,13 @@ def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> t
 
 
 def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
-    import gymnasium
-    import sb3_contrib
-    import stable_baselines3
-
     spec = get_spec(cfg.algo)
     return {
         "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
         "env_kwargs": env_kwargs_for(cfg.algo, env_id, env_kwargs), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
-        "versions": {"prune_env": prune_env.__version__, "torch": torch.__version__,
-                     "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__,
-                     "gymnasium": gymnasium.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
 
 
