@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=available_datasets(), default=None,
                    help="dataset (default: the checkpoint's, else digits)")
     g.add_argument("--data-root", type=Path, default=None, help="dataset root directory (see prune_env.data)")
+    g.add_argument("--download", action="store_true",
+                   help="fetch a missing dataset with torchvision's own download (CIFAR-10, Fashion-MNIST; needs the internet)")
     g.add_argument("--val-fraction", type=unit_interval, default=0.1, help="held-out validation fraction (default 0.1)")
     g.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the train/val split (default 0)")
 
@@ -263,6 +265,7 @@ class StageJob:
     weights: Path | None = None
     dataset: str | None = None
     data_root: Path | None = None
+    download: bool = False
     val_fraction: float = 0.1
     split_seed: int = 0
     hparams: dict[str, Any] = field(default_factory=dict)
@@ -330,7 +333,8 @@ def run_stage(job: StageJob) -> dict[str, Any]:
     dataset = job.dataset or payload.get("dataset") or "digits"
     hp = stage_hparams(dataset, stage, **job.hparams)
     try:
-        splits = load_dataset(dataset, job.data_root, val_fraction=job.val_fraction, seed=job.split_seed)
+        splits = load_dataset(dataset, job.data_root, val_fraction=job.val_fraction, seed=job.split_seed,
+                              download=job.download)
     except (ValueError, FileNotFoundError) as err:  # DatasetNotFoundError is a FileNotFoundError
         raise UsageError(f"--dataset {dataset}: {err}") from None
 
@@ -439,8 +443,9 @@ def _job_from_args(args: argparse.Namespace) -> StageJob:
     )
     return StageJob(
         args.stage, checkpoint=args.checkpoint, model=args.model, width=args.width, weights=args.weights,
-        dataset=args.dataset, data_root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        hparams=hparams, freeze_bn=args.freeze_bn, tradeoff_rate=args.tradeoff_rate, seed=args.seed, device=args.device,
+        dataset=args.dataset, data_root=args.data_root, download=args.download, val_fraction=args.val_fraction,
+        split_seed=args.split_seed, hparams=hparams, freeze_bn=args.freeze_bn, tradeoff_rate=args.tradeoff_rate,
+        seed=args.seed, device=args.device,
         num_workers=args.num_workers, data_on_device=args.data_on_device, threads=args.threads, out=args.out,
         resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
         random_keep=getattr(args, "random_keep", None),

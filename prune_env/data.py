@@ -370,7 +370,8 @@ def _find_fashion_mnist_root(root: str | os.PathLike | None, download: bool) -> 
     )
     raise DatasetNotFoundError(
         f"Fashion-MNIST not found. Looked in:\n{looked_at}\n"
-        "Install it with `apt-get install dataset-fashion-mnist`, or pass download=True."
+        "Install it with `apt-get install dataset-fashion-mnist`, or let torchvision fetch it: download=True "
+        "(gym.make / load_dataset), --env-kwargs download=True (train_agents.py) or --download (finetune_cnn.py)."
     )
 
 
@@ -442,7 +443,9 @@ def _build_cifar10(
     if missing and not download:
         raise DatasetNotFoundError(
             f"CIFAR-10 not found: {folder} lacks {', '.join(p.name for p in missing)}. "
-            f"Download CIFAR-10 (python version) and extract it into {root}, or pass download=True."
+            f"Download CIFAR-10 (python version) and extract it into {root}, or let torchvision fetch it: "
+            "download=True (gym.make / load_dataset), --env-kwargs download=True (train_agents.py) or --download "
+            "(finetune_cnn.py)."
         )
     cls = torchvision.datasets.CIFAR10 if verify else _UnverifiedCIFAR10
     train_base = _open_cifar10(cls, root, train=True, download=download)

@@ -536,3 +536,37 @@ def test_materialize_returns_the_whole_split_once():
         assert torch.equal(images[i], splits.val[i][0]) and int(labels[i]) == splits.val[i][1]
     again, _ = materialize(splits.val)
     assert again is images  # cached
+
+
+def test_cifar10_download_goes_through_torchvision(tmp_path, monkeypatch):
+    """download=True reaches torchvision's own download (stubbed: it writes the fixture where the archive would go)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    calls = []
+
+    def fake_download(url, download_root, filename=None, md5=None, **kwargs):
+        calls.append((url, Path(download_root), filename))
+        _write_cifar_fixture(Path(download_root))
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_download)
+    root = tmp_path / "fresh"
+    with pytest.raises(DatasetNotFoundError, match="--download"):  # the hint names every route
+        load_dataset("cifar10", root, verify=False)
+    splits = load_dataset("cifar10", root, download=True, verify=False)
+    assert len(calls) == 1 and calls[0][0].startswith("https://") and calls[0][1] == root
+    assert len(splits.test) == 10 and splits.num_classes == 10
+    load_dataset("cifar10", root, download=True, verify=False)  # present now: no second download
+    assert len(calls) == 1
+
+
+def test_download_keyword_reaches_the_loaders(monkeypatch):
+    import finetune_cnn
+    from prune_env.envs.task import PruningTask, TaskConfig
+
+    with pytest.raises(ValueError, match="download must be True or False"):
+        TaskConfig(download="yes").validate()
+    task = PruningTask(TaskConfig(download=True))  # digits ships with scikit-learn: nothing to fetch
+    assert task.cfg.download is True
+    job = finetune_cnn._job_from_args(finetune_cnn.build_parser().parse_args(
+        ["pretrain", "--dataset", "cifar10", "--download", "--out", "x.pt"]))
+    assert job.download is True

@@ -181,7 +181,8 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     ## Arguments
     * ``model`` (str, default from the checkpoint, else ``"digitnet"``), ``checkpoint`` (path; with
       neither, the shipped digitnet trained on digits), ``dataset`` (default from the checkpoint),
-      ``data_root``, ``split`` (``"val"``; ``"train"``/``"test"``), ``width`` (untrained nets only);
+      ``data_root``, ``download`` (False; True fetches a missing CIFAR-10 / Fashion-MNIST with
+      torchvision's download), ``split`` (``"val"``; ``"train"``/``"test"``), ``width`` (untrained nets only);
     * ``budget`` (0.5) in (0, 1], read as a uniform keep ratio ("sparsity") or, with
       ``budget_kind="fraction"``, as the fraction of dense MACs;
     * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];

@@ -137,6 +137,7 @@ class TaskConfig:
     checkpoint: str | None = None
     dataset: str | None = None
     data_root: str | None = None
+    download: bool = False
     split: str = "val"
     width: float | None = None
     budget: float = 0.5
@@ -160,6 +161,8 @@ class TaskConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
+        if not isinstance(self.download, bool):
+            raise ValueError(f"download must be True or False, got {self.download!r}")
         check_choice("split", self.split, SPLITS)
         check_choice("budget_kind", self.budget_kind, BUDGET_KINDS)
         check_choice("reward", self.reward, REWARD_MODES)
@@ -210,7 +213,7 @@ def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
     dataset = cfg.dataset or "digits"
     from prune_env.data import load_dataset
 
-    splits = load_dataset(dataset, cfg.data_root)
+    splits = load_dataset(dataset, cfg.data_root, download=cfg.download)
     warnings.warn(f"no checkpoint given: {model} is randomly initialised (fine for tests and timing, not for results)",
                   stacklevel=2)
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
@@ -233,7 +236,7 @@ class PruningTask:
         self.tradeoff_rate = cfg.tradeoff_rate  # configures the network's masks too
         for p in self.net.parameters():
             p.requires_grad_(False)
-        splits = self._splits = load_dataset(self.dataset_name, cfg.data_root)
+        splits = self._splits = load_dataset(self.dataset_name, cfg.data_root, download=cfg.download)
         self.num_classes = splits.num_classes
         self.source = ImageSource(getattr(splits, cfg.split), self.device)
         self.input_shape = self.source.image_shape
