@@ -52,7 +52,10 @@ def _check_rows(report: dict) -> dict[str, dict]:
     return rows
 
 
-def test_evaluate_run_writes_consistent_report(runtime_run, capsys):
+def test_evaluate_run_writes_consistent_report(runtime_run, capsys, monkeypatch):
+    from prune_env.report import TEXT_WIDTH
+
+    monkeypatch.setenv("COLUMNS", str(TEXT_WIDTH))  # the terminal's width is the file's: the printed text is the file's
     assert inspect_run(runtime_run) == "runtime"
     report = evaluate_run.main([str(runtime_run)])
     printed = capsys.readouterr().out
