@@ -96,7 +96,8 @@ def soak_train(steps: int, seed: int, out_dir: str) -> Sampler:
                                         checkpoint_every=100_000))
     finally:
         training.CallbackList = original
-    sampler.samples.append((round(time.time() - sampler.start, 2), steps, round(rss_mib(), 1)))
+    # after the test-split evaluation and its plots (matplotlib's import and figures): apart from training
+    sampler.after_run_mib = round(rss_mib(), 1)
     return sampler
 
 
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = soak_vecenv(args.steps, args.n_envs, args.seed) if args.what == "vecenv" else soak_train(
         args.steps, args.seed, args.run_dir)
     result = {"what": args.what, "summary": sampler.summary(), "samples": sampler.samples}
+    if hasattr(sampler, "after_run_mib"):
+        result["summary"]["rss_after_evaluation_mib"] = sampler.after_run_mib
     print(result["summary"])
     if args.out:
         from prune_env.io import write_json
