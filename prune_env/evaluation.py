@@ -51,17 +51,20 @@ class PerInputPolicy(KeepRatioPolicy):
 
 
 def rollout_split(task: PruningTask, runtime_policy: Any, static_ratios: Any, *, per_input: np.ndarray | None = None,
-                  batch_size: int = 512) -> SplitResults:
-    """Run every image of ``task``'s split; the runtime keep ratios come from ``runtime_policy``
-    (anything :func:`~prune_env.policies.as_policy` accepts) or, given, from ``per_input`` ``(N, L)``."""
+                  batch_size: int = 512, indices: np.ndarray | None = None) -> SplitResults:
+    """Run every image of ``task``'s split (or those at ``indices``, in their order); the runtime keep
+    ratios come from ``runtime_policy`` (anything :func:`~prune_env.policies.as_policy` accepts) or,
+    given, from ``per_input`` ``(N, L)``, one row per image run."""
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
     policy = None if per_input is not None else as_policy(runtime_policy, task.num_layers)
+    order = np.arange(len(task.source)) if indices is None else np.asarray(indices, dtype=np.int64)
     correct, losses, macs, keep, actions = [], [], [], [], []
     with torch.no_grad():
-        for start in range(0, len(task.source), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(task.source)))
+        for start in range(0, len(order), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(order)))
+            idx = order[rows]
             images, labels = task.source.get(idx)
-            state = task.rollout(images, policy if per_input is None else PerInputPolicy(per_input[idx]), static)
+            state = task.rollout(images, policy if per_input is None else PerInputPolicy(per_input[rows]), static)
             correct.append((state.logits.argmax(1) == labels).cpu().numpy())
             losses.append(task.losses(state.logits, labels).cpu().numpy())
             macs.append(task.costs.macs_ratio(state.kept).numpy())

@@ -243,11 +243,11 @@ class OffsetPolicy(KeepRatioPolicy):
 
 
 def calibrate_offset(task: PruningTask, policy: Any, static_ratios: Any, macs_budget: float | None = None, *,
-                     max_offset: float = 0.1, step: float = 0.0025) -> float:
+                     max_offset: float = 0.1, step: float = 0.0025, max_images: int | None = 4096, seed: int = 0) -> float:
     """The largest additive offset on ``policy``'s keep ratios, on a grid of ``step`` in
     ``[-max_offset, max_offset]``, whose mean MAC ratio on ``task``'s split meets ``macs_budget``
     (default: the task's); ``-max_offset`` when none does. Use a training or calibration split,
-    never the test split.
+    never the test split; at most ``max_images`` of its images (a fixed random subset).
 
     The grid is scanned from the top rather than bisected: a runtime agent observes the MACs it
     has spent so far and may answer a lower keep ratio in one layer with higher ones after, so its
@@ -259,9 +259,13 @@ def calibrate_offset(task: PruningTask, policy: Any, static_ratios: Any, macs_bu
     if not (0 < step <= max_offset):
         raise ValueError(f"step must be in (0, max_offset={max_offset}], got {step}")
     budget = task.macs_budget if macs_budget is None else float(macs_budget)
+    n = len(task.source)
+    indices = None if max_images is None or n <= max_images else np.sort(
+        np.random.default_rng(seed).choice(n, size=max_images, replace=False))
     for k in range(int(round(max_offset / step)), -int(round(max_offset / step)) - 1, -1):
         offset = k * step
-        macs = float(rollout_split(task, OffsetPolicy(policy, offset, task.num_layers), static_ratios).macs.mean())
+        macs = float(rollout_split(task, OffsetPolicy(policy, offset, task.num_layers), static_ratios,
+                                   indices=indices).macs.mean())
         if macs <= budget + 1e-12:
             return offset
     return -max_offset

@@ -132,6 +132,8 @@ def test_controls_keep_the_agents_mean_macs(train_task):
     per_input = rng.uniform(0.2, 0.6, (n, train_task.num_layers))
     agent = rollout_split(train_task, None, 1.0, per_input=per_input)
     assert np.allclose(agent.actions, per_input)
+    some = rollout_split(train_task, None, 1.0, per_input=per_input[[7, 2]], indices=[7, 2])  # a subset, in its order
+    np.testing.assert_allclose(some.losses, agent.losses[[7, 2]], rtol=1e-5)
     controls = adaptation_controls(train_task, agent, 1.0)
     # a permutation of the rows: the very same MAC ratios, reordered
     assert controls["shuffled"]["macs_ratio"] == pytest.approx(agent.macs.mean())
