@@ -78,6 +78,8 @@ class RunConfig:
     command: str = ""
     #: score a runtime agent beside every headroom reference (static search, oracle, controls)
     references: bool = True
+    #: rounds of the best-static-allocation search (each tries every ordered pair of layers)
+    search_rounds: int = 40
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -391,7 +393,8 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
     metrics = summarize(test, agent, static_ratios, within="macs" if runtime_run else "params")
     if runtime_run and cfg.references:
         search = task if task.cfg.split != "test" else None
-        report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True, seed=cfg.seed)
+        report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True,
+                                 search_rounds=cfg.search_rounds, seed=cfg.seed)
         rows = report["rows"]
         metrics.update(report["summary"])
         if "agent_calibrated" in rows:

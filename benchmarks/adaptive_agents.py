@@ -60,7 +60,8 @@ def run_seed(seed: int, args_dict: dict) -> Path:
         return out
     cfg = RunConfig(env_id="RuntimePrune-v0", algo=args_dict["algo"], seed=seed, timesteps=args_dict["timesteps"],
                     env_kwargs=args_dict["env_kwargs"], hyperparams=args_dict["hyperparams"], out=str(out),
-                    progress=False, resume=(out / "checkpoint.zip").is_file(), command=args_dict["command"])
+                    progress=False, resume=(out / "checkpoint.zip").is_file(), command=args_dict["command"],
+                    search_rounds=args_dict["search_rounds"])
     run(cfg)
     return out
 
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--workers", type=positive_int, default=1, help="seeds trained at once (one thread each)")
     p.add_argument("--out", required=True, help="directory for the seeds' runs and the summary")
+    p.add_argument("--search-rounds", type=positive_int, default=40,
+                   help="rounds of the best-static-allocation search (default 40; fewer for deep networks)")
     p.add_argument("--rescore", action="store_true",
                    help="score finished seeds again with the current reference code (their agents are not retrained)")
     args = p.parse_args(argv)
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(shlex.quote(a)
                        for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
     shared = {"algo": args.algo, "timesteps": args.timesteps, "env_kwargs": env_kwargs, "hyperparams": hyperparams,
-              "out": str(out), "command": command}
+              "out": str(out), "command": command, "search_rounds": args.search_rounds}
     start = time.time()
     if args.workers > 1:
         with cf.ProcessPoolExecutor(args.workers) as pool:
