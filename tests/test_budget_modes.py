@@ -220,3 +220,22 @@ def test_replay_validates_an_episode_under_a_moved_lambda():
     assert validate(record).ok
     record.reward_state["dual"]["lam"] += 1.0  # a wrong lambda gives another reward
     assert not validate(record).ok
+
+
+def test_two_runs_of_the_main_job_with_one_seed_write_the_same_metrics(tmp_path):
+    import json
+
+    import train_agents
+
+    def run(name):
+        out = tmp_path / name
+        train_agents.main(["--env", "RuntimePrune-v0", "--timesteps", "512", "--n-envs", "16", "--seed", "3",
+                           "--out", str(out), "--no-progress", "--hyperparams", "n_steps=8", "batch_size=128", "n_epochs=1"])
+        metrics = json.loads((out / "metrics.json").read_text())
+        metrics.pop("train_seconds")  # the one figure that is a clock reading
+        return metrics, json.loads((out / "references.json").read_text())
+
+    first, refs_first = run("a")
+    second, refs_second = run("b")
+    assert first == second and refs_first == refs_second
+    assert first["calibration_offset"] is not None and "best_static" in refs_first
