@@ -6,7 +6,7 @@ finds what the command before it trained) that links the repository's scripts. T
 a couple of minutes, step counts are made small by :data:`SMALL`, the one documented mapping from a
 command to the options added to it (later options win over the README's own, e.g. ``--timesteps``);
 placeholders are replaced by :data:`PLACEHOLDERS`. Commands that cannot run here are skipped with the
-reason in :data:`SKIP` (a download, a GPU, the test suite itself); ``pytest -rs`` lists them.
+reason in :data:`SKIP` (a download, a GPU, the test suite itself); the test prints them.
 
 Marked ``readme`` (``pytest -m "not readme"`` leaves it out of a quick local run; CI runs it).
 """
@@ -99,10 +99,8 @@ def test_readme_has_commands():
     assert any("train_agents.py --env RuntimePrune-v0" in text for _, text in COMMANDS)
 
 
-@pytest.mark.readme
-@pytest.mark.parametrize("index", range(len(COMMANDS)),
-                         ids=[f"{i}-{text.split(chr(10))[0][:60]}" for i, (_, text) in enumerate(COMMANDS)])
-def test_readme_command_runs(index, workdir):
+def run_command(index: int, workdir: Path) -> str | None:
+    """Run README command ``index`` in ``workdir``; returns the skip reason, if it is skipped."""
     kind, text = COMMANDS[index]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
     if kind == "python":
@@ -113,7 +111,24 @@ def test_readme_command_runs(index, workdir):
     else:
         reason = skip_reason(text)
         if reason:
-            pytest.skip(f"{text}: {reason}")
+            return f"{text}: {reason}"
         argv = prepared(text)
     proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{text}\n-> {' '.join(argv)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return None
+
+
+@pytest.mark.readme
+def test_readme_commands_run_in_order(workdir, capsys):
+    """Every command of the README's code blocks, in README order, in one scratch directory.
+
+    One test rather than one per command: a command reads what an earlier one wrote (a run directory,
+    a checkpoint), so they must run in order and in one place, also under pytest-xdist, which would
+    spread parametrised tests over its workers. The skipped commands and their reasons are printed.
+    """
+    skipped = [reason for index in range(len(COMMANDS)) if (reason := run_command(index, workdir))]
+    with capsys.disabled():
+        print(f"\nREADME commands: {len(COMMANDS) - len(skipped)} run, {len(skipped)} skipped:")
+        for reason in skipped:
+            print(f"  skipped: {reason}")
+    assert len(skipped) < len(COMMANDS) // 2
