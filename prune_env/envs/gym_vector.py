@@ -44,7 +44,7 @@ from gymnasium.vector.utils import batch_space
 
 from prune_env.envs.actions import as_keep_ratios
 from prune_env.envs.runtime import RuntimePruneEnv
-from prune_env.envs.vec_env import ENV_CLASSES, IndexStreams
+from prune_env.envs.vec_env import ENV_CLASSES, IndexStreams, SharedEpisodes
 
 
 def stack_infos(infos: Sequence[dict], num_envs: int) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def stack_infos(infos: Sequence[dict], num_envs: int) -> dict[str, Any]:
     return out
 
 
-class PruneVectorEnv(gym.vector.VectorEnv):
+class PruneVectorEnv(SharedEpisodes, gym.vector.VectorEnv):
     """``num_envs`` episodes of one pruning environment as one batch (see the module docstring).
 
     Args:
@@ -112,17 +112,6 @@ class PruneVectorEnv(gym.vector.VectorEnv):
         self._indices = IndexStreams(self._rngs, len(self.env.task.source)) if self._runtime else None
         self._needs_reset = True  # the episodes have ended (or never started)
         self._started = False
-
-    # ------------------------------------------------------------------ the shared environment
-    @property
-    def episodes(self):
-        """The lockstep batch of episodes (the shared environment's)."""
-        return self.env.episodes
-
-    @property
-    def task(self):
-        """The shared :class:`~prune_env.envs.task.PruningTask`."""
-        return self.env.task
 
     # ------------------------------------------------------------------ Gymnasium's vector API
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):

@@ -58,7 +58,23 @@ class IndexStreams:
         return self._pending[rows, columns]
 
 
-class BatchedPruneVecEnv(VecEnv):
+class SharedEpisodes:
+    """What a batched vector env exposes of the one environment its lockstep episodes run in (``self.env``)."""
+
+    env: RuntimePruneEnv | StaticPruneEnv
+
+    @property
+    def episodes(self):
+        """The shared batch of episodes (replaced when the other agent's policy changes)."""
+        return self.env.episodes
+
+    @property
+    def task(self):
+        """The shared :class:`~prune_env.envs.task.PruningTask`."""
+        return self.env.task
+
+
+class BatchedPruneVecEnv(SharedEpisodes, VecEnv):
     """``n_envs`` episodes of ``RuntimePrune-v0`` or ``StaticPrune-v0`` computed as one batch.
 
     Args:
@@ -150,17 +166,6 @@ class BatchedPruneVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
-
-    @property
-    def episodes(self):
-        """The shared batch of episodes (replaced when the other agent's policy changes)."""
-        return self.env.episodes
-
-    @property
-    def task(self):
-        """The shared :class:`~prune_env.envs.task.PruningTask`."""
-        return self.env.task
-
 
 class EpisodeMonitor(VecMonitor):
     """``VecMonitor`` with a vectorised step: the same ``info["episode"] = {"r", "l", "t", *info_keywords}``
