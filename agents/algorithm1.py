@@ -6,6 +6,16 @@ then fine-tune the CNN, ``f`` and ``u_s`` for N2 batches with the agents frozen,
 coming from their deterministic actions (lines 16-19). Each iteration's train / test accuracy,
 MAC ratio and parameter ratio go to ``history.csv`` and a figure like the paper's Fig. 5.
 
+How the agents learn in lines 12-15 (``agent_update``):
+
+* ``"joint"`` (the paper): both agents act in the same episodes, static ratios for the network
+  and runtime ratios per input, and one reward batch updates both (line 13 forwards the entire
+  model, line 14 computes ``R^r`` and ``R^s`` from it, line 15 updates both by their PPO losses;
+  :mod:`agents.joint`). A batch is ``static_episodes`` static episodes of ``batch_size`` images.
+* ``"alternating"``: the runtime agent trains for N1 batches of ``batch_size`` images against the
+  static agent's frozen policy (in the first iteration: the budget's uniform static ratio), then
+  the static agent for N1 batches of ``static_episodes`` episodes against the runtime agent's.
+
 Nothing trained is lost to an interruption: Ctrl-C in the agents' phase saves the agents where
 they are, Ctrl-C in the CNN phase saves the fine-tuning in progress (``cnn_phase.pt``, see
 :func:`prune_env.cnn.train_stage`), and ``resume=True`` continues both from there (the agents
@@ -16,6 +26,7 @@ finished iteration.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.joint import JointEpisodes, JointTrainer, joint_models_ok
 from agents.registry import RUNTIME, STATIC
 from agents.training import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     STATE_FILE,
+    PruningLogCallback,
     RunConfig,
     agent_policy,
     atomic_model_save,
@@ -39,12 +52,15 @@ from agents.training import (
     prepare_agent,
     reward_state,
     run_record,
+    save_checkpoint,
     test_task,
 )
-from prune_env.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from prune_env.checkpoint import load_checkpoint, read_checkpoint
+from prune_env.checkpoint import save_checkpoint as save_cnn_checkpoint
 from prune_env.data import load_dataset
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
+from prune_env.interrupt import deferred_interrupt
 from prune_env.io import write_csv
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
@@ -65,6 +81,8 @@ ALGORITHM1_STATE = "algorithm1_state.json"
 CNN_PHASE = "cnn_phase.pt"
 #: static episodes run together (each one evaluates a batch of images)
 STATIC_ENVS = 8
+#: how the agents learn in lines 12-15 (module docstring)
+AGENT_UPDATES = ("joint", "alternating")
 
 
 @dataclass
@@ -94,6 +112,18 @@ class Algorithm1Config:
     resume: bool = False
     progress: bool = True
     command: str = ""
+    #: lines 12-15: ``"joint"`` (both agents in one episode, one reward batch updates both) or
+    #: ``"alternating"`` (each agent against the other's frozen policy)
+    agent_update: str = "alternating"
+    #: joint batches per update of both agents (None: as many as fill the static agent's rollout
+    #: in alternation, ``n_steps x n_envs`` of its hyper-parameters; see :func:`joint_batches_per_update`)
+    joint_update_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.agent_update not in AGENT_UPDATES:
+            raise ValueError(f"agent_update must be one of {list(AGENT_UPDATES)}, got {self.agent_update!r}")
+        if self.joint_update_batches is not None and int(self.joint_update_batches) < 1:
+            raise ValueError(f"joint_update_batches must be >= 1, got {self.joint_update_batches!r}")
 
 
 def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any):
@@ -169,6 +199,52 @@ def _write_history(rows: list[dict], out: Path) -> None:
     _plot_history(rows, out / "history.png")
 
 
+def joint_batches_per_update(cfg: Algorithm1Config, static_model: Any, num_layers: int) -> int:
+    """Joint batches per update: ``cfg.joint_update_batches``, or as many as hold the static
+    agent's rollout in alternation (its ``n_steps x n_envs`` steps, ``static_episodes x L`` a batch),
+    so that the static agent learns from as many episodes per update in both modes."""
+    if cfg.joint_update_batches is not None:
+        return int(cfg.joint_update_batches)
+    rollout = int(getattr(static_model, "n_steps", 1)) * int(getattr(static_model, "n_envs", 1))
+    return max(1, rollout // (cfg.static_episodes * num_layers))
+
+
+def _joint_trainer(cfg: Algorithm1Config, models: dict, venvs: dict) -> JointTrainer:
+    """The joint update's trainer over the runtime environment's task; the reward states (``beta``,
+    ``lambda``) are the two environments' own objects, so they are saved and restored as in alternation."""
+    if not joint_models_ok(*models.values()):
+        raise ValueError(f"agent_update='joint' trains on-policy algorithms (recurrent_ppo, ppo, a2c, trpo), "
+                         f"not {cfg.algo!r}; use agent_update='alternating'")
+    runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
+    episodes = JointEpisodes(runtime_env.task, cfg.static_episodes, cfg.batch_size,
+                             runtime_normalizer=runtime_env.normalizer, runtime_dual=runtime_env.dual,
+                             static_normalizer=static_env.normalizer, static_dual=static_env.dual)
+    callbacks = {"runtime": PruningLogCallback(RUNTIME.split("-")[0]), "static": PruningLogCallback(STATIC.split("-")[0])}
+    return JointTrainer(models[RUNTIME], models[STATIC], episodes, seed=cfg.seed, callbacks=callbacks,
+                        batches_per_update=joint_batches_per_update(cfg, models[STATIC], runtime_env.task.num_layers))
+
+
+def _learn_jointly(joint: JointTrainer, models: dict, venvs: dict, out: Path, batches: int) -> None:
+    """Lines 12-15 with the joint update for ``batches`` batches; both agents saved after, and on Ctrl-C
+    (held until the step in progress ends: the rollout being collected is not trained on)."""
+    if batches <= 0:
+        return
+    subs = {RUNTIME: "runtime", STATIC: "static"}
+    joint.setup(batches, {"runtime": RUNTIME.split("-")[0], "static": STATIC.split("-")[0]})
+    try:
+        with deferred_interrupt():
+            joint.learn(batches)
+    except KeyboardInterrupt:
+        for env_id, sub in subs.items():
+            save_checkpoint(models[env_id], venvs[env_id], out / sub)
+        print(f"\ninterrupted at {models[RUNTIME].num_timesteps} runtime / {models[STATIC].num_timesteps} static steps; "
+              f"saved {out / 'runtime' / CHECKPOINT_FILE} and {out / 'static' / CHECKPOINT_FILE}; continue with --resume",
+              file=sys.stderr)
+        raise
+    for env_id, sub in subs.items():
+        save_checkpoint(models[env_id], venvs[env_id], out / sub)
+
+
 def run_algorithm1(cfg: Algorithm1Config) -> dict:
     """Run (or resume) Algorithm 1; returns the final metrics (also in ``out/metrics.json``)."""
     out = Path(cfg.out)
@@ -179,6 +255,9 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     checkpoint = cfg.checkpoint
     if cfg.resume and state_path.is_file():
         saved = json.loads(state_path.read_text())
+        started = saved.get("config", {}).get("agent_update", "alternating")  # runs before the joint update alternated
+        if started != cfg.agent_update:
+            raise ValueError(f"resume: {str(out)!r} was started with agent_update={started!r}, not {cfg.agent_update!r}")
         done, rows = saved["iterations_done"], saved["history"]
         bases = saved.get("agent_timesteps", {})  # the agents' steps when that iteration finished
         checkpoint = str(cnn_path)
@@ -209,6 +288,8 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0
                                  else runtime_env.task.static_budget_keep_ratio)
 
+    joint = _joint_trainer(cfg, models, venvs) if cfg.agent_update == "joint" else None
+
     net, _ = load_checkpoint(checkpoint, device=cfg.device)
     splits = load_dataset(runtime_env.task.dataset_name, cfg.data_root)
     test = test_task(runtime_env.task)
@@ -222,10 +303,18 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     bar = progress_bar(cfg.iterations, "Algorithm 1", "iteration", initial=done, disable=not cfg.progress)
     for k in range(done + 1, cfg.iterations + 1):
         # lines 12-15: the agents learn on the frozen CNN
-        for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
-            # up to the steps at the end of the last iteration plus N1's: a resumed iteration trains what it had left
-            base = bases.get(env_id, models[env_id].num_timesteps if k > 1 else 0)
-            learn(models[env_id], venvs[env_id], out / sub, base + steps, run_cfg, reset=False, prefix=env_id.split("-")[0])
+        phase_start = time.time()
+        if joint is not None:
+            base = bases.get(RUNTIME, models[RUNTIME].num_timesteps if k > 1 else 0)
+            per_batch = joint.steps_per_batch["runtime"]  # a resumed iteration trains the batches it had left
+            _learn_jointly(joint, models, venvs, out, cfg.agent_batches - (models[RUNTIME].num_timesteps - base) // per_batch)
+        else:
+            for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
+                # up to the steps at the end of the last iteration plus N1's: a resumed iteration trains what it had left
+                base = bases.get(env_id, models[env_id].num_timesteps if k > 1 else 0)
+                learn(models[env_id], venvs[env_id], out / sub, base + steps, run_cfg, reset=False,
+                      prefix=env_id.split("-")[0])
+        agent_seconds = time.time() - phase_start
         static_ratios = runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}))
         # lines 16-19: the CNN, f and u_s learn under the frozen agents' masks
         batches = cfg.cnn_batches + (cfg.final_cnn_batches if k == cfg.iterations else 0)
@@ -247,9 +336,12 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
             "test_accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"], "params_ratio": metrics["params_ratio"],
             "budget": metrics["budget"], "within_budget": metrics["within_budget"], "seconds": time.time() - start,
             "params_budget": metrics["params_budget"], "dense_test_accuracy": dense["accuracy"],
+            "agent_update": cfg.agent_update, "agent_seconds": agent_seconds,
+            "runtime_timesteps": int(models[RUNTIME].num_timesteps), "static_timesteps": int(models[STATIC].num_timesteps),
+            **{f"static_ratio_{t}": float(r) for t, r in enumerate(static_ratios)},
         })
         # a finished iteration is durable: CNN, agents, reward scales, history
-        save_checkpoint(cnn_path, net, dataset=runtime_env.task.dataset_name, input_shape=runtime_env.task.input_shape,
+        save_cnn_checkpoint(cnn_path, net, dataset=runtime_env.task.dataset_name, input_shape=runtime_env.task.input_shape,
                         stage="algorithm1", iteration=k)
         for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
             atomic_model_save(models[env_id], out / sub / CHECKPOINT_FILE)
