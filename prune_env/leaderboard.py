@@ -57,14 +57,23 @@ MIN_SEEDS = 3
 BOOTSTRAP_REPS = 2000
 #: the range each metric lives in: intervals never leave it
 RANGES = {"accuracy": (0.0, 1.0), "macs_ratio": (0.0, 1.0), "params_ratio": (0.0, 1.0), "within_budget": (0.0, 1.0),
-          "params_within_budget": (0.0, 1.0), "wall_seconds": (0.0, math.inf)}
+          "params_within_budget": (0.0, 1.0), "wall_seconds": (0.0, math.inf), "iso_mac_accuracy": (0.0, 1.0)}
 #: how the leaderboard is ranked and what its cells hold (printed under the table)
 RANKING_RULE = (
-    "Ranking: methods that meet their budget first (runtime methods: IQM MAC ratio within the MAC budget; static "
-    "methods: IQM stored-parameter ratio within the parameter budget), then by IQM test top-1. Cells: interquartile "
-    f"mean over seeds (the mean up to 3 seeds) and, from {MIN_SEEDS} seeds, its 95% stratified-bootstrap interval "
-    f"[low, high] ({BOOTSTRAP_REPS} resamples, rliable's method); below {MIN_SEEDS} seeds the per-seed values, "
-    "no interval.")
+    "Ranking: methods within their budget at equal cost first (runtime methods: mean test MAC ratio at most the MAC "
+    "budget x 1.01; static methods: stored-parameter ratio at most the parameter budget x 1.01), then by the mean "
+    "fixed-β test objective -L / β0 (by mean test top-1 where a row has no objective: results of older versions). "
+    f"Cells: mean over seeds and, from {MIN_SEEDS} seeds, its 95% Student-t interval [low, high] (clipped to the "
+    f"metric's range); below {MIN_SEEDS} seeds the per-seed values, no interval; '(all seeds)': the same value in every seed.")
+#: what the marks of the leaderboard mean (printed under the table)
+MARKS = (
+    "Δ vs uniform: difference of the means to the `uniform` row; ▲ / ▼: significantly better / worse (Welch's t-test "
+    "over seeds, Holm-adjusted over the methods of the suite, family-wise α = 0.05; p is the adjusted p-value). "
+    "Deterministic rows (baselines, references) repeat one value per seed, so against them Welch's test is a one-sample "
+    "test of the other method's seeds. The tests measure training noise on this fixed test split, not the sampling of "
+    "the test split. Uniform @ same MACs: the largest uniform keep ratio that spends no more than the method; "
+    "headroom captured: (method - uniform) / (oracle - uniform) on top-1; adaptation gain: the method minus its own "
+    "per-input allocations shuffled across inputs (runtime agents).")
 
 
 def result_path(out: str | os.PathLike, suite: str, algo: str, seed: int) -> Path:
@@ -74,7 +83,7 @@ def result_path(out: str | os.PathLike, suite: str, algo: str, seed: int) -> Pat
 def binned_curve(steps: Sequence[int], returns: Sequence[float], total: int, bins: int = CURVE_BINS) -> dict:
     """Mean return of the episodes ending in each of ``bins`` equal step intervals of ``[0, total]``
     (empty bins carry the previous value forward; NaN before the first episode)."""
-    edges = np.linspace(0, max(int(total), 1), bins + 1)
+    edges = np.linspace(0, total if isinstance(total, float) else max(int(total), 1), bins + 1)
     steps_a, ret_a = np.asarray(steps, dtype=np.float64), np.asarray(returns, dtype=np.float64)
     values, last = [], float("nan")
     for i in range(bins):
@@ -83,6 +92,17 @@ def binned_curve(steps: Sequence[int], returns: Sequence[float], total: int, bin
             last = float(ret_a[inside].mean())
         values.append(last)
     return {"steps": [float(v) for v in edges[1:]], "return": values}
+
+
+def binned_curves(x: Sequence[float], columns: dict[str, Sequence[float]], total: float, bins: int = CURVE_BINS) -> dict:
+    """:func:`binned_curve` of several columns over one axis ``x`` (steps or seconds) on ``[0, total]``:
+    ``{"x": bin ends, column: per-bin means, ...}`` (empty bins carry the previous value forward)."""
+    out: dict[str, list[float]] = {}
+    for name, values in columns.items():
+        curve = binned_curve(x, values, total, bins) if total > 0 else {"steps": [], "return": []}
+        out.setdefault("x", curve["steps"])
+        out[name] = curve["return"]
+    return out
 
 
 # --------------------------------------------------------------------------- fixed-scale return
@@ -175,51 +195,139 @@ def load_results(out: str | os.PathLike, suite: str) -> list[dict]:
     return results
 
 
+def _get(r: dict, *keys: str) -> float:
+    """``r[k1][k2]...`` as a float, NaN where a key is missing (results of older versions)."""
+    value: Any = r
+    for k in keys:
+        if not isinstance(value, dict) or value.get(k) is None:
+            return float("nan")
+        value = value[k]
+    return float(value)
+
+
 METRICS = (
     ("accuracy", lambda r: r["test"]["accuracy"]),
+    ("objective", lambda r: _get(r, "objective")),
     ("macs_ratio", lambda r: r["test"]["macs_ratio"]),
     ("params_ratio", lambda r: r["test"]["params_ratio"]),
     ("within_budget", lambda r: r["test"]["within_budget"]),
     ("params_within_budget", lambda r: r["test"]["params_within_budget"]),
+    ("iso_mac_accuracy", lambda r: _get(r, "iso_mac", "accuracy")),
+    ("gain_iso_mac", lambda r: r["test"]["accuracy"] - _get(r, "iso_mac", "accuracy")),
+    ("gain_iso_mac_objective", lambda r: _get(r, "objective") - _get(r, "iso_mac", "objective")),
+    ("adaptation_gain", lambda r: _get(r, "adaptation", "gain_accuracy")),
+    ("adaptation_gain_objective", lambda r: _get(r, "adaptation", "gain_objective")),
     ("final_return", lambda r: r["final_return"]),
     ("test_return", lambda r: r.get("test_return", float("nan"))),
     ("wall_seconds", lambda r: r["wall_seconds"]),
 )
+#: the metrics the leaderboard tests against uniform (higher is better for both)
+TESTED = ("accuracy", "objective")
+#: the method every other is compared with
+REFERENCE_METHOD = "uniform"
+#: the per-input oracle row (the top of the headroom)
+ORACLE_METHOD = "oracle"
+
+
+def _interval(values: list[float], bounds: tuple[float, float]) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its 95% Student-t interval clipped to ``bounds``; NaN bounds
+    below :data:`MIN_SEEDS` values."""
+    finite = [v for v in values if math.isfinite(v)]
+    mean, lo, hi = t_interval(finite)
+    if len(finite) < MIN_SEEDS:
+        lo = hi = float("nan")
+    low_bound, high_bound = bounds
+    return mean, float(np.clip(lo, low_bound, high_bound)) if math.isfinite(lo) else lo, \
+        float(np.clip(hi, low_bound, high_bound)) if math.isfinite(hi) else hi
+
+
+def _add_headroom(by_algo: dict[str, list[dict]]) -> None:
+    """Per run, in place: ``headroom``, the share of the gap from uniform to the oracle it closes, on top-1
+    (``headroom_accuracy``) and on the objective (``headroom_objective``), from the suite's uniform and
+    oracle rows (means over their seeds); NaN without them or without a gap."""
+    from prune_env.references import headroom_captured
+
+    if REFERENCE_METHOD not in by_algo or ORACLE_METHOD not in by_algo:
+        return
+    base, top = by_algo[REFERENCE_METHOD], by_algo[ORACLE_METHOD]
+    for key, get in (("accuracy", lambda r: r["test"]["accuracy"]), ("objective", lambda r: _get(r, "objective"))):
+        u, o = float(np.mean([get(r) for r in base])), float(np.mean([get(r) for r in top]))
+        for runs in by_algo.values():
+            for r in runs:
+                value = headroom_captured(get(r), u, o) if math.isfinite(get(r)) and math.isfinite(o) else None
+                r.setdefault("headroom", {})[key] = float("nan") if value is None else value
+
+
+def within(row: dict) -> bool:
+    """Whether a summary row meets its budget at equal cost: mean MACs (runtime methods) or stored
+    parameters (static methods) at most the budget x :data:`prune_env.scoring.BUDGET_TOLERANCE`."""
+    from prune_env.scoring import BUDGET_TOLERANCE
+
+    if row["constraint"] == "params":
+        return bool(row["params_ratio"] <= row["params_budget"] * BUDGET_TOLERANCE + 1e-12)
+    return bool(row["macs_ratio"] <= row["budget"] * BUDGET_TOLERANCE + 1e-12)
 
 
 def summarize(results: list[dict]) -> list[dict]:
-    """Per algorithm: number of seeds, and for every metric its IQM, the bounds of its bootstrap interval
-    (NaN below :data:`MIN_SEEDS` seeds) and the per-seed values (``<metric>_values``, by seed); ranked
-    by :data:`RANKING_RULE`.
+    """Per method: number of seeds, and for every metric its mean, the bounds of its 95% Student-t interval
+    (NaN below :data:`MIN_SEEDS` seeds; clipped to :data:`RANGES`), its IQM with the stratified-bootstrap
+    interval (``<metric>_iqm``, ``_iqm_low``, ``_iqm_high``) and the per-seed values (``<metric>_values``,
+    by seed); headroom captured; Welch tests against :data:`REFERENCE_METHOD` with Holm's correction
+    (``vs_uniform``: metric -> :class:`prune_env.significance.Comparison` as a dict); ranked by
+    :data:`RANKING_RULE`.
     """
+    from prune_env.significance import compare_to
+
     by_algo: dict[str, list[dict]] = {}
     for r in results:
         by_algo.setdefault(r["algo"], []).append(r)
+    _add_headroom(by_algo)
+    metrics = METRICS + (("headroom_accuracy", lambda r: _get(r, "headroom", "accuracy")),
+                         ("headroom_objective", lambda r: _get(r, "headroom", "objective")))
     rows = []
     for algo, runs in by_algo.items():
         first = runs[0]
         row = {"algo": algo, "kind": first["kind"], "env_id": first["env_id"], "timesteps": first["timesteps"],
                "seeds": sorted(r["seed"] for r in runs), "n": len(runs), "description": first.get("description", ""),
-               "budget": first["test"]["budget"], "params_budget": first["test"]["params_budget"]}
+               "budget": first["test"]["budget"], "params_budget": first["test"]["params_budget"],
+               "num_images": first["test"].get("num_images")}
         by_seed = sorted(runs, key=lambda r: r["seed"])
-        for name, get in METRICS:
+        for name, get in metrics:
             values = [float(get(r)) for r in by_seed]
-            point, lo, hi = bootstrap_interval(values, bounds=RANGES.get(name, (-math.inf, math.inf)))
-            row[name] = point
-            row[f"{name}_low"], row[f"{name}_high"] = lo, hi
+            bounds = RANGES.get(name, (-math.inf, math.inf))
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = _interval(values, bounds)
             row[f"{name}_values"] = values
+            if name in TESTED:
+                row[f"{name}_iqm"], row[f"{name}_iqm_low"], row[f"{name}_iqm_high"] = bootstrap_interval(values, bounds=bounds)
         row["constraint"] = first.get("constraint", "macs")
-        if row["constraint"] == "params":
-            row["budget_met"] = bool(row["params_ratio"] <= row["params_budget"] + 1e-9)
-        else:
-            row["budget_met"] = bool(row["macs_ratio"] <= row["budget"] + 1e-9)
+        row["budget_met"] = within(row)
+        row["seeds_within_budget"] = sum(within({**row, "macs_ratio": r["test"]["macs_ratio"],
+                                                 "params_ratio": r["test"]["params_ratio"]}) for r in by_seed)
         rows.append(row)
-    rows.sort(key=lambda r: (not r["budget_met"], -(r["accuracy"] if math.isfinite(r["accuracy"]) else -1)))
+    for metric in TESTED:
+        samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
+        found = compare_to(samples, REFERENCE_METHOD, metric)
+        for row in rows:
+            if row["algo"] in found:
+                row.setdefault("vs_uniform", {})[metric] = found[row["algo"]].as_dict()
+    rank_by = "objective" if rows and all(math.isfinite(r["objective"]) for r in rows) else "accuracy"
+    rows.sort(key=lambda r: (not r["budget_met"], -(r[rank_by] if math.isfinite(r[rank_by]) else -math.inf)))
     return rows
 
 
+def pairwise_table(rows: list[dict]) -> list[dict]:
+    """Welch tests of every pair of methods on each tested metric, Holm-adjusted over the pairs of a metric."""
+    from prune_env.significance import pairwise
+
+    out = []
+    for metric in TESTED:
+        samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
+        out.extend(c.as_dict() for c in pairwise(samples, metric))
+    return out
+
+
 def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
-    """``IQM [low, high]`` from :data:`MIN_SEEDS` seeds, else the per-seed values (``a / b``)."""
+    """``mean [low, high]`` from :data:`MIN_SEEDS` seeds, else the per-seed values (``a / b``)."""
     point, lo, hi = row[key], row[f"{key}_low"], row[f"{key}_high"]
     if not math.isfinite(point):
         return "n/a"
@@ -233,56 +341,84 @@ def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
     return f"{scale * point:.{digits}f}"
 
 
+def _vs(row: dict, metric: str, scale: float, digits: int) -> str:
+    """``+3.61 ▲ p=0.002``: the difference of the means to uniform, its mark and Holm-adjusted p."""
+    from prune_env.significance import Comparison, mark
+
+    found = row.get("vs_uniform", {}).get(metric)
+    if not found or not math.isfinite(found["diff"]):
+        return "–" if row["algo"] == REFERENCE_METHOD else "n/a"
+    c = Comparison(**found)
+    p = "p n/a" if not math.isfinite(c.p_holm) else ("p<0.001" if c.p_holm < 0.001 else f"p={c.p_holm:.3f}")
+    return f"{scale * c.diff:+.{digits}f} {mark(c)} {p}".replace("  ", " ")
+
+
+def _budget_cell(r: dict) -> str:
+    met = "yes" if r["budget_met"] else "**no**"
+    params = f", params {r['params_ratio']:.3f}" if r["constraint"] == "params" else ""
+    return f"{met} ({r['seeds_within_budget']}/{r['n']}{params})"
+
+
 def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "", command: str | Sequence[str] = "") -> str:
-    """The leaderboard as a markdown table (IQM over seeds with its bootstrap interval, or the values below
-    :data:`MIN_SEEDS` seeds), under a line naming the suite and its description (when ``suite`` is given)
-    and the commands that ran it, over the ranking rule (:data:`RANKING_RULE`)."""
+    """The leaderboard as a markdown table (mean over seeds with its 95% t-interval, or the values below
+    :data:`MIN_SEEDS` seeds; the difference to uniform with its significance mark), under a line naming
+    the suite and its description (when ``suite`` is given) and the commands that ran it, over the
+    notes and the ranking rule (:data:`RANKING_RULE`)."""
     lines = []
     if suite:
         lines.append(f"Suite `{suite}`: {description}.")
     if rows:
         static = [r for r in rows if r["constraint"] == "params"]
         params = f", parameter budget {static[0]['params_budget']:.4f} (static methods, R_r = 0)" if static else ""
-        lines.append(f"MAC budget {rows[0]['budget']:.4f} of dense{params}; test split.")
+        images = rows[0].get("num_images")
+        image = f" ({images} images: one image is {100 / images:.2f} points of top-1)" if images else ""
+        lines.append(f"MAC budget {rows[0]['budget']:.4f} of dense{params}; test split{image}.")
     for c in ([command] if isinstance(command, str) else command):
         if c:
             lines.append(f"Command: `{c}`")
     lines.append("")
-    lines.append("| # | method | kind | env | steps | seeds | test top-1 (%) | MAC ratio | params ratio | "
-                 "inputs within MAC budget (%) | budget met | test return (fixed β) | final return | wall s |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines.append("| # | method | kind | steps | seeds | test top-1 (%) | Δ top-1 vs uniform | objective (fixed β) | "
+                 "Δ objective vs uniform | MAC ratio | within budget (seeds) | uniform @ same MACs: top-1 (%) | "
+                 "Δ top-1 vs it | headroom captured (%) | adaptation gain vs shuffled (points) | "
+                 "inputs within MAC budget (%) | wall s |")
+    lines.append("|" + " --- |" * 17)
     for i, r in enumerate(rows, 1):
         lines.append(
-            f"| {i} | `{r['algo']}` | {r['kind']} | {r['env_id'].split('-')[0]} | {r['timesteps']} | {r['n']} | "
-            f"{_pm(r, 'accuracy', 100, 2)} | {_pm(r, 'macs_ratio')} | {_pm(r, 'params_ratio')} | "
-            f"{_pm(r, 'within_budget', 100, 1)} | "
-            f"{('yes' if r['budget_met'] else 'no') + (' (params)' if r['constraint'] == 'params' else '')} | "
-            f"{_pm(r, 'test_return')} | {_pm(r, 'final_return')} | "
-            f"{_pm(r, 'wall_seconds', 1, 1)} |"
+            f"| {i} | `{r['algo']}` | {r['kind']} | {r['timesteps']} | {r['n']} | "
+            f"{_pm(r, 'accuracy', 100, 2)} | {_vs(r, 'accuracy', 100, 2)} | {_pm(r, 'objective')} | "
+            f"{_vs(r, 'objective', 1, 3)} | {_pm(r, 'macs_ratio')} | {_budget_cell(r)} | "
+            f"{_pm(r, 'iso_mac_accuracy', 100, 2)} | {_pm(r, 'gain_iso_mac', 100, 2)} | "
+            f"{_pm(r, 'headroom_accuracy', 100, 0)} | {_pm(r, 'adaptation_gain', 100, 2)} | "
+            f"{_pm(r, 'within_budget', 100, 1)} | {_pm(r, 'wall_seconds', 1, 0)} |"
         )
-    lines += ["", RANKING_RULE]
+    lines += ["", MARKS, "", RANKING_RULE]
     return "\n".join(lines) + "\n"
 
 
 def write_results_csv(results: list[dict], path: Path) -> Path:
-    """One row per run, sorted by algorithm and seed (atomically)."""
-    cols = ["suite", "algo", "kind", "env_id", "seed", "timesteps", "accuracy", "macs_ratio", "params_ratio", "within_budget",
-            "params_within_budget", "test_return", "final_return", "final_train_return", "train_seconds", "wall_seconds",
-            "budget", "params_budget"]
+    """One row per run, sorted by method and seed (atomically)."""
+    cols = ["suite", "algo", "kind", "env_id", "seed", "timesteps", "accuracy", "objective", "macs_ratio", "params_ratio",
+            "within_budget", "params_within_budget", "iso_mac_accuracy", "iso_mac_objective", "iso_mac_keep_ratio",
+            "shuffled_accuracy", "shuffled_objective", "headroom_accuracy", "headroom_objective", "test_return",
+            "final_return", "final_train_return", "train_seconds", "wall_seconds", "budget", "params_budget"]
     table = [cols]
     for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
         t = r["test"]
-        table.append([r["suite"], r["algo"], r["kind"], r["env_id"], r["seed"], r["timesteps"], t["accuracy"], t["macs_ratio"],
-                      t["params_ratio"], t["within_budget"], t["params_within_budget"], r.get("test_return", float("nan")),
-                      r["final_return"], r["final_train_return"],
-                      r["train_seconds"], r["wall_seconds"], t["budget"], t["params_budget"]])
+        table.append([r["suite"], r["algo"], r["kind"], r["env_id"], r["seed"], r["timesteps"], t["accuracy"],
+                      _get(r, "objective"), t["macs_ratio"], t["params_ratio"], t["within_budget"], t["params_within_budget"],
+                      _get(r, "iso_mac", "accuracy"), _get(r, "iso_mac", "objective"), _get(r, "iso_mac", "keep_ratio"),
+                      _get(r, "adaptation", "shuffled_accuracy"), _get(r, "adaptation", "shuffled_objective"),
+                      _get(r, "headroom", "accuracy"), _get(r, "headroom", "objective"), r.get("test_return", float("nan")),
+                      r["final_return"], r["final_train_return"], r["train_seconds"], r["wall_seconds"], t["budget"],
+                      t["params_budget"]])
     return write_csv(table, path)
 
 
 def write_summary_csv(rows: list[dict], path: Path) -> Path:
-    """The rows of :func:`summarize` (without the seed list, per-seed values and description), atomically."""
-    cols = [k for k in rows[0] if k not in ("seeds", "description") and not k.endswith("_values")] if rows else []
-    return write_csv(rows, path, fieldnames=cols)
+    """The rows of :func:`summarize` (without the seed list, per-seed values, tests and description), atomically."""
+    cols = [k for k in rows[0] if k not in ("seeds", "description", "vs_uniform") and not k.endswith("_values")] if rows else []
+    flat = [{k: r.get(k) for k in cols} for r in rows]
+    return write_csv(flat, path, fieldnames=cols)
 
 
 def curve_band(curves: np.ndarray, *, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -368,13 +504,16 @@ def plot_learning_curves(results: list[dict], path: Path, title: str = "") -> Pa
 
 
 #: how ``summary.json`` names its intervals
-INTERVAL = f"IQM over seeds, 95% stratified-bootstrap percentile interval from {MIN_SEEDS} seeds"
+INTERVAL = (f"mean over seeds, 95% Student-t interval from {MIN_SEEDS} seeds; <metric>_iqm: IQM with its 95% "
+            "stratified-bootstrap percentile interval")
 
 
 def write_report(out: str | os.PathLike, suite: str, *, description: str = "", command: str = "",
                  figure: str | None = None) -> dict[str, Path]:
     """Aggregate the finished runs of ``suite`` under ``out`` into CSV, JSON, markdown and PNG (each
     written atomically); ``description`` heads the leaderboard; returns the paths."""
+    from prune_env.curves import plot_curves, write_curves_csv
+
     results = load_results(out, suite)
     if not results:
         raise FileNotFoundError(f"no finished runs of suite {suite!r} under {out}")
@@ -382,13 +521,19 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
     # the commands that produced the runs, most runs first (a partial rerun adds its own)
     commands = [c for c, _ in Counter(r.get("command", "") for r in results).most_common() if c] or [command]
     rows = summarize(results)
+    pairs = pairwise_table(rows)
     paths = {
         "results_csv": write_results_csv(results, root / "results.csv"),
         "summary_csv": write_summary_csv(rows, root / "summary.csv"),
+        "pairwise_csv": write_csv(pairs, root / "pairwise.csv", fieldnames=list(pairs[0]) if pairs else ["a"]),
         "summary_json": write_json({"suite": suite, "commands": commands, "interval": INTERVAL, "ranking": RANKING_RULE,
-                                    "rows": rows}, root / "summary.json"),
-        "curves_png": plot_learning_curves(results, root / "learning_curves.png", title=f"suite {suite}:"),
+                                    "marks": MARKS, "rows": rows, "pairwise": pairs}, root / "summary.json"),
     }
+    if any(r.get("curves") for r in results):
+        paths["curves_png"] = plot_curves(results, root / "learning_curves.png", title=f"suite {suite}: learning curves")
+        paths["curves_csv"] = write_curves_csv(results, root / "learning_curves.csv")
+    else:  # results of older versions: the sparse return against steps
+        paths["curves_png"] = plot_learning_curves(results, root / "learning_curves.png", title=f"suite {suite}:")
     paths["leaderboard_md"] = write_text(leaderboard_markdown(rows, suite, description, commands), root / "leaderboard.md")
     if figure:
         import shutil

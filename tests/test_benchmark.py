@@ -1,5 +1,6 @@
 """The benchmark runner (agents.benchmark) and its results (prune_env.leaderboard): the smoke suite end to end,
-resume, validation, intervals, the exploration noise applied once."""
+the scores of every row (fixed-beta objective, uniform at the same MACs, shuffled control, headroom, references),
+resume, validation, intervals, significance marks, learning curves, the exploration noise applied once."""
 
 import csv
 import json
@@ -28,18 +29,17 @@ def test_smoke_suite_writes_every_output(smoke):
     assert code == 0
     root = out / "smoke"
     runs = sorted(p.relative_to(root / "runs").as_posix() for p in (root / "runs").glob("*/seed*.json"))
-    assert runs == ["dqn/seed0.json", "dqn/seed1.json", "ppo/seed0.json", "ppo/seed1.json",
-                    "uniform/seed0.json", "uniform/seed1.json"]
+    assert runs == [f"{m}/seed{k}.json" for m in ("best_static", "dqn", "oracle", "ppo", "uniform") for k in (0, 1)]
     with open(root / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["algo"] for r in rows} == {"ppo", "dqn", "uniform"}
+    assert len(rows) == 10 and {r["algo"] for r in rows} == {"ppo", "dqn", "uniform", "best_static", "oracle"}
     for r in rows:
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and 0.0 < float(r["macs_ratio"]) <= 1.0
-        assert math.isfinite(float(r["final_return"])) and float(r["wall_seconds"]) > 0
+        assert float(r["wall_seconds"]) > 0 and math.isfinite(float(r["objective"]))
     summary = json.loads((root / "summary.json").read_text())
-    assert summary["interval"].startswith("IQM over seeds") and "Ranking:" in summary["ranking"]
+    assert summary["interval"].startswith("mean over seeds") and "Ranking:" in summary["ranking"]
     by_algo = {r["algo"]: r for r in summary["rows"]}
-    assert set(by_algo) == {"ppo", "dqn", "uniform"} and all(r["n"] == 2 for r in by_algo.values())
+    assert set(by_algo) == {"ppo", "dqn", "uniform", "best_static", "oracle"} and all(r["n"] == 2 for r in by_algo.values())
     ppo = by_algo["ppo"]
     accs = [float(r["accuracy"]) for r in rows if r["algo"] == "ppo"]
     # two seeds: the mean (the IQM of two) and the values, no interval (issue 16)
@@ -50,8 +50,15 @@ def test_smoke_suite_writes_every_output(smoke):
     assert uniform["accuracy_values"][0] == pytest.approx(uniform["accuracy_values"][1])  # deterministic
     md = (root / "leaderboard.md").read_text()
     assert "| `ppo` |" in md and "| `uniform` |" in md and "test top-1 (%)" in md and "--suite smoke" in md
+    assert "Δ top-1 vs uniform" in md and "Holm" in md and "one image is 0.28 points" in md
     assert (root / "learning_curves.png").stat().st_size > 5_000
     assert (root / "summary.csv").read_text().startswith("algo,")
+    with open(root / "pairwise.csv") as f:
+        pairs = list(csv.DictReader(f))
+    assert len(pairs) == 2 * 10  # 5 methods: 10 pairs, on top-1 and on the objective
+    with open(root / "learning_curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert {(c["algo"], c["axis"]) for c in curves} == {(a, x) for a in ("ppo", "dqn") for x in ("steps", "seconds")}
 
 
 def test_result_json_records_versions_seed_command_and_curve(smoke):
@@ -64,6 +71,11 @@ def test_result_json_records_versions_seed_command_and_curve(smoke):
     curve = result["curve"]
     assert len(curve["steps"]) == len(curve["return"]) == CURVE_BINS and curve["steps"][-1] == 256
     assert result["final_episodes"] == 16 and math.isfinite(result["final_return"])
+    for axis in ("steps", "seconds"):
+        c = result["curves"][axis]
+        assert len(c["x"]) == len(c["objective"]) == len(c["macs_ratio"]) == CURVE_BINS
+    assert result["curves"]["steps"]["x"][-1] == 256 and 0 < result["curves"]["seconds"]["x"][-1] <= result["train_seconds"]
+    assert (out / "smoke" / "runs" / "dqn" / result["model"]).is_file()  # the agent, to score it again
     record = result["episode_record"]
     assert record["env_id"] == "RuntimePrune-v0" and record["env_kwargs"]["split"] == "test"
     assert len(record["actions"]) == 4 and set(record["actions"]) <= {0.25, 0.5, 0.75, 1.0}
@@ -78,7 +90,7 @@ def test_rerun_skips_finished_runs(smoke, capsys):
                  "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "6 already finished (skipped), 0 to run" in printed and "ran 0 runs" in printed
+    assert "10 already finished (skipped), 0 to run" in printed and "ran 0 runs" in printed
     assert [p.stat().st_mtime_ns for p in paths] == stamps
 
 
@@ -144,3 +156,62 @@ def test_exploration_noise_is_applied_once(monkeypatch, tmp_path):
     assert amc.hyperparams["action_noise_std"] == 0.3
     run_agent(amc)
     assert len(made) == 1 and np.allclose(made[0]._sigma, 0.3)
+
+
+def test_every_row_is_scored_on_one_scale(smoke):
+    """The fixed-beta objective is -mean(L) / beta0 with one beta0 for the suite; uniform at the same MACs is
+    uniform itself for the uniform row; the oracle tops the headroom, uniform is its floor; agents carry
+    their shuffled control."""
+    out, _ = smoke
+    runs = out / "smoke" / "runs"
+    load = lambda algo, seed=0: json.loads((runs / algo / f"seed{seed}.json").read_text())  # noqa: E731
+    uniform, oracle, static, ppo = load("uniform"), load("oracle"), load("best_static"), load("ppo")
+    assert len({r["beta0"] for r in (uniform, oracle, static, ppo)}) == 1
+    assert uniform["objective"] == pytest.approx(-uniform["test"]["loss"] / uniform["beta0"])
+    assert uniform["iso_mac"]["accuracy"] == uniform["test"]["accuracy"]
+    assert uniform["iso_mac"]["keep_ratio"] == pytest.approx(uniform["test"]["uniform_keep_ratio"])
+    assert oracle["test"]["accuracy"] >= static["test"]["accuracy"] >= uniform["test"]["accuracy"]
+    assert oracle["objective"] >= uniform["objective"]
+    for ref in (oracle, static):  # within the mean MAC budget
+        assert ref["test"]["macs_ratio"] <= ref["test"]["budget"] + 1e-9
+    adaptation = ppo["adaptation"]
+    assert adaptation["gain_accuracy"] == pytest.approx(ppo["test"]["accuracy"] - adaptation["shuffled_accuracy"])
+    assert adaptation["shuffled_macs_ratio"] == pytest.approx(ppo["test"]["macs_ratio"], rel=1e-9)  # same allocations
+    assert ppo["iso_mac"]["macs_ratio"] <= ppo["test"]["macs_ratio"] + 1e-9
+    rows = {r["algo"]: r for r in json.loads((out / "smoke" / "summary.json").read_text())["rows"]}
+    assert rows["uniform"]["headroom_accuracy"] == 0.0 and rows["oracle"]["headroom_accuracy"] == 1.0
+    gap = rows["oracle"]["accuracy"] - rows["uniform"]["accuracy"]
+    assert rows["ppo"]["headroom_accuracy"] == pytest.approx((rows["ppo"]["accuracy"] - rows["uniform"]["accuracy"]) / gap)
+    assert validate_result(runs / "best_static" / "seed0.json")[0]  # a fixed allocation replays
+    assert not validate_result(runs / "oracle" / "seed0.json")[0]  # the oracle uses the labels: not replayable
+
+
+def _result(algo, seed, acc, *, macs=0.1, kind="agent", objective=None):
+    return {"algo": algo, "kind": kind, "env_id": "RuntimePrune-v0", "timesteps": 1, "seed": seed, "constraint": "macs",
+            "final_return": -1.0, "wall_seconds": 1.0, "objective": -1.0 + acc if objective is None else objective,
+            "test": {"accuracy": acc, "macs_ratio": macs, "params_ratio": 1.0, "within_budget": 1.0,
+                     "params_within_budget": 1.0, "budget": 0.1, "params_budget": 0.1, "num_images": 360}}
+
+
+def test_marks_show_which_methods_beat_uniform_significantly():
+    from prune_env.leaderboard import leaderboard_markdown
+
+    results = [_result("uniform", s, 0.9083, kind="baseline") for s in range(5)]
+    results += [_result("agent", s, a) for s, a in enumerate([0.936, 0.942, 0.950, 0.947, 0.947])]  # +3.6 points
+    results += [_result("noisy", s, a) for s, a in enumerate([0.85, 0.97, 0.90, 0.93, 0.96])]  # within its noise
+    results += [_result("worse", s, a) for s, a in enumerate([0.80, 0.81, 0.79, 0.80, 0.82])]
+    rows = {r["algo"]: r for r in summarize(results)}
+    assert rows["agent"]["vs_uniform"]["accuracy"]["p_holm"] < 0.05 < rows["noisy"]["vs_uniform"]["accuracy"]["p_holm"]
+    md = leaderboard_markdown(summarize(results))
+    line = {name: next(x for x in md.splitlines() if f"`{name}`" in x) for name in ("agent", "noisy", "worse")}
+    assert "▲" in line["agent"] and "▲" not in line["noisy"] and "▼" not in line["noisy"] and "▼" in line["worse"]
+    assert "+3.61 ▲" in line["agent"]  # the difference of the means in points, then the mark
+    assert "94.44 [" in line["agent"]  # the mean and its 95% t-interval
+
+
+def test_equal_budget_has_a_one_percent_tolerance_and_ranks_by_objective():
+    results = [_result("within", 0, 0.90, macs=0.1009, objective=-1.0), _result("over", 0, 0.99, macs=0.1011, objective=0.0),
+               _result("best", 0, 0.91, macs=0.09, objective=-0.5)]
+    rows = summarize(results)
+    assert [r["algo"] for r in rows] == ["best", "within", "over"]  # objective within budget first, then over it
+    assert [r["budget_met"] for r in rows] == [True, True, False]

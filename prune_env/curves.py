@@ -1,0 +1,133 @@
+"""Learning curves of benchmark runs: against environment steps and against wall-clock seconds (PNG + CSV).
+
+Each agent's result holds ``curves`` (:meth:`agents.benchmark.EpisodeLog.curves`): the training
+episodes' fixed-beta objective ``-L / beta0`` (the suite's ``beta0``, the same scale for every method
+and for the leaderboard's test objective) and their mean MAC ratio, binned against steps and against
+seconds since training began. Training episodes run the *stochastic* policy on the training split, so
+the curves show learning, not the deterministic test scores of the leaderboard.
+
+* against steps: per method the mean over seeds, shaded with the 95% Student-t interval of the mean
+  from 3 seeds (clipped to the range of the plotted means);
+* against seconds: every seed its own thin line (wall-clock time depends on the machine's load, so
+  seeds do not share a time grid), the method's colour;
+* baselines (runtime ones, the same policy in a fresh training environment) as horizontal lines on
+  the objective panels; the budget as a horizontal line on the MAC panels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from prune_env.io import write_csv
+
+#: fewest seeds for a shaded interval
+MIN_SEEDS_BAND = 3
+
+
+def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``curves`` ``(seeds, bins)``: the mean over finite values and its 95% Student-t interval
+    (NaN below :data:`MIN_SEEDS_BAND` finite values)."""
+    from scipy import stats
+
+    curves = np.asarray(curves, dtype=np.float64)
+    point = np.full(curves.shape[1], np.nan)
+    lo, hi = point.copy(), point.copy()
+    for j in range(curves.shape[1]):
+        col = curves[:, j][np.isfinite(curves[:, j])]
+        if col.size == 0:
+            continue
+        point[j] = col.mean()
+        if col.size >= MIN_SEEDS_BAND:
+            half = stats.t.ppf(0.975, col.size - 1) * col.std(ddof=1) / math.sqrt(col.size)
+            lo[j], hi[j] = point[j] - half, point[j] + half
+    return point, lo, hi
+
+
+def _agents(results: list[dict]) -> dict[str, list[dict]]:
+    by_algo: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
+        if r.get("curves"):
+            by_algo.setdefault(r["algo"], []).append(r)
+    return by_algo
+
+
+def write_curves_csv(results: list[dict], path: Path) -> Path:
+    """One row per (method, seed, axis, bin): ``x`` (steps or seconds), the objective and the MAC ratio."""
+    table = [["algo", "seed", "axis", "x", "objective", "macs_ratio"]]
+    for algo, runs in _agents(results).items():
+        for r in runs:
+            for axis in ("steps", "seconds"):
+                c = r["curves"][axis]
+                for x, obj, macs in zip(c["x"], c["objective"], c["macs_ratio"]):
+                    table.append([algo, r["seed"], axis, x, obj, macs])
+    return write_csv(table, path)
+
+
+def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
+    """A 2 x 2 figure: objective and MAC ratio (rows) against steps and seconds (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_algo = _agents(results)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex="col")
+    cmap = plt.get_cmap("tab20" if len(by_algo) > 10 else "tab10")
+    shown: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
+    for i, (algo, runs) in enumerate(by_algo.items()):
+        color = cmap(i % cmap.N)
+        for row, metric in enumerate(("objective", "macs_ratio")):
+            ax = axes[row, 0]
+            x = np.asarray(runs[0]["curves"]["steps"]["x"])
+            curves = np.asarray([r["curves"]["steps"][metric] for r in runs if len(r["curves"]["steps"][metric]) == len(x)],
+                                dtype=np.float64)
+            point, lo, hi = mean_band(curves)
+            ax.plot(x, point, color=color, lw=1.6, label=f"{algo} (n={len(curves)})")
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.15, linewidth=0)
+            shown[metric].extend(point[np.isfinite(point)].tolist())
+            for k, r in enumerate(runs):
+                c = r["curves"]["seconds"]
+                axes[row, 1].plot(c["x"], c[metric], color=color, lw=0.9, alpha=0.8, label=algo if k == 0 else None)
+    bases = sorted({r["algo"] for r in results if r["kind"] == "baseline" and r.get("constraint", "macs") == "macs"
+                    and math.isfinite(r.get("train_objective", math.nan))})
+    styles = [(0, (6, 2)), (0, (2, 2)), (0, (6, 2, 1, 2)), (0, (1, 1))]
+    for j, name in enumerate(bases):
+        runs = [r for r in results if r["algo"] == name]
+        for col in (0, 1):
+            axes[0, col].axhline(float(np.mean([r["train_objective"] for r in runs])), color="0.2", ls=styles[j % 4], lw=1.1,
+                                 label=f"{name} (baseline)" if col == 0 else None)
+            axes[1, col].axhline(float(np.mean([r["train_macs_ratio"] for r in runs])), color="0.2", ls=styles[j % 4], lw=1.1)
+    budgets = [r["test"]["budget"] for r in results if "test" in r]
+    for col in (0, 1):
+        if budgets:
+            axes[1, col].axhline(budgets[0], color="red", lw=1.0, alpha=0.6, label="MAC budget" if col == 0 else None)
+    for metric, row in (("objective", 0), ("macs_ratio", 1)):
+        if shown[metric]:  # the means decide the range; early exploration and wide bands are clipped
+            low, high = np.percentile(shown[metric], [2, 100])
+            pad = 0.15 * (high - low) + 1e-3
+            for col in (0, 1):
+                axes[row, col].set_ylim(low - pad, high + pad)
+    axes[0, 0].set_ylabel("training episodes: objective -L / beta0")
+    axes[1, 0].set_ylabel("training episodes: MAC ratio of dense")
+    axes[1, 0].set_xlabel("environment steps (layer decisions)")
+    axes[1, 1].set_xlabel("wall-clock seconds of training (each seed its own line)")
+    axes[0, 0].set_title("against steps (mean over seeds, 95% t-interval from 3 seeds)", fontsize=9)
+    axes[0, 1].set_title("against wall-clock seconds", fontsize=9)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    h2, l2 = axes[1, 0].get_legend_handles_labels()
+    budget = [(h, lab) for h, lab in zip(h2, l2) if lab == "MAC budget"]
+    handles, labels = handles + [h for h, _ in budget], labels + [lab for _, lab in budget]
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * math.ceil(len(labels) / 6), 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
