@@ -30,6 +30,7 @@ from agents.saved import record_env, record_joint_envs
 from agents.steps import StepsProgress, fit_rollout
 from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
+from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
 from prune_env.evaluation import (
@@ -80,6 +81,12 @@ class RunConfig:
     references: bool = True
     #: rounds of the best-static-allocation search (each tries every ordered pair of layers)
     search_rounds: int = 40
+    #: an any-budget agent (``budget`` a range): the budgets its evaluation sweeps (None: evenly spaced)
+    sweep_budgets: list[float] | None = None
+    #: ... how many evenly spaced ones (both ends of the range included)
+    sweep_points: int = 5
+    #: ... and the one-budget runs (directories) put beside it on the curve
+    per_budget_runs: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -94,7 +101,7 @@ class PruningLogCallback(BaseCallback):
         self.prefix = prefix
         self._values: dict[str, list[float]] = {}
         self._keep: list[list[float]] = []
-        self._budgets: list[float] = []
+        self._relative: list[float] = []  # each episode's cost / its budget
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
@@ -105,17 +112,17 @@ class PruningLogCallback(BaseCallback):
                     self._values.setdefault(key, []).append(float(info[key]))
             if "keep_ratios" in info:
                 self._keep.append(info["keep_ratios"])
-            if "budget" in info:
-                self._budgets.append(float(info["budget"]))
+            cost = "params_ratio" if self.prefix.startswith("Static") else "macs_ratio"
+            if "budget" in info and cost in info:  # a budget range: each episode against its own budget
+                self._relative.append(float(info[cost]) / float(info["budget"]))
         return True
 
     def _on_rollout_end(self) -> None:
         for key, values in self._values.items():
             self.logger.record(f"{self.prefix}/{key}", float(np.mean(values)))
-        if self._budgets and "macs_ratio" in self._values:  # the budget's relative violation (what lambda acts on)
-            cost = self._values["params_ratio" if self.prefix.startswith("Static") else "macs_ratio"]
-            self.logger.record(f"{self.prefix}/violation", float(np.mean(cost)) / float(np.mean(self._budgets)) - 1.0)
-        self._budgets = []
+        if self._relative:  # the budget's relative violation (what lambda acts on)
+            self.logger.record(f"{self.prefix}/violation", float(np.mean(self._relative)) - 1.0)
+        self._relative = []
         if self._keep:
             for t, v in enumerate(np.mean(self._keep, axis=0)):
                 self.logger.record(f"{self.prefix}/keep_layer{t}", float(v))
@@ -253,11 +260,20 @@ def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> t
     return build_model(cfg, env_id, venv, out / "tb"), venv, True
 
 
+def json_budget(env_kwargs: dict) -> dict:
+    """``env_kwargs`` with a budget range in the form JSON keeps (``"low:high"`` or a list; a tuple
+    would come back from ``run.json`` / ``env_spec.json`` as a list, a set of values)."""
+    if "budget" not in env_kwargs:
+        return env_kwargs
+    budget_range = BudgetRange.parse(env_kwargs["budget"])
+    return env_kwargs if budget_range is None else {**env_kwargs, "budget": budget_range.to_json()}
+
+
 def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
     spec = get_spec(cfg.algo)
     return {
         "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
-        "env_kwargs": env_kwargs_for(cfg.algo, env_id, env_kwargs), "hyperparams": cfg.hyperparams,
+        "env_kwargs": json_budget(env_kwargs_for(cfg.algo, env_id, env_kwargs)), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
         "versions": versions(),
@@ -295,7 +311,13 @@ def run(cfg: RunConfig) -> dict:
     write_json({**record, "status": "trained", "train_seconds": train_seconds, "timesteps": model.num_timesteps}, out / RUN_FILE)
     policy = agent_policy(model, record)
     task = venv.unwrapped.task
-    if env_id == RUNTIME:
+    if task.budget_range is not None:  # one agent for every budget: the curve over the range
+        static_env = env_id == STATIC
+        metrics = evaluate_any_budget(
+            cfg, task, runtime_policy=venv.unwrapped.env.episodes.runtime_policy if static_env else policy,
+            static_ratios=None if static_env else venv.unwrapped.env.static_ratios,
+            static_policy=policy if static_env else None, out=out)
+    elif env_id == RUNTIME:
         metrics = evaluate_run(cfg, task, runtime_policy=policy, static_ratios=venv.unwrapped.env.static_ratios, out=out)
     else:
         runtime = venv.unwrapped.env.episodes.runtime_policy
@@ -353,6 +375,39 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
 
 
 # --------------------------------------------------------------------------- evaluation
+def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path,
+                        static_policy: Any = None, progress: Any = None) -> dict:
+    """An any-budget agent's curve on the test split (:mod:`prune_env.budget_sweep`): at each of
+    ``cfg.sweep_budgets`` (default ``cfg.sweep_points`` evenly spaced over the range), the agent
+    beside uniform, the best static allocation and the calibrated agent (a runtime agent; a static one:
+    beside the uniform static keep ratio), and the one-budget runs of ``cfg.per_budget_runs``.
+    Writes ``any_budget.{json,csv,png}`` into ``out``, prints the table; returns the metrics.
+    """
+    from prune_env import budget_sweep
+
+    test = task if task.cfg.split == "test" else test_task(task)
+    budgets = cfg.sweep_budgets or budget_sweep.sweep_budgets(task.budget_range, cfg.sweep_points)
+    if static_policy is not None:
+        budgets = [test.check_budget(b) for b in budgets]
+        points = [budget_sweep.evaluate_static_at_budget(test, b, static_policy, runtime_policy) for b in budgets]
+        result = {"budget_range": str(test.budget_range), "budget_kind": test.cfg.budget_kind, "split": "test",
+                  "points": points, "per_budget_runs": [], "summary": {}}
+    else:
+        search = task if task.cfg.split != "test" else None
+        result = budget_sweep.sweep(test, budgets, runtime_policy, static_ratios, search=search,
+                                    search_rounds=cfg.search_rounds, seed=cfg.seed,
+                                    per_budget_runs=cfg.per_budget_runs, progress=progress)
+    title = f"{cfg.algo} on {cfg.env_id}, budgets {test.budget_range} (test split)"
+    files = budget_sweep.write_sweep(result, out, title=title)
+    print()
+    print(f"One agent for budgets {test.budget_range} ({test.cfg.budget_kind}), test split:")
+    print(budget_sweep.format_sweep(result))
+    print(f"results in {out}/ ({', '.join(Path(f).name for f in files.values())})")
+    return {"any_budget": True, "budget_range": result["budget_range"], "budget_kind": result["budget_kind"],
+            "sweep": [{"budget": p["budget"], **{m: r for m, r in p["rows"].items()}} for p in result["points"]],
+            "summary": result["summary"]}
+
+
 def static_references(test: PruningTask, runtime_policy: Any) -> dict[str, dict]:
     """What a static agent is compared with: the dense network and the largest uniform static keep ratio
     meeting the parameter budget (with the agent's runtime partner, at the task's ``R_r``), both judged

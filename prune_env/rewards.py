@@ -53,8 +53,13 @@ class LossNormalizer:
         self._pending.extend(float(v) for v in np.ravel(losses))
         while len(self._pending) >= self.batch_size:
             batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
-            self.beta = max(self.lam * self.beta + (1.0 - self.lam) * float(np.mean(batch)), self.floor)
-            self.updates += 1
+            self.step(float(np.mean(batch)))
+
+    def step(self, mean_loss: float) -> float:
+        """One update of ``beta`` (Eq. 9) from a batch's mean loss; returns the new ``beta``."""
+        self.beta = max(self.lam * self.beta + (1.0 - self.lam) * mean_loss, self.floor)
+        self.updates += 1
+        return self.beta
 
     def state_dict(self) -> dict:
         return {"beta": self.beta, "pending": list(self._pending), "updates": self.updates}
@@ -177,3 +182,164 @@ class DualVariable:
         self.violation = float(state.get("violation", 0.0))
         self._pending = list(state["pending"])
         self.updates = int(state["updates"])
+
+
+# --------------------------------------------------------------------------- one agent for every budget
+class _BinClock:
+    """Pending ``(value, bin)`` pairs of finished episodes; every ``batch_size`` of them (of any bin)
+    make one tick, at which each bin that received episodes steps with the mean of its own values.
+
+    One clock for all bins, rather than one per bin, keeps the batched VecEnv and single
+    environments in step: with ``batch_size`` equal to the number of environments every tick falls
+    where a lockstep batch of episodes ends, whatever budgets they drew.
+    """
+
+    def __init__(self, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._pending: list[tuple[float, int]] = []
+
+    def add(self, values: np.ndarray, bins: np.ndarray) -> list[dict[int, float]]:
+        """Queue the episodes; returns, per completed tick, ``{bin: mean value of its episodes}``."""
+        self._pending.extend(zip((float(v) for v in np.ravel(values)), (int(b) for b in np.ravel(bins))))
+        ticks = []
+        while len(self._pending) >= self.batch_size:
+            batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
+            groups: dict[int, list[float]] = {}
+            for value, b in batch:
+                groups.setdefault(b, []).append(value)
+            ticks.append({b: float(np.mean(v)) for b, v in sorted(groups.items())})
+        return ticks
+
+    def state_dict(self) -> list[list[float]]:
+        return [[v, b] for v, b in self._pending]
+
+    def load_state_dict(self, pending: list) -> None:
+        self._pending = [(float(v), int(b)) for v, b in pending]
+
+
+def _check_bins(bins: np.ndarray, count: int) -> np.ndarray:
+    bins = np.asarray(bins, dtype=np.int64).reshape(-1)
+    if bins.size and (bins.min() < 0 or bins.max() >= count):
+        raise ValueError(f"budget bins must be in [0, {count - 1}], got {bins.tolist()}")
+    return bins
+
+
+class BinnedLossNormalizer:
+    """The loss scale ``beta`` as a function of the budget: one :class:`LossNormalizer` per budget bin.
+
+    An agent trained over a range of budgets sees losses that grow as the budget shrinks; each bin
+    keeps its own ``beta`` (calibrated at its budget, Eq. 9's moving average over its own episodes
+    unless frozen), so ``R_acc = -L / beta`` has one scale at every budget. Updates follow one clock
+    (:class:`_BinClock`): every ``batch_size`` finished episodes, each bin that received some steps
+    with their mean loss.
+
+    Args:
+        normalizers: one per bin (their ``batch_size`` must agree).
+        centers: the budget each bin stands for (recorded in the state, checked on load).
+    """
+
+    def __init__(self, normalizers: list[LossNormalizer], centers: np.ndarray | list[float]):
+        if not normalizers or len(normalizers) != len(centers):
+            raise ValueError(f"one normalizer per bin: got {len(normalizers)} for {len(centers)} bins")
+        self.normalizers = list(normalizers)
+        self.centers = [float(c) for c in centers]
+        self._clock = _BinClock(self.normalizers[0].batch_size)
+
+    @property
+    def betas(self) -> list[float]:
+        return [n.beta for n in self.normalizers]
+
+    @property
+    def updates(self) -> int:
+        return sum(n.updates for n in self.normalizers)
+
+    def beta_of(self, bins: np.ndarray) -> np.ndarray:
+        return np.asarray(self.betas)[_check_bins(bins, len(self.normalizers))]
+
+    def reward(self, losses: np.ndarray, bins: np.ndarray) -> np.ndarray:
+        """``R_acc = -L / beta_k`` (Eq. 7-8) for each loss, ``k`` its episode's bin."""
+        return -np.asarray(losses, dtype=np.float64).reshape(-1) / self.beta_of(bins)
+
+    def observe(self, losses: np.ndarray, bins: np.ndarray) -> None:
+        """Add finished episodes' losses and bins (Eq. 9, per bin, on the shared clock)."""
+        for tick in self._clock.add(losses, _check_bins(bins, len(self.normalizers))):
+            for b, mean in tick.items():
+                self.normalizers[b].step(mean)
+
+    def state_dict(self) -> dict:
+        return {"centers": list(self.centers), "bins": [n.state_dict() for n in self.normalizers],
+                "pending": self._clock.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "bins" not in state or len(state["bins"]) != len(self.normalizers):
+            raise ValueError(f"reward state: expected beta for {len(self.normalizers)} budget bins "
+                             f"(centres {self.centers}), got {state.get('centers', 'one budget')}")
+        for n, s in zip(self.normalizers, state["bins"]):
+            n.load_state_dict(s)
+        self._clock.load_state_dict(state["pending"])
+
+
+class BinnedDual:
+    """The dual variable of an average budget as a function of the budget: one ``lambda`` per budget bin.
+
+    Each bin is a constraint of its own, "the mean relative cost ``B / B_bar`` of the episodes whose
+    budget fell in the bin is at most 1", with its own multiplier ``lambda_k``; an episode of budget
+    ``B_bar`` in bin ``k`` earns ``-lambda_k (B - B_bar) / B_bar`` (:func:`average_budget_term` with
+    the episode's own budget). ``lambda_k`` follows :class:`DualVariable`'s rule (projected dual
+    ascent plus a proportional term) on the relative violation ``e_k = mean(B / B_bar) - 1`` of the
+    bin's episodes; every ``batch_size`` finished episodes (one clock for all bins, :class:`_BinClock`)
+    each bin that received episodes takes one step.
+
+    Args:
+        inits: the starting ``lambda`` of each bin.
+        centers: the budget each bin stands for.
+        lr, kp, lam_max, batch_size: as :class:`DualVariable`.
+    """
+
+    def __init__(self, inits: list[float], centers: np.ndarray | list[float], *, lr: float = 0.5, kp: float = 2.0,
+                 lam_max: float = 100.0, batch_size: int = 64):
+        if not inits or len(inits) != len(centers):
+            raise ValueError(f"one initial lambda per bin: got {len(inits)} for {len(centers)} bins")
+        # each bin's constraint is on the relative cost B / B_bar, whose bound is 1
+        self.duals = [DualVariable(1.0, init=float(i), lr=lr, kp=kp, lam_max=lam_max, batch_size=batch_size)
+                      for i in inits]
+        self.centers = [float(c) for c in centers]
+        self._clock = _BinClock(batch_size)
+
+    @property
+    def lams(self) -> list[float]:
+        return [d.lam for d in self.duals]
+
+    @property
+    def updates(self) -> int:
+        return sum(d.updates for d in self.duals)
+
+    def lam_of(self, bins: np.ndarray) -> np.ndarray:
+        return np.asarray(self.lams)[_check_bins(bins, len(self.duals))]
+
+    def reward(self, costs: np.ndarray, budgets: np.ndarray, bins: np.ndarray) -> np.ndarray:
+        """``-lambda_k (B - B_bar) / B_bar`` for each episode: its cost, its budget, its bin's ``lambda``."""
+        costs = np.asarray(costs, dtype=np.float64).reshape(-1)
+        budgets = np.asarray(budgets, dtype=np.float64).reshape(-1)
+        return -self.lam_of(bins) * (costs - budgets) / budgets
+
+    def observe(self, costs: np.ndarray, budgets: np.ndarray, bins: np.ndarray) -> None:
+        """Add finished episodes (cost, budget, bin); each tick steps the bins that received episodes."""
+        relative = np.asarray(costs, dtype=np.float64).reshape(-1) / np.asarray(budgets, dtype=np.float64).reshape(-1)
+        for tick in self._clock.add(relative, _check_bins(bins, len(self.duals))):
+            for b, mean in tick.items():
+                self.duals[b].step(mean)
+
+    def state_dict(self) -> dict:
+        return {"centers": list(self.centers), "bins": [d.state_dict() for d in self.duals],
+                "pending": self._clock.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "bins" not in state or len(state["bins"]) != len(self.duals):
+            raise ValueError(f"reward state: expected lambda for {len(self.duals)} budget bins "
+                             f"(centres {self.centers}), got {state.get('centers', 'one budget')}")
+        for d, s in zip(self.duals, state["bins"]):
+            d.load_state_dict(s)
+        self._clock.load_state_dict(state["pending"])

@@ -209,15 +209,19 @@ class PruneVectorEnv(SharedEpisodes, gym.vector.VectorEnv):
                 indices = np.full(n, self.env._pick_index(options), dtype=np.int64)
             else:
                 indices = self._indices.draw()
-            obs = self.episodes.start(indices)
+            budgets = self._draw_budgets([options] * n)
+            obs = self.episodes.start(indices, budgets)
             info = {"index": np.asarray(indices, dtype=np.int64), "_index": np.ones(n, dtype=bool)}
         else:
             if "indices" in options:
                 rows = [np.asarray(options["indices"], dtype=np.int64)] * n
             else:
                 rows = [self.env.sample_eval_indices(rng) for rng in self._rngs]
-            obs = self.episodes.start(np.stack(rows))
+            budgets = self._draw_budgets([options] * n)
+            obs = self.episodes.start(np.stack(rows), budgets)
             info = stack_infos([{"indices": row.tolist()} for row in rows], n)
+        if budgets is not None:  # as the single environments' reset info
+            info.update(budget_value=budgets.copy(), _budget_value=np.ones(n, dtype=bool))
         self._needs_reset, self._started = False, True
         return np.asarray(obs, dtype=np.float32), info
 

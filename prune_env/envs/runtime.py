@@ -9,9 +9,60 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from prune_env.envs.budgets import budget_stream
 from prune_env.envs.reward_state import RewardStateMixin
 from prune_env.envs.task import PruningTask, TaskConfig
-from prune_env.rewards import DualVariable, LossNormalizer
+from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
+
+
+class EpisodeBudgets:
+    """The budgets of a batch of episodes: one for all (``values`` None), or each its own.
+
+    Attributes:
+        values: ``(B,)`` each episode's budget as drawn (``budget_kind`` units), or None.
+        costs: ``(B,)`` each episode's cost budget (MAC or parameter fraction), or None.
+        bins: ``(B,)`` each episode's budget bin (its ``beta`` and ``lambda``), or None.
+    """
+
+    def __init__(self, task: PruningTask, values: np.ndarray | None, resource: str):
+        self.values = self.costs = self.bins = None
+        if values is not None:
+            self.values = np.asarray(values, dtype=np.float64).reshape(-1)
+            macs, params = task.costs_of(self.values, params=resource == "params")
+            self.costs = params if resource == "params" else macs
+            self.bins = task.budget_bins(self.values)
+
+    def of(self, default: float) -> float | np.ndarray:
+        """Each episode's cost budget, or ``default`` (the task's) when they share one."""
+        return default if self.costs is None else self.costs
+
+
+def accuracy_reward(normalizer: LossNormalizer | BinnedLossNormalizer, losses: np.ndarray,
+                    budgets: EpisodeBudgets) -> np.ndarray:
+    """``R_acc = -L / beta`` (Eq. 7-8), with each episode's bin's ``beta`` under a budget range."""
+    return normalizer.reward(losses) if budgets.bins is None else normalizer.reward(losses, budgets.bins)
+
+
+def observe_episodes(normalizer: LossNormalizer | BinnedLossNormalizer, dual: DualVariable | BinnedDual | None,
+                     losses: np.ndarray, costs: np.ndarray, budgets: EpisodeBudgets) -> None:
+    """Feed finished episodes to ``beta`` (Eq. 9) and ``lambda``, after their rewards were computed."""
+    if budgets.bins is None:
+        normalizer.observe(losses)
+        if dual is not None:
+            dual.observe(costs)
+        return
+    normalizer.observe(losses, budgets.bins)
+    if dual is not None:
+        dual.observe(costs, budgets.costs, budgets.bins)
+
+
+def reward_scales(normalizer: LossNormalizer | BinnedLossNormalizer, dual: DualVariable | BinnedDual | None,
+                  budgets: EpisodeBudgets, batch: int) -> tuple[list[float], list[float]]:
+    """Each episode's ``beta`` and ``lambda`` (0 without a dual variable), as Python floats."""
+    if budgets.bins is None:
+        return [normalizer.beta] * batch, [dual.lam if dual is not None else 0.0] * batch
+    lams = dual.lam_of(budgets.bins).tolist() if dual is not None else [0.0] * batch
+    return normalizer.beta_of(budgets.bins).tolist(), lams
 
 
 class RuntimeEpisodes:
@@ -27,6 +78,7 @@ class RuntimeEpisodes:
         self.dual = dual
         self.set_static_ratios(static_ratios)
         self.state = None
+        self.budgets = EpisodeBudgets(task, None, "macs")
 
     def set_static_ratios(self, static_ratios: np.ndarray) -> None:
         """Use new static keep ratios from the next layer on (episodes in flight finish under them)."""
@@ -38,9 +90,13 @@ class RuntimeEpisodes:
     def t(self) -> int:
         return self.state.t
 
-    def start(self, indices: np.ndarray) -> np.ndarray:
-        """Begin one episode per image index; returns the observations of layer 0."""
+    def start(self, indices: np.ndarray, budgets: np.ndarray | None = None) -> np.ndarray:
+        """Begin one episode per image index; returns the observations of layer 0.
+
+        ``budgets``: each episode's budget value, drawn from the task's range (None: the task's one budget).
+        """
         task = self.task
+        self.budgets = EpisodeBudgets(task, budgets, "macs")
         self.indices = np.asarray(indices, dtype=np.int64)
         images, self.labels = task.source.get(self.indices)
         self.actions = np.zeros((len(self.indices), task.num_layers))
@@ -48,7 +104,7 @@ class RuntimeEpisodes:
             self.state = task.net.begin(images)
             if task.cfg.reward == "dense":
                 self._previous = self._lookahead_return(self.state)
-        return task.runtime_observation(self.state)
+        return task.runtime_observation(self.state, self.budgets.costs)
 
     def _lookahead_return(self, state) -> np.ndarray:
         """``R_acc + R_bud`` of the network pruned as chosen so far and runtime-dense after (dense mode)."""
@@ -57,7 +113,9 @@ class RuntimeEpisodes:
             state = task.net.step(state, 1.0, float(self.static_ratios[state.t]))
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
-        return self.normalizer.reward(losses) + task.budget_reward(macs, task.macs_budget, self.dual)
+        budgets = self.budgets
+        return (accuracy_reward(self.normalizer, losses, budgets)
+                + task.budget_reward(macs, budgets.of(task.macs_budget), self.dual, budgets.bins))
 
     def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict] | None]:
         """Apply one keep ratio per episode to the current layer.
@@ -71,7 +129,7 @@ class RuntimeEpisodes:
         self.actions[:, t] = ratios
         with torch.no_grad():
             self.state = task.net.step(self.state, torch.as_tensor(ratios, device=task.device), float(self.static_ratios[t]))
-            observations = task.runtime_observation(self.state)
+            observations = task.runtime_observation(self.state, self.budgets.costs)
             if not self.state.done:
                 rewards = np.zeros(len(self.indices))
                 if task.cfg.reward == "dense":
@@ -85,32 +143,74 @@ class RuntimeEpisodes:
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         correct = (state.logits.argmax(1) == self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
-        beta, lam = self.normalizer.beta, (self.dual.lam if self.dual is not None else 0.0)
-        r_acc = self.normalizer.reward(losses)  # Eq. 7-8
-        r_bud = task.budget_reward(macs, task.macs_budget, self.dual)  # Eq. 10, or the average budget's term
-        self.normalizer.observe(losses)  # Eq. 9, after the rewards: they use the past batches only
-        if self.dual is not None:
-            self.dual.observe(macs)
+        budgets, n = self.budgets, len(self.indices)
+        budget = budgets.of(task.macs_budget)
+        betas, lams = reward_scales(self.normalizer, self.dual, budgets, n)
+        r_acc = accuracy_reward(self.normalizer, losses, budgets)  # Eq. 7-8
+        r_bud = task.budget_reward(macs, budget, self.dual, budgets.bins)  # Eq. 10, or the average budget's term
+        # Eq. 9 and the dual step, after the rewards: they use the past batches only
+        observe_episodes(self.normalizer, self.dual, losses, macs, budgets)
         final = r_acc + r_bud  # Eq. 11: the sparse return, all at the last layer
         rewards = final - self._previous if task.cfg.reward == "dense" else final
         keep = (state.kept.cpu().double() / task.channels.double()).numpy()
-        within = macs <= task.macs_budget + 1e-9
-        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, beta, lam)
+        within = macs <= budget + 1e-9
+        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, betas, lams)
 
     def _infos(self, losses: np.ndarray, correct: np.ndarray, macs: np.ndarray, within: np.ndarray, keep: np.ndarray,
-               r_acc: np.ndarray, r_bud: np.ndarray, beta: float, lam: float) -> list[dict]:
+               r_acc: np.ndarray, r_bud: np.ndarray, betas: list[float], lams: list[float]) -> list[dict]:
         """One info dict per episode, built from whole columns (``tolist`` gives Python scalars)."""
-        params, budget = self.params_ratio, self.task.macs_budget
+        params, n = self.params_ratio, len(self.indices)
+        budgets = self.budgets
+        costs = [self.task.macs_budget] * n if budgets.costs is None else budgets.costs.tolist()
         columns = zip(self.indices.tolist(), losses.tolist(), correct.tolist(), macs.tolist(), within.tolist(),
-                      keep.tolist(), self.actions.tolist(), r_acc.tolist(), r_bud.tolist())
-        return [
+                      keep.tolist(), self.actions.tolist(), r_acc.tolist(), r_bud.tolist(), costs, betas, lams)
+        infos = [
             {
                 "index": index, "loss": loss, "correct": ok, "macs_ratio": mac, "params_ratio": params,
                 "budget": budget, "within_budget": inside, "keep_ratios": kept, "actions": acts,
                 "reward_acc": acc, "reward_budget": bud, "beta": beta, "lambda": lam,
             }
-            for index, loss, ok, mac, inside, kept, acts, acc, bud in columns
+            for index, loss, ok, mac, inside, kept, acts, acc, bud, budget, beta, lam in columns
         ]
+        if budgets.values is not None:  # a budget range: the budget as drawn, in budget_kind units
+            for info, value in zip(infos, budgets.values.tolist()):
+                info["budget_value"] = value
+        return infos
+
+
+def shared_binned_state(normalizer: Any, dual: Any, task: PruningTask,
+                        calibrate: Any) -> tuple[BinnedLossNormalizer, BinnedDual | None]:
+    """The reward state of a budget range: the given (shared) ``normalizer`` / ``dual`` where given,
+    else calibrated by ``calibrate()`` (which returns both); a one-budget one given is a TypeError."""
+    for name, value, cls in (("normalizer", normalizer, BinnedLossNormalizer), ("dual", dual, BinnedDual)):
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{name}: an environment with a budget range (budget={task.cfg.budget!r}) shares a "
+                            f"{cls.__name__} (one per budget bin), got {type(value).__name__}")
+    if normalizer is None or (dual is None and task.cfg.budget_mode == "average"):
+        own_normalizer, own_dual = calibrate()
+        normalizer, dual = normalizer or own_normalizer, dual or own_dual
+    return normalizer, dual
+
+
+def pick_budget(env: gym.Env, options: dict | None) -> float | None:
+    """The budget value of ``env``'s next episode (``RuntimePrune-v0`` and ``StaticPrune-v0`` alike).
+
+    ``options["budget"]`` chooses it (inside the range); otherwise it is drawn from
+    :func:`~prune_env.envs.budgets.budget_stream` of ``env.np_random`` (re-derived whenever the
+    generator is replaced, e.g. by ``reset(seed=...)``). None for a one-budget environment.
+    """
+    budget_range = env.task.budget_range
+    if options and "budget" in options:
+        if budget_range is None:
+            raise ValueError(f"options['budget']: this environment has one budget (budget={env.task.cfg.budget!r}); "
+                             f"build it with a range (e.g. budget='0.3:0.7') to choose the budget per episode")
+        return budget_range.check(options["budget"], "options['budget']")
+    if budget_range is None:
+        return None
+    rng = env.np_random
+    if env._budget_source is None or env._budget_source[0] is not rng:
+        env._budget_source = (rng, budget_stream(rng))
+    return budget_range.sample(env._budget_source[1])
 
 
 class RuntimePruneEnv(RewardStateMixin, gym.Env):
@@ -206,15 +306,22 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, static_policy: Any = None, normalizer: LossNormalizer | None = None,
-                 dual: DualVariable | None = None, **kwargs: Any):
+    def __init__(self, static_policy: Any = None, normalizer: LossNormalizer | BinnedLossNormalizer | None = None,
+                 dual: DualVariable | BinnedDual | None = None, **kwargs: Any):
         super().__init__()
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.static_ratios = task.static_ratios_of(static_policy)
-        self.normalizer = normalizer or task.calibrated_normalizer(task.budget_keep_ratio, self.static_ratios)
-        self.dual = dual or task.calibrated_dual(task.macs_budget, self.normalizer.beta, self._loss_and_macs,
-                                                 task.budget_keep_ratio)
+        if task.budget_range is None:
+            self.normalizer = normalizer or task.calibrated_normalizer(task.budget_keep_ratio, self.static_ratios)
+            self.dual = dual or task.calibrated_dual(task.macs_budget, self.normalizer.beta, self._loss_and_macs,
+                                                     task.budget_keep_ratio)
+        else:  # beta and lambda per budget bin, each calibrated at its bin's budget
+            self.normalizer, self.dual = shared_binned_state(normalizer, dual, task, lambda: task.binned_reward_state(
+                lambda c: task.calibrated_normalizer(task.keep_ratio_of(c), self.static_ratios),
+                lambda c: float(task.costs_of(np.array([c]), params=False)[0][0]), task.keep_ratio_of,
+                self._loss_and_macs))
+        self._budget_source: tuple[Any, np.random.Generator] | None = None
         self.episodes = RuntimeEpisodes(task, self.static_ratios, self.normalizer, self.dual)
         self.num_layers = task.num_layers
         self.layer_in_channels = list(task.in_channels)
@@ -243,8 +350,17 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         index = self._pick_index(options)
-        obs = self.episodes.start(np.array([index]))
-        return obs[0], {"index": index}
+        budget = self._pick_budget(options)
+        if budget is None:
+            obs = self.episodes.start(np.array([index]))
+            return obs[0], {"index": index}
+        obs = self.episodes.start(np.array([index]), np.array([budget]))
+        return obs[0], {"index": index, "budget_value": budget}
+
+    def _pick_budget(self, options: dict | None) -> float | None:
+        """The episode's budget value: ``options["budget"]`` (checked against the range) or a draw from
+        the budget stream of the environment's seed; None for a one-budget environment."""
+        return pick_budget(self, options)
 
     def _pick_index(self, options: dict | None) -> int:
         size = len(self.task.source)

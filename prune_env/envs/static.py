@@ -10,9 +10,17 @@ import torch
 from gymnasium import spaces
 
 from prune_env.envs.reward_state import RewardStateMixin
+from prune_env.envs.runtime import (
+    EpisodeBudgets,
+    accuracy_reward,
+    observe_episodes,
+    pick_budget,
+    reward_scales,
+    shared_binned_state,
+)
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig, check_range
 from prune_env.policies import as_policy
-from prune_env.rewards import DualVariable, LossNormalizer
+from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
 
 class StaticEpisodes:
@@ -25,13 +33,16 @@ class StaticEpisodes:
         self.dual = dual
         self.t = 0
         self.ratios: np.ndarray | None = None
+        self.budgets = EpisodeBudgets(task, None, "params")
 
-    def start(self, eval_indices: np.ndarray) -> np.ndarray:
-        """Begin one episode per row of validation indices ``(B, eval_batch)``."""
+    def start(self, eval_indices: np.ndarray, budgets: np.ndarray | None = None) -> np.ndarray:
+        """Begin one episode per row of validation indices ``(B, eval_batch)``; ``budgets``: each
+        episode's budget value, drawn from the task's range (None: the task's one budget)."""
         self.eval_indices = np.asarray(eval_indices, dtype=np.int64)
+        self.budgets = EpisodeBudgets(self.task, budgets, "params")
         self.ratios = np.ones((self.eval_indices.shape[0], self.task.num_layers))
         self.t = 0
-        return self.task.static_observation(self.ratios, 0)
+        return self.task.static_observation(self.ratios, 0, self.budgets.costs)
 
     @property
     def done(self) -> bool:
@@ -46,7 +57,7 @@ class StaticEpisodes:
         task, batch = self.task, self.eval_indices.shape[0]
         self.ratios[:, self.t] = task.clip(np.asarray(actions, dtype=np.float64).reshape(batch, -1)[:, 0])
         self.t += 1
-        observations = task.static_observation(self.ratios, self.t)
+        observations = task.static_observation(self.ratios, self.t, self.budgets.costs)
         if self.t < task.num_layers:
             return observations, np.zeros(batch), False, None
         return observations, *self._finish()
@@ -63,29 +74,33 @@ class StaticEpisodes:
         accuracy = (state.logits.argmax(1) == labels).float().cpu().numpy().reshape(batch, per_episode).mean(1)
         macs = task.costs.macs_ratio(state.kept).numpy().reshape(batch, per_episode).mean(1)
         params = np.asarray(task.costs.params_ratio(task.stored_counts(self.ratios)), dtype=np.float64).reshape(-1)
-        beta, lam = self.normalizer.beta, (self.dual.lam if self.dual is not None else 0.0)
-        r_acc = self.normalizer.reward(losses)  # Eq. 14 (the accuracy term as Eq. 7-8)
-        r_par = task.budget_reward(params, task.params_budget, self.dual)  # Eq. 15, or the average budget's term
-        self.normalizer.observe(losses)
-        if self.dual is not None:
-            self.dual.observe(params)
+        budgets = self.budgets
+        budget = budgets.of(task.params_budget)
+        betas, lams = reward_scales(self.normalizer, self.dual, budgets, batch)
+        r_acc = accuracy_reward(self.normalizer, losses, budgets)  # Eq. 14 (the accuracy term as Eq. 7-8)
+        r_par = task.budget_reward(params, budget, self.dual, budgets.bins)  # Eq. 15, or the average budget's term
+        observe_episodes(self.normalizer, self.dual, losses, params, budgets)
+        budget_of = np.broadcast_to(np.asarray(budget, dtype=np.float64), (batch,))
         infos = [
             {
                 "loss": float(losses[b]),
                 "accuracy": float(accuracy[b]),
                 "macs_ratio": float(macs[b]),
                 "params_ratio": float(params[b]),
-                "budget": task.params_budget,
-                "within_budget": bool(params[b] <= task.params_budget + 1e-9),
+                "budget": float(budget_of[b]),
+                "within_budget": bool(params[b] <= budget_of[b] + 1e-9),
                 "keep_ratios": self.ratios[b].tolist(),
                 "reward_acc": float(r_acc[b]),
                 "reward_budget": float(r_par[b]),
-                "beta": beta,
-                "lambda": lam,
+                "beta": betas[b],
+                "lambda": lams[b],
                 "indices": self.eval_indices[b].tolist(),
             }
             for b in range(batch)
         ]
+        if budgets.values is not None:  # a budget range: the budget as drawn, in budget_kind units
+            for info, value in zip(infos, budgets.values.tolist()):
+                info["budget_value"] = value
         return r_acc + r_par, True, infos  # the sparse return at the last layer
 
 
@@ -151,16 +166,24 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, runtime_policy: Any = None, eval_batch: int = 128, normalizer: LossNormalizer | None = None,
-                 dual: DualVariable | None = None, **kwargs: Any):
+    def __init__(self, runtime_policy: Any = None, eval_batch: int = 128,
+                 normalizer: LossNormalizer | BinnedLossNormalizer | None = None,
+                 dual: DualVariable | BinnedDual | None = None, **kwargs: Any):
         super().__init__()
         kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
         self.task = PruningTask(TaskConfig(**kwargs))
         task = self.task
         self.eval_batch = int(check_range("eval_batch", eval_batch, 1, len(task.source)))
-        self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.static_budget_keep_ratio)
-        self.dual = dual or task.calibrated_dual(task.params_budget, self.normalizer.beta, self._loss_and_params,
-                                                 task.static_budget_keep_ratio)
+        if task.budget_range is None:
+            self.normalizer = normalizer or task.calibrated_normalizer(1.0, task.static_budget_keep_ratio)
+            self.dual = dual or task.calibrated_dual(task.params_budget, self.normalizer.beta, self._loss_and_params,
+                                                     task.static_budget_keep_ratio)
+        else:  # beta and lambda per budget bin, each calibrated at its bin's parameter budget
+            self.normalizer, self.dual = shared_binned_state(normalizer, dual, task, lambda: task.binned_reward_state(
+                lambda c: task.calibrated_normalizer(1.0, task.static_keep_ratio_of(c)),
+                lambda c: float(task.costs_of(np.array([c]))[1][0]), task.static_keep_ratio_of,
+                self._loss_and_params))
+        self._budget_source: tuple[Any, np.random.Generator] | None = None
         self.episodes = StaticEpisodes(task, runtime_policy, self.normalizer, self.dual)
         self.num_layers = task.num_layers
         self.observation_space = spaces.Box(-np.inf, np.inf, (task.static_obs_dim,), np.float32)
@@ -191,8 +214,12 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
             indices = np.asarray(options["indices"], dtype=np.int64)
         else:
             indices = self.sample_eval_indices(self.np_random)
-        obs = self.episodes.start(indices[None])
-        return obs[0], {"indices": indices.tolist()}
+        budget = pick_budget(self, options)
+        if budget is None:
+            obs = self.episodes.start(indices[None])
+            return obs[0], {"indices": indices.tolist()}
+        obs = self.episodes.start(indices[None], np.array([budget]))
+        return obs[0], {"indices": indices.tolist(), "budget_value": budget}
 
     def step(self, action):
         if self.episodes.done:

@@ -23,9 +23,17 @@ from torch import Tensor
 
 from prune_env.costs import CostModel
 from prune_env.envs.actions import as_keep_ratios
+from prune_env.envs.budgets import BudgetRange
 from prune_env.nets.gated import GatedNet, StepState
 from prune_env.policies import KeepRatioPolicy, as_policy
-from prune_env.rewards import DualVariable, LossNormalizer, budget_penalty, relative_budget_penalty
+from prune_env.rewards import (
+    BinnedDual,
+    BinnedLossNormalizer,
+    DualVariable,
+    LossNormalizer,
+    budget_penalty,
+    relative_budget_penalty,
+)
 
 SPLITS = ("train", "val", "test")
 OBSERVATION_MODES = ("encoded", "raw")
@@ -140,7 +148,8 @@ class TaskConfig:
     download: bool = False
     split: str = "val"
     width: float | None = None
-    budget: float = 0.5
+    #: one budget (a number), or a range the episodes draw theirs from (:mod:`prune_env.envs.budgets`)
+    budget: float | str | tuple | list = 0.5
     budget_kind: str = "sparsity"
     tradeoff_rate: float = RUNTIME_TRADEOFF_RATE
     alpha: float = 0.1
@@ -155,6 +164,8 @@ class TaskConfig:
     dual_kp: float = 2.0
     dual_max: float = 100.0
     dual_batch: int | None = None
+    #: bins of a continuous budget range, each with its own lambda and beta (a set of values: one per value)
+    dual_bins: int = 5
     reward: str = "sparse"
     observation: str = "encoded"
     encoding_dim: int = 64
@@ -178,7 +189,14 @@ class TaskConfig:
         self.dual_kp = check_range("dual_kp", self.dual_kp, 0.0, 1e3)
         if self.dual_batch is not None and (not isinstance(self.dual_batch, (int, np.integer)) or self.dual_batch < 1):
             raise ValueError(f"dual_batch must be an integer >= 1, got {self.dual_batch!r}")
-        self.budget = check_range("budget", self.budget, 0.0, 1.0, low_open=True)
+        budget_range = BudgetRange.parse(self.budget)
+        if budget_range is None:
+            self.budget = check_range("budget", self.budget, 0.0, 1.0, low_open=True)
+        else:  # written back in the form JSON keeps (env_spec.json, run.json)
+            self.budget = budget_range.to_json()
+        if (not isinstance(self.dual_bins, (int, np.integer)) or isinstance(self.dual_bins, bool)
+                or not 1 <= self.dual_bins <= 1000):
+            raise ValueError(f"dual_bins must be an integer in [1, 1000], got {self.dual_bins!r}")
         self.tradeoff_rate = check_range("tradeoff_rate", self.tradeoff_rate, 0.0, 1.0)
         self.alpha = check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
         self.alpha_budget = check_range("alpha_budget", self.alpha_budget, 0.0, 1e3)
@@ -245,16 +263,24 @@ class PruningTask:
         self.channels = torch.tensor(self.net.channels)
         self.in_channels = list(self.net.in_channels)
         self._layer_geometry = self._static_layer_features()
-        if cfg.budget_kind == "sparsity":
+        #: the range episodes draw their budgets from (None: one budget, ``cfg.budget``)
+        self.budget_range = BudgetRange.parse(cfg.budget)
+        self._set_budget(cfg.budget if self.budget_range is None else self.budget_range.reference)
+        self._build_encoders(calibration_size)
+
+    def _set_budget(self, value: float) -> None:
+        """``budget_value``, ``macs_budget`` and ``params_budget`` of one budget ``value``."""
+        #: the budget as given (a range: its reference, the middle), in the units of ``budget_kind``
+        self.budget_value = float(value)
+        if self.cfg.budget_kind == "sparsity":
             # the MAC budget: every layer keeps ceil(s C) channels; the parameter budget: every layer
             # stores what a static keep ratio s removes for good under this R_r (Sec. 3.4), so that
             # the budget is reachable for any R_r (with R_r = 0 it is the s-uniform network's)
-            self.macs_budget = self.costs.macs_budget(cfg.budget)
-            uniform = np.full((1, self.num_layers), cfg.budget)
+            self.macs_budget = self.costs.macs_budget(value)
+            uniform = np.full((1, self.num_layers), value)
             self.params_budget = float(self.costs.params_ratio(self.stored_counts(uniform)[0]))
         else:
-            self.macs_budget = self.params_budget = cfg.budget
-        self._build_encoders(calibration_size)
+            self.macs_budget = self.params_budget = value
 
     # ------------------------------------------------------------------ the owner of R_r and of the budget
     @property
@@ -296,13 +322,75 @@ class PruningTask:
     @property
     def budget_keep_ratio(self) -> float:
         """The uniform runtime keep ratio the MAC budget stands for: ``budget`` itself for a
-        sparsity, found by bisection for a fraction of dense MACs."""
-        return float(self.cfg.budget) if self.cfg.budget_kind == "sparsity" else self.uniform_keep_ratio()
+        sparsity, found by bisection for a fraction of dense MACs (a range: at its reference)."""
+        return self.keep_ratio_of(self.budget_value)
 
     @property
     def static_budget_keep_ratio(self) -> float:
         """The uniform static keep ratio the parameter budget stands for (as :attr:`budget_keep_ratio`)."""
-        return float(self.cfg.budget) if self.cfg.budget_kind == "sparsity" else self.uniform_static_ratio()
+        return self.static_keep_ratio_of(self.budget_value)
+
+    # ------------------------------------------------------------------ budgets drawn per episode
+    def keep_ratio_of(self, value: float) -> float:
+        """The uniform runtime keep ratio a budget ``value`` (in ``budget_kind`` units) stands for."""
+        if self.cfg.budget_kind == "sparsity":
+            return float(value)
+        return self.uniform_keep_ratio(self.costs_of(np.array([value]))[0][0])
+
+    def static_keep_ratio_of(self, value: float) -> float:
+        """The uniform static keep ratio a budget ``value`` stands for."""
+        if self.cfg.budget_kind == "sparsity":
+            return float(value)
+        return self.uniform_static_ratio(self.costs_of(np.array([value]))[1][0])
+
+    def costs_of(self, values: np.ndarray, *, params: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(macs_budgets, params_budgets)`` of budget values ``(B,)``: what :meth:`_set_budget` gives
+        for one value, for many at once (``params=False`` skips the parameter budgets)."""
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if self.cfg.budget_kind != "sparsity":
+            return values.copy(), (values.copy() if params else None)
+        from prune_env.nets.masks import keep_count
+
+        ratios = torch.as_tensor(values)[:, None].expand(-1, self.num_layers)
+        counts = torch.stack([keep_count(ratios[:, t], int(c)) for t, c in enumerate(self.channels)], 1)
+        macs = self.costs.macs_ratio(counts).numpy()
+        if not params:
+            return macs, None
+        stored = self.stored_counts(np.repeat(values[:, None], self.num_layers, 1))
+        return macs, np.asarray(self.costs.params_ratio(stored), dtype=np.float64).reshape(-1)
+
+    @property
+    def num_budget_bins(self) -> int:
+        """Bins of the budget range (each with its own ``beta`` and ``lambda``); 1 for one budget."""
+        return 1 if self.budget_range is None else self.budget_range.num_bins(self.cfg.dual_bins)
+
+    def budget_bins(self, values: np.ndarray) -> np.ndarray:
+        """The bin of each budget value ``(B,)``."""
+        return self.budget_range.bin_of(values, self.num_budget_bins)
+
+    def check_budget(self, value: Any, name: str = "budget") -> float:
+        """``value`` as a float when this task's agents were trained for it (inside the range, or the
+        one budget); a ValueError naming ``name`` and the range otherwise."""
+        if self.budget_range is not None:
+            return self.budget_range.check(value, name)
+        v = check_range(name, value, 0.0, 1.0, low_open=True)
+        return v
+
+    @contextlib.contextmanager
+    def at_budget(self, value: float, *, check: bool = True) -> Iterator["PruningTask"]:
+        """Temporarily one budget ``value`` (observations, references, ``macs_budget``): an any-budget
+        agent evaluated or deployed at ``value``. With ``check``, a value outside the range the task
+        was built with is a ValueError (:meth:`check_budget`); a one-budget task accepts any value."""
+        if check and self.budget_range is not None:
+            value = self.budget_range.check(value)
+        value = check_range("budget", value, 0.0, 1.0, low_open=True)
+        saved = (self.cfg.budget, self.budget_range, self.budget_value, self.macs_budget, self.params_budget)
+        self.cfg.budget, self.budget_range = value, None
+        self._set_budget(value)
+        try:
+            yield self
+        finally:
+            (self.cfg.budget, self.budget_range, self.budget_value, self.macs_budget, self.params_budget) = saved
 
     # ------------------------------------------------------------------ observations
     @property
@@ -358,10 +446,11 @@ class PruningTask:
         counts[:, t:] = self.channels[t:]
         return self.costs.macs_ratio(counts)
 
-    def runtime_observation(self, state: StepState) -> np.ndarray:
+    def runtime_observation(self, state: StepState, budgets: np.ndarray | None = None) -> np.ndarray:
         """What the runtime agent sees before layer ``state.t`` (after the last layer: a terminal vector).
 
-        ``[encoded GAP(F_in) | one-hot layer index | MAC ratio so far (rest dense) | MAC budget]``.
+        ``[encoded GAP(F_in) | one-hot layer index | MAC ratio so far (rest dense) | MAC budget]``;
+        ``budgets`` ``(B,)``: each episode's MAC budget (default: the task's).
         """
         batch, t, layers = state.kept.shape[0], state.t, self.num_layers
         out = np.zeros((batch, self.runtime_obs_dim), dtype=np.float32)
@@ -370,7 +459,7 @@ class PruningTask:
             out[:, :width] = self.encode_pooled(state.pooled, t).cpu().numpy()
             out[:, width + t] = 1.0
         out[:, -2] = self.macs_so_far(state.kept, t).numpy()
-        out[:, -1] = self.macs_budget
+        out[:, -1] = self.macs_budget if budgets is None else budgets
         return out
 
     def _static_layer_features(self) -> np.ndarray:
@@ -396,10 +485,11 @@ class PruningTask:
         stored = self.stored_counts(static_ratios, upto=t)
         return np.asarray(self.costs.params_ratio(stored), dtype=np.float64).reshape(-1)
 
-    def static_observation(self, static_ratios: np.ndarray, t: int) -> np.ndarray:
+    def static_observation(self, static_ratios: np.ndarray, t: int, budgets: np.ndarray | None = None) -> np.ndarray:
         """What the static agent sees before layer ``t``, for a batch of episodes ``(B, D)``.
 
-        ``[layer shape features | one-hot layer index | parameter ratio so far | parameter budget]``.
+        ``[layer shape features | one-hot layer index | parameter ratio so far | parameter budget]``;
+        ``budgets`` ``(B,)``: each episode's parameter budget (default: the task's).
         """
         batch = static_ratios.shape[0]
         onehot = np.zeros((batch, self.num_layers), dtype=np.float32)
@@ -408,7 +498,8 @@ class PruningTask:
             onehot[:, t] = 1.0
         else:
             geometry = np.zeros((batch, self._layer_geometry.shape[1]), dtype=np.float32)
-        progress = np.stack([self.params_so_far(static_ratios, t), np.full(batch, self.params_budget)], 1)
+        budget = np.full(batch, self.params_budget) if budgets is None else np.asarray(budgets, dtype=np.float64)
+        progress = np.stack([self.params_so_far(static_ratios, t), budget], 1)
         return np.concatenate([geometry, onehot, progress.astype(np.float32)], 1)
 
     # ------------------------------------------------------------------ costs of static choices
@@ -506,20 +597,48 @@ class PruningTask:
         cfg = self.cfg
         if cfg.budget_mode != "average":
             return None
-        init = cfg.dual_init
-        if init is None:
-            lo, hi = max(cfg.alpha, keep_ratio - 0.1), min(1.0, keep_ratio + 0.1)
-            (loss_lo, cost_lo), (loss_hi, cost_hi) = slope(lo), slope(hi)
-            rate = (loss_lo - loss_hi) / max(cost_hi - cost_lo, 1e-9)
-            init = min(max(budget * rate / beta0, 0.0), cfg.dual_max)
+        init = self.dual_init_at(budget, beta0, slope, keep_ratio)
         return DualVariable(budget, init=init, lr=cfg.dual_lr, kp=cfg.dual_kp, lam_max=cfg.dual_max,
                             batch_size=cfg.dual_batch or cfg.loss_batch)
 
-    def budget_reward(self, cost: np.ndarray, budget: float, dual: DualVariable | None) -> np.ndarray:
+    def dual_init_at(self, budget: float, beta0: float, slope: Callable[[float], tuple[float, float]],
+                     keep_ratio: float) -> float:
+        """``dual_init``, or unset the calibrated ``lambda0`` of :meth:`calibrated_dual` at ``budget``."""
+        cfg = self.cfg
+        if cfg.dual_init is not None:
+            return cfg.dual_init
+        lo, hi = max(cfg.alpha, keep_ratio - 0.1), min(1.0, keep_ratio + 0.1)
+        (loss_lo, cost_lo), (loss_hi, cost_hi) = slope(lo), slope(hi)
+        rate = (loss_lo - loss_hi) / max(cost_hi - cost_lo, 1e-9)
+        return min(max(budget * rate / beta0, 0.0), cfg.dual_max)
+
+    def binned_reward_state(self, normalizer_at: Callable[[float], LossNormalizer], cost_of: Callable[[float], float],
+                            keep_ratio_of: Callable[[float], float], slope: Callable[[float], tuple[float, float]],
+                            ) -> tuple[BinnedLossNormalizer, BinnedDual | None]:
+        """The reward state of a budget range: ``beta`` and (average budget) ``lambda`` per budget bin,
+        each calibrated as a one-budget environment's at the bin's centre ``c``: ``normalizer_at(c)``
+        (``beta0``), and ``lambda0`` from ``slope`` at ``keep_ratio_of(c)`` with the cost budget
+        ``cost_of(c)`` (:meth:`dual_init_at`)."""
+        cfg = self.cfg
+        centers = self.budget_range.centers(self.num_budget_bins)
+        normalizers = [normalizer_at(float(c)) for c in centers]
+        dual = None
+        if cfg.budget_mode == "average":
+            inits = [self.dual_init_at(cost_of(float(c)), n.beta, slope, keep_ratio_of(float(c)))
+                     for c, n in zip(centers, normalizers)]
+            dual = BinnedDual(inits, centers, lr=cfg.dual_lr, kp=cfg.dual_kp, lam_max=cfg.dual_max,
+                              batch_size=cfg.dual_batch or cfg.loss_batch)
+        return BinnedLossNormalizer(normalizers, centers), dual
+
+    def budget_reward(self, cost: np.ndarray, budget: float | np.ndarray, dual: DualVariable | BinnedDual | None,
+                      bins: np.ndarray | None = None) -> np.ndarray:
         """``R_bud`` of finished episodes: Eq. 10 / 15 (absolute or relative overshoot) per input,
-        or the average budget's ``-lambda (B - B_bar) / B_bar`` with the dual variable's ``lambda``."""
+        or the average budget's ``-lambda (B - B_bar) / B_bar`` with the dual variable's ``lambda``.
+
+        ``budget`` is one budget or each episode's; ``bins``, with a :class:`BinnedDual`, each
+        episode's budget bin (whose ``lambda`` it gets)."""
         if self.cfg.budget_mode == "average":
-            return dual.reward(cost)
+            return dual.reward(cost) if bins is None else dual.reward(cost, budget, bins)
         if self.cfg.penalty == "relative":
             return relative_budget_penalty(cost, budget, self.cfg.alpha_budget)
         return budget_penalty(cost, budget, self.cfg.alpha_budget)

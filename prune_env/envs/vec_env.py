@@ -17,6 +17,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from prune_env.envs.actions import as_keep_ratios
+from prune_env.envs.budgets import budget_stream
 from prune_env.envs.runtime import RuntimePruneEnv
 from prune_env.envs.static import StaticPruneEnv
 from prune_env.ids import RUNTIME, STATIC
@@ -59,9 +60,32 @@ class IndexStreams:
 
 
 class SharedEpisodes:
-    """What a batched vector env exposes of the one environment its lockstep episodes run in (``self.env``)."""
+    """What a batched vector env exposes of the one environment its lockstep episodes run in (``self.env``),
+    and the budgets its sub-environments draw under a budget range."""
 
     env: RuntimePruneEnv | StaticPruneEnv
+    _rngs: list[np.random.Generator]
+
+    def _draw_budgets(self, options: list[dict | None]) -> np.ndarray | None:
+        """Each sub-environment's budget value for its next episode, as single environment ``i`` draws
+        it (``options[i]["budget"]`` where given, else from the budget stream of its generator); None
+        for a one-budget environment."""
+        budget_range = self.env.task.budget_range
+        if budget_range is None:
+            return None
+        sources = getattr(self, "_budget_sources", None)
+        if sources is None:  # sub-environment -> (its generator, the budget stream derived from it)
+            sources = self._budget_sources = {}
+        values = np.empty(len(self._rngs))
+        for i, rng in enumerate(self._rngs):
+            chosen = (options[i] or {}).get("budget")
+            if chosen is not None:
+                values[i] = budget_range.check(chosen, "options['budget']")
+                continue
+            if i not in sources or sources[i][0] is not rng:
+                sources[i] = (rng, budget_stream(rng))
+            values[i] = budget_range.sample(sources[i][1])
+        return values
 
     @property
     def episodes(self):
@@ -100,12 +124,13 @@ class BatchedPruneVecEnv(SharedEpisodes, VecEnv):
     def _start(self) -> np.ndarray:
         """Begin the next episode of every sub-environment; returns the first observations."""
         if self._indices is not None:
-            return self.episodes.start(self._runtime_indices())
+            indices = self._runtime_indices()
+            return self.episodes.start(indices, self._draw_budgets(self._options))
         rows = []
         for i in range(self.num_envs):
             options = self._options[i] or {}
             rows.append(np.asarray(options["indices"]) if "indices" in options else self.env.sample_eval_indices(self._rngs[i]))
-        return self.episodes.start(np.stack(rows))
+        return self.episodes.start(np.stack(rows), self._draw_budgets(self._options))
 
     def _runtime_indices(self) -> np.ndarray:
         """Each sub-environment's image: ``options["index"]`` where given, else its next draw."""
