@@ -6,6 +6,14 @@
     python train_agents.py --env RuntimePrune-v0 --env-kwargs budget=0.7 tradeoff_rate=0.5 \\
         --static-agent runs/staticprune-ppo-s0                        # a fixed, trained static agent
     python train_agents.py --joint                                    # Algorithm 1, lines 12-15
+    python train_agents.py --env-kwargs budget=0.3:0.7                # one agent for every budget in a range
+
+One agent for every budget (docs/any_budget.md): --env-kwargs budget=LOW:HIGH trains over a range
+(each episode draws its budget in [LOW, HIGH]), budget=[B1,B2,...] over a set of budgets (or
+budget=B1,B2,B3 with three or more). The budget is then part of the agent's observation and its
+evaluation sweeps the range on the test split (--sweep-budgets / --sweep-points), writing
+any_budget.json, any_budget.csv and any_budget.png (top-1 against mean MACs beside uniform, the
+best static allocation and the calibrated agent; --per-budget-runs adds one-budget agents).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from prune_env.cli import (
     add_output_options,
     add_threads_option,
     device,
+    fraction,
     parse_key_values,
     positive_int,
     refuse_overwrite,
@@ -37,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=positive_int, default=64, help="episodes run together in the batched VecEnv")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="environment keywords, e.g. budget=0.7 (RL Zoo's KEY:VALUE works too)")
+                   help="environment keywords, e.g. budget=0.7, a range budget=0.3:0.7 or a set budget=[0.3,0.5,0.7] "
+                        "(RL Zoo's KEY:VALUE works too)")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
                    help="algorithm keywords, e.g. learning_rate=3e-4 policy_kwargs.lstm_hidden_size=64 (or KEY:VALUE)")
     p.add_argument("--preset", default="fast", help="hyper-parameter preset: fast (default) or paper (recurrent_ppo)")
@@ -50,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
     p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
     p.add_argument("--checkpoint-every", type=positive_int, default=20_000, help="steps between checkpoints")
+    p.add_argument("--sweep-budgets", type=fraction, nargs="+", default=None, metavar="B",
+                   help="an any-budget agent (budget a range): the budgets its evaluation sweeps, inside the range "
+                        "(default: --sweep-points evenly spaced, both ends included)")
+    p.add_argument("--sweep-points", type=positive_int, default=5, help="evenly spaced sweep budgets (default %(default)s)")
+    p.add_argument("--per-budget-runs", nargs="+", default=[], metavar="DIR",
+                   help="finished one-budget runs to put beside an any-budget agent's curve (their metrics.json)")
     add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -58,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from agents.arguments import check_run_arguments
+    from agents.arguments import check_budget_range, check_run_arguments
     from agents.registry import get_spec
 
     try:
@@ -70,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
         check_run_arguments(algo=args.algo, env_id=args.env, hyperparams=hyperparams, env_kwargs=env_kwargs,
                             preset=args.preset, joint=args.joint)
+        check_budget_range(env_kwargs, joint=args.joint, sweep_budgets=args.sweep_budgets)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.static_agent and args.env != "RuntimePrune-v0":
@@ -90,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         out=out, device=args.device, resume=args.resume,
         static_agent=args.static_agent, runtime_agent=args.runtime_agent, joint=args.joint,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+        sweep_budgets=args.sweep_budgets, sweep_points=args.sweep_points, per_budget_runs=args.per_budget_runs,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     from prune_env.checkpoint import CheckpointError

@@ -9,6 +9,7 @@ call it (or its parts) before writing anything.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from typing import Any, Iterable
 
@@ -72,6 +73,31 @@ def check_env_kwargs(env_ids: Iterable[str], env_kwargs: dict, option: str = "--
     check_keys(env_kwargs, accepted - {"normalizer", "dual"}, option)
 
 
+def check_budget_range(env_kwargs: dict, *, joint: bool = False, sweep_budgets: list[float] | None = None,
+                       option: str = "--env-kwargs") -> None:
+    """A budget range (``budget=0.3:0.7``, ``budget=[0.3,0.5]``) that parses, sweep budgets inside it, and
+    no range where it is not supported (``--joint``); ``argparse.ArgumentTypeError`` naming the option."""
+    from prune_env.envs.budgets import BudgetRange
+
+    try:
+        budget_range = BudgetRange.parse(env_kwargs.get("budget", 0.5), f"{option} budget")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if budget_range is None:
+        if sweep_budgets:
+            raise argparse.ArgumentTypeError("--sweep-budgets applies to an any-budget agent: give a budget range, "
+                                             "e.g. --env-kwargs budget=0.3:0.7")
+        return
+    if joint:
+        raise argparse.ArgumentTypeError(f"{option} budget={env_kwargs['budget']!r}: a budget range trains one runtime or "
+                                         "static agent (--env); --joint takes one budget")
+    for b in sweep_budgets or []:
+        try:
+            budget_range.check(b, "--sweep-budgets")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def presets(algo: str) -> list[str]:
     return ["fast", *get_spec(algo).presets]
 
@@ -88,5 +114,5 @@ def check_run_arguments(*, algo: str, env_id: str | None, hyperparams: dict, env
     check_env_kwargs(env_ids, env_kwargs)
 
 
-__all__ = ["check_env_kwargs", "check_hyperparams", "check_run_arguments", "hyperparameter_keys", "init_keywords",
-           "presets"]
+__all__ = ["check_budget_range", "check_env_kwargs", "check_hyperparams", "check_run_arguments", "hyperparameter_keys",
+           "init_keywords", "presets"]
