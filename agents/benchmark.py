@@ -51,6 +51,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import prune_env
+from agents.arguments import check_env_kwargs, check_hyperparams
 from agents.registry import env_kwargs_for
 from agents.training import RunConfig, agent_policy, atomic_model_save, build_model, make_env, test_task
 from prune_env.baselines import make_baseline
@@ -59,7 +60,7 @@ from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.vec_env import BatchedPruneVecEnv
 from prune_env.envs.wrappers import DEFAULT_LEVELS, PURL_LEVELS, AMCWrapper, VecAMCWrapper
-from prune_env.ids import RUNTIME, STATIC
+from prune_env.ids import ENV_IDS, RUNTIME, STATIC
 from prune_env.io import versions, write_json
 from prune_env.leaderboard import (
     binned_curve,
@@ -745,7 +746,15 @@ def main(argv: list[str] | None = None) -> int:
         env_kwargs["checkpoint"] = args.checkpoint
     if args.data_root:
         env_kwargs["data_root"] = args.data_root
-    env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+    try:  # a typo is a usage error before anything is written
+        extra_env = parse_key_values(args.env_kwargs, "--env-kwargs")
+        check_env_kwargs(ENV_IDS, extra_env)
+        extra_hp = parse_key_values(args.hyperparams, "--hyperparams")
+        for name in {a.algo for n, a in _bench_algos().items() if n in (args.algos or suite.algos)}:
+            check_hyperparams(name, extra_hp)
+    except argparse.ArgumentTypeError as exc:
+        build_parser().error(str(exc))
+    env_kwargs.update(extra_env)
     baselines = list(suite.baselines if args.baselines is None else args.baselines)
     references = list(suite.references if args.references is None else args.references)
     algos = list(suite.algos if args.algos is None else args.algos)
@@ -754,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.backend == "ray" and args.gpus_per_run > 0 else "cpu"
     jobs = build_jobs(suite, names, seeds, args.out, timesteps=args.timesteps or suite.timesteps,
                       n_envs=args.n_envs or suite.n_envs, last_n=args.last_n or suite.last_n, env_kwargs=env_kwargs,
-                      command=command, device=device, hyperparams=parse_key_values(args.hyperparams, "--hyperparams"))
+                      command=command, device=device, hyperparams=extra_hp)
     todo = [j for j in jobs if args.force or not j.path.is_file()]
     where = (f"Ray ({args.address or 'a local instance'})" if args.backend == "ray" else f"{args.workers} worker(s)")
     print(f"suite {suite.name}: {len(jobs)} runs ({len(names)} methods x {len(seeds)} seeds), "

@@ -1,39 +1,36 @@
-"""Benchmark results: fixed-scale scoring, intervals over seeds, leaderboard tables and plots, replay validation.
+"""Benchmark results: scores on one scale, intervals over seeds, significance, leaderboard tables, replay validation.
 
 The runner that produces the results trains agents, so it lives on the agents' side
 (``python -m agents.benchmark``, :mod:`agents.benchmark`); this module is what the library knows of
 its results and imports nothing of ``agents`` (DESIGN.md: imports point down). A suite's results
-are laid out as ``<out>/<suite>/runs/<algo>/seed<k>.json`` (:func:`result_path`), one JSON per
-``(suite, algorithm, seed)``, and aggregated per suite (:func:`write_report`) into ``results.csv``
-(one row per run), ``summary.csv`` / ``summary.json`` (per algorithm: interquartile mean and 95%
-interval over seeds), ``leaderboard.md`` and ``learning_curves.png``.
+are laid out as ``<out>/<suite>/runs/<method>/seed<k>.json`` (:func:`result_path`), one JSON per
+``(suite, method, seed)``, and aggregated per suite (:func:`write_report`) into ``results.csv``
+(one row per run), ``summary.csv`` / ``summary.json`` (per method: mean and 95% interval over
+seeds, tests against uniform), ``pairwise.csv`` (every pair of methods), ``leaderboard.md`` and
+``learning_curves.png`` / ``learning_curves.csv`` (:mod:`prune_env.curves`).
 
-Reported per run:
+Reported per run (scored by :mod:`prune_env.scoring` on the held-out test split):
 
-* ``final_return``: the mean *sparse* return ``R_acc + R_bud`` (the final step's ``reward_acc +
-  reward_budget``) of the last ``last_n`` training episodes, so that dense-reward agents (PuRL)
-  are on the same scale; ``final_train_return`` is the reward the agent was trained on. For
-  baselines, the mean over ``last_n`` episodes of the policy in a fresh training environment.
-  The accuracy term is ``-L / beta`` with ``beta`` a moving average of the agent's own loss, so
-  the return measures the loss relative to the recent loss and the budget penalty: compare
-  test accuracy at a met budget first.
-* test split: top-1 accuracy, mean MAC ratio, stored-parameter ratio, fraction of inputs
-  within the MAC budget, whether the parameter budget is met, and ``test_return``: the mean
-  over test images of ``-L / beta_0 + R_bud`` with ``beta_0`` *fixed* for the suite (the mean
-  calibration loss of the uniform keep-ratio network meeting the budget, :func:`reference_beta`)
-  and ``R_bud`` on the method's own budget (MACs per input for runtime methods, stored parameters
-  for static ones; :func:`fixed_scale_return`): unlike ``final_return`` it compares policies on
-  one scale;
+* top-1 accuracy and the **fixed-β test objective** ``-mean(L) / beta0``, ``beta0`` fixed for the
+  suite (:func:`reference_beta`); mean MAC ratio, stored-parameter ratio, the fraction of inputs
+  within the MAC budget. A method is *within its budget* when its mean cost is at most the budget
+  x 1.01 (:func:`within`); those over it are ranked after those within it;
+* **uniform at the same MACs** and the difference to it; **headroom captured**
+  ``(method - uniform) / (oracle - uniform)`` from the suite's ``uniform`` and ``oracle`` rows;
+  the **adaptation gain** of runtime agents over their own allocations shuffled across inputs;
+* ``test_return``: the environments' reward with ``beta0`` and the per-input budget penalty on the
+  method's own constraint (:func:`fixed_scale_return`), kept for the legacy suites;
+* ``final_return``: the mean sparse return of the last ``last_n`` training episodes (with a moving
+  ``beta`` it follows the agent's own loss and does not rank methods);
 * wall-clock seconds (training and evaluation).
 
-Aggregation over seeds follows rliable (Agarwal et al. 2021, *Deep RL at the Edge of the Statistical
-Precipice*): the interquartile mean (IQM, the mean of the middle 50% of the runs; the plain mean up
-to 3 seeds) with a 95% stratified-bootstrap percentile interval (the suite's one task is the one
-stratum: seeds are resampled with replacement, :data:`BOOTSTRAP_REPS` times). A percentile interval
-lies within the values observed, so never outside a metric's range (:data:`RANGES` clips it all the
-same). Below :data:`MIN_SEEDS` seeds no interval is given but the values themselves: a Student-t
-interval of 2 seeds is 12.7 standard errors wide and ran past 0-100% (``74.31 ± 284.12``).
-:func:`t_interval` stays for whoever wants it.
+Aggregation over seeds: the mean and its 95% Student-t interval, clipped to the metric's range
+(:data:`RANGES`), from :data:`MIN_SEEDS` seeds; below that the per-seed values (a t-interval of 2
+seeds is 12.7 standard errors wide). Whether a method differs from ``uniform`` is Welch's t-test
+over seeds with Holm's correction over the methods of the suite (:mod:`prune_env.significance`),
+marked ▲ / ▼ in the leaderboard; every pair is in ``pairwise.csv``. The interquartile mean with
+its stratified-bootstrap interval (rliable; :func:`bootstrap_interval`) is kept in ``summary.json``
+for top-1 and the objective.
 """
 
 from __future__ import annotations

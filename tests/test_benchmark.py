@@ -215,3 +215,11 @@ def test_equal_budget_has_a_one_percent_tolerance_and_ranks_by_objective():
     rows = summarize(results)
     assert [r["algo"] for r in rows] == ["best", "within", "over"]  # objective within budget first, then over it
     assert [r["budget_met"] for r in rows] == [True, True, False]
+
+
+@pytest.mark.parametrize("option", [["--env-kwargs", "budgte=0.3"], ["--hyperparams", "learnin_rate=0.1"]])
+def test_a_typo_is_a_usage_error_before_anything_is_written(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--suite", "smoke", "--out", str(tmp_path), *option])
+    assert exit_.value.code == 2 and "did you mean" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
