@@ -1,4 +1,4 @@
-"""Algorithm 1 end to end: alternation, resume, frozen-agent masks, the CIFAR-10 command on a fixture."""
+"""Algorithm 1 end to end: alternation and the joint update, resume, frozen-agent masks, the CIFAR-10 command on a fixture."""
 
 import json
 import pickle
@@ -34,7 +34,8 @@ def test_agent_ratio_fn_gives_the_agents_deterministic_ratios():
 
 def test_algorithm1_alternates_records_and_resumes(tmp_path):
     out = tmp_path / "a1"
-    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", **TINY)
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="alternating",
+                           **TINY)
     first = run_algorithm1(cfg)
     rows = json.loads((out / "history.json").read_text())
     assert [r["iteration"] for r in rows] == [1, 2]
@@ -71,7 +72,7 @@ def test_algorithm1_fine_tunes_for_all_n2_batches_even_beyond_an_epoch(tmp_path,
     monkeypatch.setattr(alg1, "train_stage", counting_train_stage)
     settings = {**TINY, "iterations": 1, "cnn_batches": 30, "batch_size": 64}  # digits: 21 batches of 64 per epoch
     run_algorithm1(Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(tmp_path / "a1"), algo="ppo",
-                                    **settings))
+                                    agent_update="alternating", **settings))
     assert seen and 30 <= seen[0] < 32
 
 
@@ -165,3 +166,73 @@ def test_algorithm1_cli_names_a_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         finetune_cnn.main(["algorithm1", "--checkpoint", str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "a1")])
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def _agent_state(out, sub):
+    return json.loads((out / sub / "checkpoint_state.json").read_text())
+
+
+def test_algorithm1_joint_trains_both_agents_on_the_same_batches_and_resumes(tmp_path):
+    """Joint update (lines 12-15 on shared forward passes): per iteration N1 batches of
+    ``static_episodes`` static episodes of ``batch_size`` images; the average budget's lambda
+    and beta carried across iterations and a resume."""
+    out = tmp_path / "joint"
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="recurrent_ppo",
+                           agent_update="joint", env_kwargs={"budget_mode": "average", "dual_batch": 2}, **TINY)
+    run_algorithm1(cfg)
+    rows = json.loads((out / "history.json").read_text())
+    per_runtime = TINY["agent_batches"] * TINY["static_episodes"] * TINY["batch_size"] * 4  # images x 4 layers
+    per_static = TINY["agent_batches"] * TINY["static_episodes"] * 4
+    assert [(r["runtime_timesteps"], r["static_timesteps"]) for r in rows] == [(per_runtime, per_static),
+                                                                               (2 * per_runtime, 2 * per_static)]
+    assert all(r["agent_update"] == "joint" for r in rows)
+    duals = {sub: _agent_state(out, sub)["dual"] for sub in ("runtime", "static")}
+    assert duals["runtime"]["updates"] > 0 and duals["static"]["updates"] > 0  # both lambdas moved, and were saved
+    cfg.iterations, cfg.resume = 3, True
+    final = run_algorithm1(cfg)
+    assert [r["iteration"] for r in final["history"]] == [1, 2, 3]
+    assert final["history"][-1]["runtime_timesteps"] == 3 * per_runtime
+    for sub in ("runtime", "static"):  # the resumed run continued lambda from where it was saved
+        assert _agent_state(out, sub)["dual"]["updates"] > duals[sub]["updates"]
+    state = json.loads((out / "algorithm1_state.json").read_text())
+    assert state["config"]["agent_update"] == "joint"
+    cfg.agent_update = "alternating"  # a run continues with the update it started with
+    with pytest.raises(ValueError, match="agent_update"):
+        run_algorithm1(cfg)
+
+
+def test_ctrl_c_in_the_joint_update_saves_both_agents_and_resume_trains_what_was_left(tmp_path, monkeypatch):
+    import agents.training
+
+    out = tmp_path / "joint"
+    settings = {**TINY, "iterations": 1, "agent_batches": 4}
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="joint",
+                           joint_update_batches=1, **settings)
+    original, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
+
+    def on_step(self):  # the runtime agent's callback in the third joint batch (4 layers a batch, 2 callbacks a step)
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 * 2 + 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
+        with pytest.raises(KeyboardInterrupt):
+            run_algorithm1(cfg)
+    per_batch = settings["static_episodes"] * settings["batch_size"] * 4
+    saved = _agent_state(out, "runtime")["num_timesteps"]
+    assert saved == 2 * per_batch  # two finished updates; the batch in progress was not trained on
+    assert _agent_state(out, "static")["num_timesteps"] == 2 * settings["static_episodes"] * 4
+    cfg.resume = True
+    final = run_algorithm1(cfg)
+    assert final["history"][-1]["runtime_timesteps"] == 4 * per_batch  # the two batches left, no more
+
+
+def test_joint_update_refuses_off_policy_algorithms(tmp_path):
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(tmp_path / "j"), algo="sac",
+                           agent_update="joint", **TINY)
+    with pytest.raises(ValueError, match="alternating"):
+        run_algorithm1(cfg)
+    with pytest.raises(ValueError, match="agent_update"):
+        Algorithm1Config(checkpoint="x", agent_update="both")
