@@ -4,6 +4,8 @@
     python evaluate_run.py runs/runtimeprune-recurrent_ppo-s0           # a train_agents.py run
     python evaluate_run.py runs/joint-recurrent_ppo-s0 --latency        # --joint: runtime/ + static/
     python evaluate_run.py runs/algorithm1-digits --latency             # finetune_cnn.py algorithm1 output
+    python evaluate_run.py runs/any --budget 0.45                       # an any-budget agent at one budget
+    python evaluate_run.py runs/any --budget 0.3 0.5 0.7 --per-budget-runs runs/b0.3 runs/b0.5 runs/b0.7
 
 Rows: the dense network, the uniform keep ratio meeting the MAC budget (same static ratios),
 the agents. Columns: top-1, change from dense, MAC speed-up, stored parameters (x dense and
@@ -14,6 +16,14 @@ dense backbone (the deployment's gain) and against dense through the same execut
 pruning's own gain), measured in this process. The table wraps to the terminal's width.
 Writes report.txt, report.json, report.md and report.png (accuracy against MACs and stored
 parameters) into --out (default: RUN_DIR; see agents/report.py).
+
+An agent trained over a budget range (train_agents.py --env-kwargs budget=0.3:0.7) takes the
+budget as an argument: --budget B [B ...] evaluates it at each budget on the test split, beside
+uniform, the best static allocation and the calibrated agent (and the one-budget runs of
+--per-budget-runs), and writes any_budget.json, any_budget.csv and any_budget.png into --out
+(default: RUN_DIR/sweep; an earlier sweep there is kept unless --overwrite). A budget outside the
+agent's training range is refused, naming the range; so is such an agent without --budget, and
+--budget for an agent trained at one budget.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prune_env.cli import add_threads_option, non_negative_int, positive_int, set_threads
+from prune_env.cli import add_threads_option, fraction, non_negative_int, positive_int, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +55,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-references", action="store_true",
                    help="skip the headroom references of a runtime run (best static allocation, oracle, controls)")
     p.add_argument("--no-progress", action="store_true", help="do not report the steps on standard error")
+    p.add_argument("--budget", type=fraction, nargs="+", default=None, metavar="B",
+                   help="an any-budget agent: the budget(s) to evaluate it at, inside its training range "
+                        "(budget_kind units, a sparsity by default)")
+    p.add_argument("--per-budget-runs", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="with --budget: finished one-budget runs to put beside the curve")
+    p.add_argument("--overwrite", action="store_true", help="with --budget: replace an earlier sweep in --out")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="with --budget: skip the agent calibrated to each budget (an offset search per budget)")
     return p
+
+
+def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """``--budget``: the any-budget agent's curve (:func:`agents.training.evaluate_any_budget_run`)."""
+    from agents.training import evaluate_any_budget_run
+    from prune_env.budget_sweep import SWEEP_FILES
+
+    out = args.out or args.run_dir / "sweep"
+    if not args.overwrite and (out / SWEEP_FILES[0]).exists():
+        parser.error(f"--out {out} holds an earlier sweep ({SWEEP_FILES[0]}): choose another --out or pass --overwrite")
+    try:
+        return evaluate_any_budget_run(args.run_dir, budgets=args.budget, per_budget_runs=[str(r) for r in args.per_budget_runs],
+                                       out=out, static_agent=args.static_agent, runtime_agent=args.runtime_agent,
+                                       calibrate=not args.no_calibrate)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_threads(args.threads)
+    from agents.training import trained_budget_range
+
+    budget_range = trained_budget_range(args.run_dir)
+    if args.budget is not None:
+        if budget_range is None:
+            parser.error(f"--budget applies to an agent trained over a budget range (train_agents.py --env-kwargs "
+                         f"budget=0.3:0.7); {args.run_dir} holds one trained at one budget")
+        return sweep_main(parser, args)
+    if budget_range is not None:
+        parser.error(f"{args.run_dir} holds an agent trained over the budgets {budget_range}: pass --budget B "
+                     f"(one or more, inside that range) to evaluate it")
+    if args.per_budget_runs:
+        parser.error("--per-budget-runs applies with --budget")
     from agents.report import evaluate_run_dir
     from prune_env.report import LatencyConfig
 

@@ -138,7 +138,21 @@ def _partner_path(run_dir: Path, path: str) -> Path:
     return candidate if candidate.exists() else Path(path)
 
 
-def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partner: bool = True, **env_kwargs: Any):
+def budget_override(spec: EnvSpec, budget: float) -> float:
+    """``budget`` when the agent of ``spec`` was trained over a range holding it; a ValueError naming the
+    range otherwise (outside it, or an agent trained at one budget, whose observations never moved)."""
+    from prune_env.envs.budgets import BudgetRange
+
+    trained = spec.kwargs.get("budget", 0.5)
+    budget_range = BudgetRange.parse(trained)
+    if budget_range is None:
+        raise ValueError(f"budget={budget!r}: this agent was trained at one budget ({trained!r}), not over a range; "
+                         f"only an any-budget agent (e.g. --env-kwargs budget=0.3:0.7) takes the budget as an argument")
+    return budget_range.check(budget)
+
+
+def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partner: bool = True,
+                       budget: float | None = None, **env_kwargs: Any):
     """The saved agent of a training run and ``gym.make`` of the environment it was trained on.
 
     Args:
@@ -148,6 +162,8 @@ def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partn
         device: torch device of the agent.
         partner: put the other agent the run was trained beside back in place (loaded with this
             function's rules); False leaves the environment's default (no other agent).
+        budget: for an agent trained over a budget range, the one budget the environment holds it to
+            (inside the range, else a ValueError naming it: :func:`budget_override`).
         **env_kwargs: keywords that override the recorded ones (e.g. ``split="test"``).
 
     Returns:
@@ -163,6 +179,8 @@ def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partn
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"agent {str(path)!r} could not be loaded ({exc}); {IMPORT_HINT}") from exc
     spec = read_env_spec(folder)
+    if budget is not None:
+        env_kwargs["budget"] = budget_override(spec, budget)
     record = getattr(model, "trained_on", None) or {}
     if partner and record.get("partner") and PARTNER_KEYWORD[spec.id] not in env_kwargs:
         other, other_meta = load_agent(_partner_path(folder, record["partner"]["path"]), device=device)

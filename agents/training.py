@@ -31,7 +31,7 @@ from agents.steps import StepsProgress, fit_rollout
 from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.budgets import BudgetRange
-from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask, TaskConfig
+from prune_env.envs.task import JOINT_TRADEOFF_RATE, STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
 from prune_env.evaluation import (
     format_table,
@@ -87,6 +87,8 @@ class RunConfig:
     sweep_points: int = 5
     #: ... and the one-budget runs (directories) put beside it on the curve
     per_budget_runs: list[str] = field(default_factory=list)
+    #: ... with the agent calibrated to each budget too (an offset search per budget on the training split)
+    sweep_calibrate: bool = True
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -395,7 +397,7 @@ def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: An
     else:
         search = task if task.cfg.split != "test" else None
         result = budget_sweep.sweep(test, budgets, runtime_policy, static_ratios, search=search,
-                                    search_rounds=cfg.search_rounds, seed=cfg.seed,
+                                    calibrate=cfg.sweep_calibrate, search_rounds=cfg.search_rounds, seed=cfg.seed,
                                     per_budget_runs=cfg.per_budget_runs, progress=progress)
     title = f"{cfg.algo} on {cfg.env_id}, budgets {test.budget_range} (test split)"
     files = budget_sweep.write_sweep(result, out, title=title)
@@ -406,6 +408,59 @@ def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: An
     return {"any_budget": True, "budget_range": result["budget_range"], "budget_kind": result["budget_kind"],
             "sweep": [{"budget": p["budget"], **{m: r for m, r in p["rows"].items()}} for p in result["points"]],
             "summary": result["summary"]}
+
+
+def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
+    """The budget range a ``train_agents.py`` run trained its agent over (``run.json``), None for one budget."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
+
+
+def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
+                            per_budget_runs: list[str] = (), out: str | os.PathLike | None = None,
+                            static_agent: str | os.PathLike | None = None,
+                            runtime_agent: str | os.PathLike | None = None, calibrate: bool = True) -> dict:
+    """The curve of a saved any-budget agent (a ``train_agents.py`` run over a budget range) at
+    ``budgets`` (default: five evenly spaced over its range) on the test split, as its training run
+    writes it (:func:`evaluate_any_budget`), into ``out`` (default ``run_dir``). A budget outside the
+    range, or a run trained at one budget, is a ValueError naming the range.
+
+    The other agent: ``static_agent`` / ``runtime_agent`` where given, else the one the run recorded.
+    ``calibrate=False`` skips the calibrated agent (an offset search per budget).
+    """
+    from dataclasses import fields
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else {}
+    budget_range = trained_budget_range(run_dir)
+    if budget_range is None:
+        raise ValueError(f"{str(run_dir)!r} holds an agent trained at one budget "
+                         f"({meta.get('env_kwargs', {}).get('budget', 0.5)!r}), not over a range: evaluate it without --budget")
+    budgets = [budget_range.check(b) for b in budgets] if budgets else None
+    env_id = meta["env_id"]
+    model, meta = load_agent(run_dir if (run_dir / MODEL_FILE).is_file() else run_dir / CHECKPOINT_FILE)
+    policy = agent_policy(model, meta)
+    env_kwargs = env_kwargs_for(meta["algo"], env_id, meta.get("env_kwargs", {}))
+    names = {f.name for f in fields(TaskConfig)}
+    config = {k: v for k, v in env_kwargs.items() if k in names}
+    if env_id == STATIC:
+        config.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
+    config.update(device="cpu", split="val" if config.get("split") == "test" else config.get("split", "val"))
+    task = PruningTask(TaskConfig(**config))
+    cfg = RunConfig(env_id=env_id, algo=meta["algo"], seed=int(meta.get("seed", 0)), out=str(out or run_dir),
+                    sweep_budgets=budgets, per_budget_runs=list(per_budget_runs), sweep_calibrate=calibrate)
+    partner = static_agent or meta.get("static_agent") if env_id == RUNTIME else runtime_agent or meta.get("runtime_agent")
+    other = None
+    if partner is not None:
+        other_model, other_meta = load_agent(partner)
+        other = agent_policy(other_model, other_meta)
+    if env_id == STATIC:
+        return evaluate_any_budget(cfg, task, runtime_policy=other, static_ratios=None, static_policy=policy,
+                                   out=Path(cfg.out))
+    static = np.ones(task.num_layers) if other is None else task.static_ratios_of(other)
+    return evaluate_any_budget(cfg, task, runtime_policy=policy, static_ratios=static, out=Path(cfg.out))
 
 
 def static_references(test: PruningTask, runtime_policy: Any) -> dict[str, dict]:

@@ -40,6 +40,9 @@ SWEEP_FILES = ("any_budget.json", "any_budget.csv", "any_budget.png")
 METHODS = (("agent", "any-budget agent"), ("agent_calibrated", "any-budget agent, calibrated"),
            ("per_budget", "per-budget agent"), ("per_budget_calibrated", "per-budget agent, calibrated"),
            ("best_static", "best static"), ("uniform", "uniform"))
+#: the column headings of :func:`format_sweep`
+SHORT = {"agent": "agent", "agent_calibrated": "agent, calibrated", "per_budget": "per-budget",
+         "per_budget_calibrated": "per-budget, calibr.", "best_static": "best static", "uniform": "uniform"}
 #: the relative overshoot of the mean MACs a budget tolerates in the summary ("within budget (+1%)")
 TOLERANCE = 0.01
 
@@ -196,14 +199,14 @@ def sweep(test: PruningTask, budgets: Sequence[float], runtime_policy: Any, stat
 # --------------------------------------------------------------------------- output
 def format_sweep(result: dict) -> str:
     """A text table: one line per budget, top-1 (mean MACs) of every method."""
-    methods = [(m, label) for m, label in METHODS if any(m in p["rows"] for p in result["points"])]
-    head = f"{'budget':>7} {'MAC bud.':>8} " + " ".join(f"{label[:24]:>24}" for _, label in methods)
+    methods = [(m, SHORT[m]) for m, _ in METHODS if any(m in p["rows"] for p in result["points"])]
+    head = f"{'budget':>7} {'MAC bud.':>8} " + " ".join(f"{label:>20}" for _, label in methods)
     lines = [head, "-" * len(head)]
     for p in result["points"]:
         cells = []
         for m, _ in methods:
             r = p["rows"].get(m)
-            cells.append(f"{'':>24}" if r is None else f"{100 * r['accuracy']:>14.2f}% ({r['macs_ratio']:.3f})")
+            cells.append(f"{'':>20}" if r is None else f"{100 * r['accuracy']:>10.2f}% ({r['macs_ratio']:.3f})")
         lines.append(f"{p['budget']:>7.3f} {p.get('macs_budget', p.get('params_budget', float('nan'))):>8.3f} "
                      + " ".join(cells))
     lines.append("cells: top-1 on the test split (mean MAC ratio of dense)")

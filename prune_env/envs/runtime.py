@@ -235,7 +235,7 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     | ``0 .. W-1`` | ``GAP(F_in)`` of layer ``t``, encoded to the fixed width ``W`` (see below) | reals |
     | ``W .. W+L-1`` | one-hot index of layer ``t`` (all 0 in the terminal observation) | {0, 1} |
     | ``W+L`` | MAC ratio so far of dense, counting layers ``t..L-1`` as dense | [0, 1] |
-    | ``W+L+1`` | the MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
+    | ``W+L+1`` | the episode's MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
 
     ``observation="encoded"`` (``W = encoding_dim``): standardised on a calibration batch, then
     zero-padded or projected by a fixed layer-dependent random matrix. ``observation="raw"``
@@ -263,20 +263,27 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
         at the loss-per-MAC slope of the uniform network at the budget.
 
     ``beta`` and ``lambda`` of a reward are those of the batches finished before its episode.
+    With a budget range (below), ``B_bar`` is the episode's budget and ``beta`` and ``lambda`` are
+    those of its budget bin (:class:`~prune_env.rewards.BinnedLossNormalizer`,
+    :class:`~prune_env.rewards.BinnedDual`: one per bin, each calibrated at its bin's centre).
     ``reward="dense"``: the per-step change of that return for the network pruned so far and dense
     after (telescoping to the sparse return minus the dense network's), in the spirit of PuRL.
 
     ## Starting State
     An image drawn uniformly from the split with the environment's RNG
-    (``reset(options={"index": i})`` picks one). ``reset(seed=s)`` reproduces the images and
-    observations; the rewards also depend on ``beta`` and ``lambda``, which move as episodes
+    (``reset(options={"index": i})`` picks one). With a budget range, the episode's budget is drawn
+    uniformly from it (a set: among its values) with a generator derived from the environment's
+    seed (:func:`~prune_env.envs.budgets.budget_stream`; ``options={"budget": b}`` picks one inside
+    the range, the reset info holds ``budget_value``). ``reset(seed=s)`` reproduces the images,
+    budgets and observations; the rewards also depend on ``beta`` and ``lambda``, which move as episodes
     finish: :meth:`reward_state` / :meth:`set_reward_state` snapshot and restore them.
 
     ## Episode End
     Terminates after the ``L``-th prunable layer; never truncated. The final ``info`` holds
     ``loss``, ``correct``, ``macs_ratio``, ``params_ratio``, ``budget``, ``within_budget``,
     ``keep_ratios`` (kept fraction per layer), ``actions``, ``reward_acc``, ``reward_budget``,
-    ``beta``, ``lambda`` (0 unless the budget is an average) and ``index``.
+    ``beta``, ``lambda`` (0 unless the budget is an average) and ``index``; with a budget range also
+    ``budget_value`` (the drawn budget in ``budget_kind`` units; ``budget`` is its MAC fraction).
 
     ## Arguments
     * ``model`` (str, default from the checkpoint, else ``"digitnet"``), ``checkpoint`` (path; with
@@ -284,7 +291,10 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       ``data_root``, ``download`` (False; True fetches a missing CIFAR-10 / Fashion-MNIST with
       torchvision's download), ``split`` (``"val"``; ``"train"``/``"test"``), ``width`` (untrained nets only);
     * ``budget`` (0.5) in (0, 1], read as a uniform keep ratio ("sparsity") or, with
-      ``budget_kind="fraction"``, as the fraction of dense MACs;
+      ``budget_kind="fraction"``, as the fraction of dense MACs; or a range every episode draws its
+      budget from: ``"0.3:0.7"`` / ``(0.3, 0.7)`` (uniform in it) or ``[0.3, 0.5, 0.7]`` (among the
+      values), one agent for every budget (:mod:`prune_env.envs.budgets`); ``dual_bins`` (5): bins of a
+      continuous range, each with its own ``beta`` and ``lambda`` (a set: one bin per value);
     * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
       ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
     * ``budget_mode`` (``"per_input"`` | ``"average"``), ``penalty`` (``"absolute"`` |
@@ -301,7 +311,8 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     ## Version History
     * v0: the paper's environment; the defaults reproduce it (``budget_mode="per_input"``,
       ``penalty="absolute"``, moving ``beta``). Later additions are keywords whose defaults keep
-      v0's rewards bit for bit: ``budget_mode``, ``penalty``, ``loss_scale``, ``dual_*``.
+      v0's rewards bit for bit: ``budget_mode``, ``penalty``, ``loss_scale``, ``dual_*``; budget
+      ranges (``budget="0.3:0.7"``, ``dual_bins``; a number keeps v0's behaviour bit for bit).
     """
 
     metadata = {"render_modes": []}

@@ -131,7 +131,7 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
     | 6 | layer ``t``'s share of the dense network's parameters | (0, 1] |
     | ``7 .. 7+L-1`` | one-hot index of layer ``t`` | {0, 1} |
     | ``7+L`` | stored-parameter ratio so far (layers ``t..L-1`` whole) | (0, 1] |
-    | ``7+L+1`` | the parameter budget ``P_bar`` | (0, 1] |
+    | ``7+L+1`` | the episode's parameter budget ``P_bar`` | (0, 1] |
 
     ## Rewards
     Sparse (Eq. 14-15, signs corrected): at the last layer ``-L / beta`` with ``L`` the mean
@@ -142,7 +142,10 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
 
     ## Starting State
     All layers whole; the episode's validation batch is drawn with the environment's RNG.
-    ``reset(seed=s)`` reproduces the batches; rewards also depend on ``beta`` and ``lambda``
+    With a budget range (``budget="0.3:0.7"`` or a list, as in ``RuntimePrune-v0``) each episode draws
+    its parameter budget from it (``options={"budget": b}`` picks one; the reset info and the final
+    info hold ``budget_value``), and ``beta`` and ``lambda`` are those of its budget bin.
+    ``reset(seed=s)`` reproduces the batches and budgets; rewards also depend on ``beta`` and ``lambda``
     (:meth:`reward_state` / :meth:`set_reward_state` snapshot and restore them).
 
     ## Episode End
@@ -161,7 +164,8 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
 
     ## Version History
     * v0: the paper's environment; ``budget_mode``, ``penalty``, ``loss_scale`` and ``dual_*``
-      were added with defaults that keep v0's rewards bit for bit.
+      were added with defaults that keep v0's rewards bit for bit; budget ranges (a number keeps v0's
+      behaviour).
     """
 
     metadata = {"render_modes": []}
