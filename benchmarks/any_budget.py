@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="more keywords for the any-budget agent's environment (e.g. dual_bins=8)")
     p.add_argument("--nice", type=int, default=5)
     p.add_argument("--only-summary", action="store_true", help="train nothing; summarise the finished runs")
+    p.add_argument("--runs", choices=("all", "any", "per-budget"), default="all",
+                   help="which agents to train (default: all; the summary needs every run of a seed)")
     p.add_argument("--figures", type=Path, default=None, help="also write any_budget_curve.png here")
     args = p.parse_args(argv)
     budgets = tuple(sorted(args.budgets))
@@ -206,9 +208,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not args.only_summary:
         for seed in args.seeds:
             print(f"seed {seed}", flush=True)
-            train(any_dir(args.out, seed), [f"budget={span}", "budget_mode=average", *args.any_env_kwargs], seed,
-                  args.any_timesteps, sweep, args.nice)
-            for b in budgets:
+            if args.runs in ("all", "any"):
+                train(any_dir(args.out, seed), [f"budget={span}", "budget_mode=average", *args.any_env_kwargs],
+                      seed, args.any_timesteps, sweep, args.nice)
+            for b in budgets if args.runs in ("all", "per-budget") else ():
                 train(per_dir(args.out, b, seed), [f"budget={b:g}", "budget_mode=average"], seed,
                       args.per_budget_timesteps, [], args.nice)
     results = [r for r in (seed_result(args.out, s, budgets) for s in args.seeds) if r is not None]
