@@ -163,7 +163,8 @@ def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partn
         partner: put the other agent the run was trained beside back in place (loaded with this
             function's rules); False leaves the environment's default (no other agent).
         budget: for an agent trained over a budget range, the one budget the environment holds it to
-            (inside the range, else a ValueError naming it: :func:`budget_override`).
+            (:class:`~prune_env.envs.budgets.AtBudget`; inside the range, else a ValueError naming it:
+            :func:`budget_override`).
         **env_kwargs: keywords that override the recorded ones (e.g. ``split="test"``).
 
     Returns:
@@ -180,12 +181,16 @@ def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partn
         raise ImportError(f"agent {str(path)!r} could not be loaded ({exc}); {IMPORT_HINT}") from exc
     spec = read_env_spec(folder)
     if budget is not None:
-        env_kwargs["budget"] = budget_override(spec, budget)
+        budget = budget_override(spec, budget)
     record = getattr(model, "trained_on", None) or {}
     if partner and record.get("partner") and PARTNER_KEYWORD[spec.id] not in env_kwargs:
         other, other_meta = load_agent(_partner_path(folder, record["partner"]["path"]), device=device)
         env_kwargs[PARTNER_KEYWORD[spec.id]] = agent_policy(other, other_meta)
     env = gym.make(spec, **env_kwargs)
+    if budget is not None:  # the range the agent was trained over, every episode at this budget
+        from prune_env.envs.budgets import AtBudget
+
+        env = AtBudget(env, budget)
     if env.observation_space.shape != model.observation_space.shape:
         from prune_env.policies import describe_trained_on
 

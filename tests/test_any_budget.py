@@ -103,7 +103,7 @@ def test_options_choose_the_budget_inside_the_range_only():
 
 # --------------------------------------------------------------------------- rewards of the episode's budget
 def test_per_input_reward_uses_the_episode_budget():
-    env = RuntimePruneEnv(budget=RANGE, dual_bins=2)
+    env = RuntimePruneEnv(budget=RANGE, dual_bins=2, budget_action="absolute")
     task = env.task
     _, info, reward, end = play(env, 0.6, seed=0, options={"budget": 0.35, "index": 3})
     b_bar = task.costs.macs_budget(0.35)  # 0.35 is in bin 0 of [0.3, 0.5), [0.5, 0.7]
@@ -129,6 +129,24 @@ def test_average_reward_uses_the_episode_budget_and_its_bins_lambda():
         assert (end["lambda"], end["beta"]) == (lams[k], betas[k])
         assert reward == pytest.approx(expected, rel=1e-12)
     assert env.dual.updates == 0  # three episodes: no dual step yet (dual_batch = 64)
+
+
+@pytest.mark.parametrize("env_id, extra", [("RuntimePrune-v0", {}), ("StaticPrune-v0", {"eval_batch": 8})])
+def test_relative_actions_start_every_budget_at_its_uniform_keep_ratio(env_id, extra):
+    relative = gym.make(env_id, budget=RANGE, **extra).unwrapped
+    absolute = gym.make(env_id, budget=RANGE, budget_action="absolute", **extra).unwrapped
+    assert relative.task.budget_action == "relative" and gym.make(env_id, **extra).unwrapped.task.action_shift([0.4]) is None
+    for value in (0.3, 0.42, 0.7):
+        # the range's reference keep ratio (0.5, what an untrained agent starts at) is the budget's own keep ratio
+        *_, end = play(relative, 0.5, seed=0, options={"budget": value})
+        kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
+        assert kept == pytest.approx([value] * relative.num_layers)
+        *_, end = play(relative, 0.55, seed=0, options={"budget": value})  # an offset of +0.05
+        kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
+        assert kept == pytest.approx([value + 0.05] * relative.num_layers)
+        *_, end = play(absolute, 0.5, seed=0, options={"budget": value})
+        kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
+        assert kept == pytest.approx([0.5] * absolute.num_layers)
 
 
 # --------------------------------------------------------------------------- lambda and beta per bin
@@ -242,7 +260,9 @@ def test_budget_at_deployment_and_out_of_range():
     images, labels = task.source.get(np.arange(16))
     follows_budget = lambda obs: 0.2 + obs[:, -1]  # noqa: E731  (an "agent" reading the budget entry)
     low, high = (keep_ratios_at_budget(task, follows_budget, images, b) for b in (0.3, 0.7))
-    assert np.allclose(low, 0.2 + task.costs.macs_budget(0.3)) and np.allclose(high, 0.2 + task.costs.macs_budget(0.7))
+    # its action, plus the relative actions' shift from the range's reference 0.5 to the budget
+    assert np.allclose(low, 0.2 + task.costs.macs_budget(0.3) - 0.2)
+    assert np.allclose(high, 0.2 + task.costs.macs_budget(0.7) + 0.2)
     logits = run_at_budget(RuntimeExecutor(export_static(task.net, 1.0)), task, follows_budget, images, 0.7)
     assert (logits.argmax(1) == labels).float().mean() > 0.8
     for call in (lambda: budgeted_policy(task, follows_budget, 0.25), lambda: task.at_budget(0.75).__enter__()):
@@ -288,9 +308,12 @@ def test_saved_any_budget_agent_takes_the_budget_as_an_argument(any_budget_run):
 
     out, _ = any_budget_run
     model, env = load_agent_and_env(out, budget=0.45)
-    obs, _ = env.reset(seed=0)
-    assert obs[-1] == pytest.approx(env.unwrapped.task.costs.macs_budget(0.45))
-    model.predict(obs, deterministic=True)
+    for seed in range(3):  # every episode at 0.45
+        obs, info = env.reset(seed=seed)
+        assert info["budget_value"] == 0.45 and obs[-1] == pytest.approx(env.unwrapped.task.costs.macs_budget(0.45))
+    action, _ = model.predict(obs, deterministic=True)
+    *_, end = env.step(action)
+    assert end == {} or end["budget_value"] == 0.45
     with pytest.raises(ValueError, match=r"budget=0.9 is outside .*\[0.3, 0.7\]"):
         load_agent_and_env(out, budget=0.9)
 

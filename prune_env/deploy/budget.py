@@ -9,6 +9,11 @@ through a :class:`~prune_env.deploy.RuntimeExecutor`, which computes only the ke
     executor = RuntimeExecutor(export_static(task.net, static_ratios))
     logits = run_at_budget(executor, task, agent_policy, images, budget=0.45)
 
+An agent trained with relative actions (the default of a range, :meth:`PruningTask.action_shift`)
+acts as an offset from the budget's uniform keep ratio: :func:`keep_ratios_at_budget` applies it (the
+task held at the budget, :meth:`PruningTask.at_budget`); :class:`BudgetedPolicy` alone sets the
+observation only.
+
 A budget outside the range the task (the agent's training environment) was built with is a
 ValueError naming the range: the agent never saw it, and extrapolating in the budget is not what it
 learned (a one-budget task accepts any budget; its agent ignores the entry it never saw change).
@@ -60,7 +65,7 @@ def keep_ratios_at_budget(task: PruningTask, policy: Any, images: Tensor, budget
     ``[alpha, 1]``), from the gated network's observations, as in training and evaluation."""
     held = budgeted_policy(task, policy, budget)
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
-    with torch.no_grad():
+    with torch.no_grad(), task.at_budget(budget):  # relative actions are shifted at this budget too
         state = task.rollout(images.to(task.device), held, static)
     rows = [np.broadcast_to(np.asarray(torch.as_tensor(r).cpu(), dtype=np.float64), (images.shape[0],))
             for r in state.runtime_ratios]

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 #: the key that tells the budget stream from the environment's own stream of the same seed
@@ -185,4 +186,20 @@ def budget_stream(rng: np.random.Generator) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(child))
 
 
-__all__ = ["BudgetRange", "budget_stream"]
+class AtBudget(gym.Wrapper):
+    """An any-budget environment held at one ``budget`` (inside its range): every ``reset`` chooses it
+    (``options={"budget": budget}``), so observations, relative actions and rewards are those of that
+    budget, as the agent was trained to see them."""
+
+    def __init__(self, env: gym.Env, budget: float):
+        super().__init__(env)
+        task = env.unwrapped.task
+        if task.budget_range is None:
+            raise ValueError(f"AtBudget: the environment has one budget ({task.cfg.budget!r}), not a range")
+        self.budget = task.budget_range.check(budget)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self.env.reset(seed=seed, options={**(options or {}), "budget": self.budget})
+
+
+__all__ = ["AtBudget", "BudgetRange", "budget_stream"]

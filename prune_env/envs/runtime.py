@@ -22,15 +22,22 @@ class EpisodeBudgets:
         values: ``(B,)`` each episode's budget as drawn (``budget_kind`` units), or None.
         costs: ``(B,)`` each episode's cost budget (MAC or parameter fraction), or None.
         bins: ``(B,)`` each episode's budget bin (its ``beta`` and ``lambda``), or None.
+        shift: ``(B,)`` what relative actions add to each episode's action, or None
+            (:meth:`~prune_env.envs.task.PruningTask.action_shift`).
     """
 
     def __init__(self, task: PruningTask, values: np.ndarray | None, resource: str):
-        self.values = self.costs = self.bins = None
+        self.values = self.costs = self.bins = self.shift = None
         if values is not None:
             self.values = np.asarray(values, dtype=np.float64).reshape(-1)
             macs, params = task.costs_of(self.values, params=resource == "params")
             self.costs = params if resource == "params" else macs
             self.bins = task.budget_bins(self.values)
+            self.shift = task.action_shift(self.values, resource)
+
+    def applied(self, actions: np.ndarray) -> np.ndarray:
+        """The episodes' actions ``(B,)`` as the keep ratios to apply (before clipping)."""
+        return actions if self.shift is None else actions + self.shift
 
     def of(self, default: float) -> float | np.ndarray:
         """Each episode's cost budget, or ``default`` (the task's) when they share one."""
@@ -125,7 +132,7 @@ class RuntimeEpisodes:
         holds one new dict of the episode's results per episode.
         """
         task, t = self.task, self.state.t
-        ratios = task.clip(np.asarray(actions, dtype=np.float64).reshape(len(self.indices), -1)[:, 0])
+        ratios = task.clip(self.budgets.applied(np.asarray(actions, dtype=np.float64).reshape(len(self.indices), -1)[:, 0]))
         self.actions[:, t] = ratios
         with torch.no_grad():
             self.state = task.net.step(self.state, torch.as_tensor(ratios, device=task.device), float(self.static_ratios[t]))

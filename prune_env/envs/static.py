@@ -55,7 +55,8 @@ class StaticEpisodes:
         layer, then one new dict of results per episode.
         """
         task, batch = self.task, self.eval_indices.shape[0]
-        self.ratios[:, self.t] = task.clip(np.asarray(actions, dtype=np.float64).reshape(batch, -1)[:, 0])
+        actions = np.asarray(actions, dtype=np.float64).reshape(batch, -1)[:, 0]
+        self.ratios[:, self.t] = task.clip(self.budgets.applied(actions))
         self.t += 1
         observations = task.static_observation(self.ratios, self.t, self.budgets.costs)
         if self.t < task.num_layers:

@@ -41,6 +41,9 @@ REWARD_MODES = ("sparse", "dense")
 BUDGET_KINDS = ("sparsity", "fraction")
 #: how the budget enters the reward: Eq. 10 / 15 on each episode, or a bound on the mean cost
 BUDGET_MODES = ("per_input", "average")
+#: what an agent's action is under a budget range: the keep ratio itself, or its offset from the
+#: episode's uniform keep ratio (plus the range's reference, so that one action is the budget's keep ratio)
+BUDGET_ACTIONS = ("absolute", "relative")
 #: the overshoot Eq. 10 / 15 penalise: ``B - B_bar`` (the paper) or ``(B - B_bar) / B_bar``
 PENALTIES = ("absolute", "relative")
 #: ``beta`` of ``R_acc = -L / beta``: the moving average of Eq. 9, or frozen at its calibrated ``beta0``
@@ -166,6 +169,8 @@ class TaskConfig:
     dual_batch: int | None = None
     #: bins of a continuous budget range, each with its own lambda and beta (a set of values: one per value)
     dual_bins: int = 5
+    #: a budget range: ``"relative"`` actions (default) or ``"absolute"`` ones (:meth:`PruningTask.action_shift`)
+    budget_action: str | None = None
     reward: str = "sparse"
     observation: str = "encoded"
     encoding_dim: int = 64
@@ -194,6 +199,8 @@ class TaskConfig:
             self.budget = check_range("budget", self.budget, 0.0, 1.0, low_open=True)
         else:  # written back in the form JSON keeps (env_spec.json, run.json)
             self.budget = budget_range.to_json()
+        if self.budget_action is not None:
+            check_choice("budget_action", self.budget_action, BUDGET_ACTIONS)
         if (not isinstance(self.dual_bins, (int, np.integer)) or isinstance(self.dual_bins, bool)
                 or not 1 <= self.dual_bins <= 1000):
             raise ValueError(f"dual_bins must be an integer in [1, 1000], got {self.dual_bins!r}")
@@ -266,7 +273,35 @@ class PruningTask:
         #: the range episodes draw their budgets from (None: one budget, ``cfg.budget``)
         self.budget_range = BudgetRange.parse(cfg.budget)
         self._set_budget(cfg.budget if self.budget_range is None else self.budget_range.reference)
+        #: relative actions: the budget value an action of the agent's reference keep ratio stands for
+        self.action_reference = (self.budget_value if self.budget_range is not None and self.budget_action == "relative"
+                                 else None)
         self._build_encoders(calibration_size)
+
+    @property
+    def budget_action(self) -> str:
+        """``"relative"`` or ``"absolute"`` (``cfg.budget_action``; unset: relative for a budget range)."""
+        if self.cfg.budget_action is not None:
+            return self.cfg.budget_action
+        return "relative" if BudgetRange.parse(self.cfg.budget) is not None else "absolute"
+
+    def action_shift(self, values: np.ndarray, resource: str = "macs") -> np.ndarray | None:
+        """What relative actions add to the agent's action for episodes of budget ``values`` ``(B,)``:
+        ``kappa(b) - kappa(b_ref)``, ``kappa`` the uniform runtime (``resource="macs"``) or static
+        (``"params"``) keep ratio of a budget and ``b_ref`` the range's reference; None with absolute
+        actions (one budget, or ``budget_action="absolute"``).
+
+        An untrained agent whose actions sit at the reference keep ratio then prunes every episode
+        uniformly at its own budget, as a one-budget agent starts at its budget's keep ratio; the
+        agent learns offsets from there (a residual on the uniform policy).
+        """
+        if self.action_reference is None:
+            return None
+        keep = self.keep_ratio_of if resource == "macs" else self.static_keep_ratio_of
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if self.cfg.budget_kind == "sparsity":
+            return values - self.action_reference
+        return np.array([keep(v) for v in values]) - keep(self.action_reference)
 
     def _set_budget(self, value: float) -> None:
         """``budget_value``, ``macs_budget`` and ``params_budget`` of one budget ``value``."""
@@ -539,7 +574,9 @@ class PruningTask:
         policy.reset(1)
         ratios = np.ones((1, self.num_layers))
         for t in range(self.num_layers):
-            ratios[0, t] = self.clip(policy(self.static_observation(ratios, t)))[0]
+            shift = self.action_shift(np.array([self.budget_value]), "params")
+            action = policy(self.static_observation(ratios, t))
+            ratios[0, t] = self.clip(action if shift is None else action + shift)[0]
         return ratios[0]
 
     def rollout(self, images: Tensor, runtime_policy: KeepRatioPolicy | Any, static_ratios: Any) -> StepState:
@@ -555,7 +592,10 @@ class PruningTask:
         for t in range(self.num_layers):
             with torch.no_grad():
                 obs = self.runtime_observation(StepState(None, t, state.pooled.detach(), state.kept))
-            d_r = torch.as_tensor(self.clip(policy(obs)), device=images.device)
+            action = policy(obs)
+            if self.action_reference is not None:  # relative actions, at the task's (current) budget
+                action = action + self.action_shift(np.array([self.budget_value]))
+            d_r = torch.as_tensor(self.clip(action), device=images.device)
             d_s = static[t].item() if static.dim() == 1 else static[:, t].to(images.device)
             state = self.net.step(state, d_r, d_s)
         return state
