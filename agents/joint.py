@@ -140,7 +140,8 @@ class JointEpisodes:
         self.t = 0
         runtime_obs = []
         for g, episodes in enumerate(self.runtime):
-            episodes.set_static_ratios(self.static_ratios[g].copy())
+            # a view of the group's row: layer t runs under the d_s that step() writes there
+            episodes.set_static_ratios(self.static_ratios[g])
             runtime_obs.append(episodes.start(indices[g]))
         return np.concatenate(runtime_obs), self.task.static_observation(self.static_ratios, 0)
 
@@ -157,8 +158,10 @@ class JointEpisodes:
                              f"got {static_actions.size} and {runtime_actions.size}")
         self.static_ratios[:, t] = task.clip(static_actions)
         results = []
+        last = t == self.num_layers - 1
         for g, episodes in enumerate(self.runtime):
-            episodes.set_static_ratios(self.static_ratios[g].copy())  # layer t runs under the group's new d_s
+            if last:  # all d_s chosen: the group's stored-parameter ratio, reported with its runtime episodes
+                episodes.set_static_ratios(self.static_ratios[g])
             results.append(episodes.advance(runtime_actions[g * m:(g + 1) * m, None]))
         self.t += 1
         runtime_obs = np.concatenate([r[0] for r in results])
