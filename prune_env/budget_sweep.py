@@ -72,9 +72,11 @@ def evaluate_at_budget(test: PruningTask, budget: float, runtime_policy: Any, st
 
     Returns ``{"budget", "macs_budget", "rows": {method: {accuracy, loss, macs_ratio, within_budget, ...}}}``.
     """
+    from prune_env.deploy.budget import budgeted_policy
     from prune_env.references import OffsetPolicy, calibrate_offset, search_static_allocation
 
     ones = np.ones(test.num_layers)
+    runtime_policy = budgeted_policy(test, runtime_policy, budget)  # observes the budget, relative actions shifted
     searching = search.at_budget(budget) if search is not None else contextlib.nullcontext()
     with test.at_budget(budget), searching:
         rows = {"agent": _row(summarize(test, rollout_split(test, runtime_policy, static_ratios), static_ratios))}
@@ -97,7 +99,10 @@ def evaluate_static_at_budget(test: PruningTask, budget: float, static_policy: A
     """An any-budget *static* agent at one parameter ``budget``: its static keep ratios chosen under
     that budget, beside the largest uniform static keep ratio meeting it (same runtime partner and
     ``R_r``), judged on stored parameters (``within_budget``: whether they meet the budget)."""
+    from prune_env.deploy.budget import budgeted_policy
+
     runtime = 1.0 if runtime_policy is None else runtime_policy
+    static_policy = budgeted_policy(test, static_policy, budget, "params")
     with test.at_budget(budget):
         ratios = test.static_ratios_of(static_policy)
         rows = {"agent": _row(summarize(test, rollout_split(test, runtime, ratios), ratios, within="params"),

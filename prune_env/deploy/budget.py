@@ -10,9 +10,7 @@ through a :class:`~prune_env.deploy.RuntimeExecutor`, which computes only the ke
     logits = run_at_budget(executor, task, agent_policy, images, budget=0.45)
 
 An agent trained with relative actions (the default of a range, :meth:`PruningTask.action_shift`)
-acts as an offset from the budget's uniform keep ratio: :func:`keep_ratios_at_budget` applies it (the
-task held at the budget, :meth:`PruningTask.at_budget`); :class:`BudgetedPolicy` alone sets the
-observation only.
+acts as an offset from the budget's uniform keep ratio: :class:`BudgetedPolicy` adds it back.
 
 A budget outside the range the task (the agent's training environment) was built with is a
 ValueError naming the range: the agent never saw it, and extrapolating in the budget is not what it
@@ -32,11 +30,15 @@ from prune_env.policies import KeepRatioPolicy, as_policy
 
 
 class BudgetedPolicy(KeepRatioPolicy):
-    """A runtime policy with the budget entry of every observation (the last) set to ``macs_budget``."""
+    """An any-budget agent's policy held at one budget: the budget entry of every observation (the
+    last) set to ``cost_budget`` (the MAC fraction for a runtime agent, the parameter fraction for a
+    static one), and ``shift`` added to its actions (relative actions,
+    :meth:`~prune_env.envs.task.PruningTask.action_shift`; 0 for absolute ones)."""
 
-    def __init__(self, policy: Any, macs_budget: float, num_layers: int | None = None):
+    def __init__(self, policy: Any, cost_budget: float, shift: float = 0.0, num_layers: int | None = None):
         self.policy = as_policy(policy, num_layers)
-        self.macs_budget = float(macs_budget)
+        self.cost_budget = float(cost_budget)
+        self.shift = float(shift)
 
     def reset(self, batch_size: int) -> None:
         super().reset(batch_size)
@@ -44,19 +46,23 @@ class BudgetedPolicy(KeepRatioPolicy):
 
     def act(self, observations: np.ndarray, t: int) -> np.ndarray:
         observations = np.array(observations, dtype=np.float32, copy=True)
-        observations[:, -1] = self.macs_budget
-        return self.policy(observations)
+        observations[:, -1] = self.cost_budget
+        return self.policy(observations) + self.shift
 
     def __repr__(self) -> str:
-        return f"BudgetedPolicy({self.policy!r}, macs_budget={self.macs_budget:.4f})"
+        return f"BudgetedPolicy({self.policy!r}, cost_budget={self.cost_budget:.4f}, shift={self.shift:+.4f})"
 
 
-def budgeted_policy(task: PruningTask, policy: Any, budget: float) -> BudgetedPolicy:
-    """``policy`` held at ``budget`` (in the task's ``budget_kind`` units: a sparsity or a MAC fraction),
-    checked against the task's range (:meth:`PruningTask.check_budget`)."""
+def budgeted_policy(task: PruningTask, policy: Any, budget: float, resource: str = "macs") -> BudgetedPolicy:
+    """``policy`` (an agent trained on ``task``'s environment) held at ``budget`` (in the task's
+    ``budget_kind`` units: a sparsity or a cost fraction), checked against the task's range
+    (:meth:`PruningTask.check_budget`). ``resource``: ``"macs"`` for a runtime agent, ``"params"``
+    for a static one."""
     value = task.check_budget(budget)
-    macs = float(task.costs_of(np.array([value]), params=False)[0][0])
-    return BudgetedPolicy(policy, macs, task.num_layers)
+    macs, params = task.costs_of(np.array([value]), params=resource == "params")
+    shift = task.action_shift(np.array([value]), resource)
+    cost = params[0] if resource == "params" else macs[0]
+    return BudgetedPolicy(policy, float(cost), 0.0 if shift is None else float(shift[0]), task.num_layers)
 
 
 def keep_ratios_at_budget(task: PruningTask, policy: Any, images: Tensor, budget: float,
@@ -65,7 +71,7 @@ def keep_ratios_at_budget(task: PruningTask, policy: Any, images: Tensor, budget
     ``[alpha, 1]``), from the gated network's observations, as in training and evaluation."""
     held = budgeted_policy(task, policy, budget)
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
-    with torch.no_grad(), task.at_budget(budget):  # relative actions are shifted at this budget too
+    with torch.no_grad(), task.at_budget(budget):  # the references' observations at this budget too
         state = task.rollout(images.to(task.device), held, static)
     rows = [np.broadcast_to(np.asarray(torch.as_tensor(r).cpu(), dtype=np.float64), (images.shape[0],))
             for r in state.runtime_ratios]

@@ -293,7 +293,9 @@ class PruningTask:
 
         An untrained agent whose actions sit at the reference keep ratio then prunes every episode
         uniformly at its own budget, as a one-budget agent starts at its budget's keep ratio; the
-        agent learns offsets from there (a residual on the uniform policy).
+        agent learns offsets from there (a residual on the uniform policy). The environments apply
+        the shift; outside them (:meth:`rollout`, evaluation, deployment) the agent's policy carries
+        it: :func:`prune_env.deploy.budgeted_policy`.
         """
         if self.action_reference is None:
             return None
@@ -574,9 +576,7 @@ class PruningTask:
         policy.reset(1)
         ratios = np.ones((1, self.num_layers))
         for t in range(self.num_layers):
-            shift = self.action_shift(np.array([self.budget_value]), "params")
-            action = policy(self.static_observation(ratios, t))
-            ratios[0, t] = self.clip(action if shift is None else action + shift)[0]
+            ratios[0, t] = self.clip(policy(self.static_observation(ratios, t)))[0]
         return ratios[0]
 
     def rollout(self, images: Tensor, runtime_policy: KeepRatioPolicy | Any, static_ratios: Any) -> StepState:
@@ -592,10 +592,7 @@ class PruningTask:
         for t in range(self.num_layers):
             with torch.no_grad():
                 obs = self.runtime_observation(StepState(None, t, state.pooled.detach(), state.kept))
-            action = policy(obs)
-            if self.action_reference is not None:  # relative actions, at the task's (current) budget
-                action = action + self.action_shift(np.array([self.budget_value]))
-            d_r = torch.as_tensor(self.clip(action), device=images.device)
+            d_r = torch.as_tensor(self.clip(policy(obs)), device=images.device)
             d_s = static[t].item() if static.dim() == 1 else static[:, t].to(images.device)
             state = self.net.step(state, d_r, d_s)
         return state
