@@ -205,16 +205,18 @@ def sweep(test: PruningTask, budgets: Sequence[float], runtime_policy: Any, stat
 def format_sweep(result: dict) -> str:
     """A text table: one line per budget, top-1 (mean MACs) of every method."""
     methods = [(m, SHORT[m]) for m, _ in METHODS if any(m in p["rows"] for p in result["points"])]
-    head = f"{'budget':>7} {'MAC bud.':>8} " + " ".join(f"{label:>20}" for _, label in methods)
+    static = "params_budget" in result["points"][0]
+    cost = "params_ratio" if static else "macs_ratio"
+    head = f"{'budget':>7} {'par. bud.' if static else 'MAC bud.':>8} " + " ".join(f"{label:>20}" for _, label in methods)
     lines = [head, "-" * len(head)]
     for p in result["points"]:
         cells = []
         for m, _ in methods:
             r = p["rows"].get(m)
-            cells.append(f"{'':>20}" if r is None else f"{100 * r['accuracy']:>10.2f}% ({r['macs_ratio']:.3f})")
+            cells.append(f"{'':>20}" if r is None else f"{100 * r['accuracy']:>10.2f}% ({r[cost]:.3f})")
         lines.append(f"{p['budget']:>7.3f} {p.get('macs_budget', p.get('params_budget', float('nan'))):>8.3f} "
                      + " ".join(cells))
-    lines.append("cells: top-1 on the test split (mean MAC ratio of dense)")
+    lines.append("cells: top-1 on the test split (" + ("stored parameters" if static else "mean MAC ratio") + " of dense)")
     return "\n".join(lines)
 
 

@@ -347,3 +347,17 @@ def test_sweep_of_a_saved_run_with_per_budget_runs(any_budget_run, tmp_path):
     assert "agent_minus_per_budget_points" in metrics["summary"]
     with pytest.raises(ValueError, match="outside"):
         evaluate_any_budget_run(out, budgets=[0.2], out=tmp_path / "x")
+
+
+def test_tiny_static_any_budget_run_sweeps_parameter_budgets(tmp_path):
+    from agents.training import RunConfig, run
+
+    metrics = run(RunConfig(env_id="StaticPrune-v0", algo="ppo", timesteps=64, n_envs=4, out=str(tmp_path), progress=False,
+                            env_kwargs={"budget": "0.3:0.7", "eval_batch": 8}, sweep_budgets=[0.3, 0.7], device="cpu"))
+    sweep = json.loads((tmp_path / "any_budget.json").read_text())
+    low, high = sweep["points"]
+    assert low["params_budget"] < high["params_budget"]
+    for p in (low, high):  # the uniform static keep ratio meets each parameter budget; rows judged on parameters
+        assert p["rows"]["uniform"]["params_ratio"] <= p["params_budget"] + 1e-9
+        assert p["rows"]["uniform"]["within_budget"] == 1.0
+    assert metrics["any_budget"] and (tmp_path / "any_budget.png").is_file()
