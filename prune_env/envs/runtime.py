@@ -232,7 +232,9 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
 
     ## Action Space
     ``Box(alpha, 1, (1,), float32)``: the relaxed keep ratio, clipped to ``[alpha, 1]`` when
-    applied (agents may act on the real line, paper Eq. 13). NaN or inf raises ``ValueError``.
+    applied (agents may act on the real line, paper Eq. 13). NaN or inf raises ``ValueError``. With
+    a budget range and ``budget_action="relative"`` (its default) the keep ratio applied is the action
+    plus the episode budget's uniform keep ratio minus the range reference's (see Arguments).
 
     ## Observation Space
     ``Box(-inf, inf, (W + L + 2,), float32)``; ``L`` prunable layers, ``t`` the current one:
@@ -302,6 +304,10 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       budget from: ``"0.3:0.7"`` / ``(0.3, 0.7)`` (uniform in it) or ``[0.3, 0.5, 0.7]`` (among the
       values), one agent for every budget (:mod:`prune_env.envs.budgets`); ``dual_bins`` (5): bins of a
       continuous range, each with its own ``beta`` and ``lambda`` (a set: one bin per value);
+      ``budget_action`` (None: ``"relative"`` for a range): ``"relative"`` applies the action plus
+      the episode budget's uniform keep ratio minus the range reference's (so one action, the
+      reference keep ratio, prunes every episode uniformly at its own budget), ``"absolute"`` the
+      action itself (:meth:`~prune_env.envs.task.PruningTask.action_shift`);
     * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
       ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
     * ``budget_mode`` (``"per_input"`` | ``"average"``), ``penalty`` (``"absolute"`` |
