@@ -221,7 +221,9 @@ class Suite:
 #: overrides of the registry's fast preset in the full-size suites: QR-DQN's default 200 quantiles
 #: make its pairwise quantile loss (batch x 200 x 200) cost ~0.5 s per gradient step on one CPU
 #: thread, about 25 minutes per 50k-step run; 25 quantiles (TQC's default) cost 64 times less.
-FULL_SUITE_HYPERPARAMS = {"qrdqn": {"policy_kwargs.n_quantiles": 25}}
+#: CrossQ's sb3-contrib default critics are 2048 units wide with batch renormalisation: more than 16 minutes for
+#: 20k steps on one loaded CPU thread; the suites give it the 64 x 64 networks of every other off-policy method.
+FULL_SUITE_HYPERPARAMS = {"qrdqn": {"policy_kwargs.n_quantiles": 25}, "crossq": {"policy_kwargs.net_arch": [64, 64]}}
 
 DEFAULT_ALGOS = ("recurrent_ppo", "ppo", "a2c", "sac", "td3", "ddpg", "tqc", "dqn", "qrdqn", "purl_dqn", "amc_ddpg")
 #: the suites with headroom: every registered algorithm, the named methods (AMC, PuRL, RNP = qrdqn)

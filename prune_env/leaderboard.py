@@ -323,19 +323,25 @@ def pairwise_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
+def _num(value: float, digits: int, sign: bool = False) -> str:
+    """``value`` to ``digits`` decimals, never ``-0``."""
+    rounded = round(value, digits) + 0.0
+    return f"{rounded:+.{digits}f}" if sign else f"{rounded:.{digits}f}"
+
+
+def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3, sign: bool = False) -> str:
     """``mean [low, high]`` from :data:`MIN_SEEDS` seeds, else the per-seed values (``a / b``)."""
     point, lo, hi = row[key], row[f"{key}_low"], row[f"{key}_high"]
     if not math.isfinite(point):
         return "n/a"
     if math.isfinite(lo) and math.isfinite(hi):
         if hi - lo <= 1e-12 * max(1.0, abs(point)):
-            return f"{scale * point:.{digits}f} (all seeds)"
-        return f"{scale * point:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+            return f"{_num(scale * point, digits, sign)} (all seeds)"
+        return f"{_num(scale * point, digits, sign)} [{_num(scale * lo, digits, sign)}, {_num(scale * hi, digits, sign)}]"
     values = [v for v in row.get(f"{key}_values", []) if math.isfinite(v)]
     if len(values) > 1:
-        return " / ".join(f"{scale * v:.{digits}f}" for v in values)
-    return f"{scale * point:.{digits}f}"
+        return " / ".join(_num(scale * v, digits, sign) for v in values)
+    return _num(scale * point, digits, sign)
 
 
 def _vs(row: dict, metric: str, scale: float, digits: int) -> str:
@@ -347,7 +353,7 @@ def _vs(row: dict, metric: str, scale: float, digits: int) -> str:
         return "–" if row["algo"] == REFERENCE_METHOD else "n/a"
     c = Comparison(**found)
     p = "p n/a" if not math.isfinite(c.p_holm) else ("p<0.001" if c.p_holm < 0.001 else f"p={c.p_holm:.3f}")
-    return f"{scale * c.diff:+.{digits}f} {mark(c)} {p}".replace("  ", " ")
+    return f"{_num(scale * c.diff, digits, True)} {mark(c)} {p}".replace("  ", " ")
 
 
 def _budget_cell(r: dict) -> str:
@@ -384,8 +390,8 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
             f"| {i} | `{r['algo']}` | {r['kind']} | {r['timesteps']} | {r['n']} | "
             f"{_pm(r, 'accuracy', 100, 2)} | {_vs(r, 'accuracy', 100, 2)} | {_pm(r, 'objective')} | "
             f"{_vs(r, 'objective', 1, 3)} | {_pm(r, 'macs_ratio')} | {_budget_cell(r)} | "
-            f"{_pm(r, 'iso_mac_accuracy', 100, 2)} | {_pm(r, 'gain_iso_mac', 100, 2)} | "
-            f"{_pm(r, 'headroom_accuracy', 100, 0)} | {_pm(r, 'adaptation_gain', 100, 2)} | "
+            f"{_pm(r, 'iso_mac_accuracy', 100, 2)} | {_pm(r, 'gain_iso_mac', 100, 2, True)} | "
+            f"{_pm(r, 'headroom_accuracy', 100, 0)} | {_pm(r, 'adaptation_gain', 100, 2, True)} | "
             f"{_pm(r, 'within_budget', 100, 1)} | {_pm(r, 'wall_seconds', 1, 0)} |"
         )
     lines += ["", MARKS, "", RANKING_RULE]
