@@ -156,7 +156,8 @@ def summarize(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    """MAC ratio / budget and test accuracy per iteration: a column per budget mode, a colour per update, a line per seed."""
+    """MAC ratio, stored parameters (each over its budget) and test accuracy per iteration: a column per
+    budget mode, a colour per update, a line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,9 +166,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     modes = [m for m in BUDGET_MODES if any(r["budget_mode"] == m for r in rows)]
     colours = {"joint": "tab:blue", "alternating": "tab:orange"}
-    fig, axes = plt.subplots(2, len(modes), figsize=(5.2 * len(modes), 7), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(3, len(modes), figsize=(5.2 * len(modes), 9.5), squeeze=False, sharex=True)
     for col, mode in enumerate(modes):
-        ax_macs, ax_acc = axes[0, col], axes[1, col]
+        ax_macs, ax_params, ax_acc = axes[0, col], axes[1, col], axes[2, col]
         for update, colour in colours.items():
             rs = sorted((r for r in rows if r["budget_mode"] == mode and r["agent_update"] == update), key=lambda r: r["seed"])
             for i, r in enumerate(rs):
@@ -175,15 +176,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                 label = f"{update} ({len(rs)} seeds)" if i == 0 else None
                 ax_macs.plot(it, [h["macs_ratio"] / r["budget"] for h in r["history"]], "o-", color=colour, alpha=0.75,
                              lw=1.2, ms=4, label=label)
+                ax_params.plot(it, [h["params_ratio"] / h["params_budget"] for h in r["history"]], "o-", color=colour,
+                               alpha=0.75, lw=1.2, ms=4, label=label)
                 ax_acc.plot(it, [100 * h["test_accuracy"] for h in r["history"]], "o-", color=colour, alpha=0.75,
                             lw=1.2, ms=4, label=label)
                 ax_acc.plot(it, [100 * h["dense_test_accuracy"] for h in r["history"]], ":", color=colour, alpha=0.5, lw=1)
         ax_macs.axhline(1.0, color="k", ls="--", lw=1, label="MAC budget")
         ax_macs.set_title(f"budget_mode={mode}", fontsize=10)
         ax_macs.set_ylabel("mean MAC ratio / budget (test split)")
+        ax_params.axhline(1.0, color="k", ls="--", lw=1, label="parameter budget")
+        ax_params.set_ylabel("stored parameters / budget")
         ax_acc.set_ylabel("test top-1 (%), agents' masks; dotted: dense")
         ax_acc.set_xlabel("Algorithm 1 iteration")
-        for ax in (ax_macs, ax_acc):
+        for ax in (ax_macs, ax_params, ax_acc):
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize=8, loc="best")
