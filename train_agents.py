@@ -9,8 +9,8 @@
     python train_agents.py --env-kwargs budget=0.3:0.7                # one agent for every budget in a range
 
 One agent for every budget (docs/any_budget.md): --env-kwargs budget=LOW:HIGH trains over a range
-(each episode draws its budget in [LOW, HIGH]), budget=[B1,B2,...] over a set of budgets (or
-budget=B1,B2,B3 with three or more). The budget is then part of the agent's observation and its
+(each episode draws its budget in [LOW, HIGH]; budget=LOW,HIGH is the same range), budget=[B1,B2,...]
+over a set of budgets (or budget=B1,B2,B3 with three or more). The budget is then part of the agent's observation and its
 evaluation sweeps the range on the test split (--sweep-budgets / --sweep-points), writing
 any_budget.json, any_budget.csv and any_budget.png (top-1 against mean MACs beside uniform, the
 best static allocation and the calibrated agent; --per-budget-runs adds one-budget agents).

@@ -36,7 +36,7 @@ def play(env, keep, **reset):
 @pytest.mark.parametrize("value, expected", [
     ("0.3:0.7", BudgetRange(0.3, 0.7)), ((0.25, 0.7), BudgetRange(0.25, 0.7)),
     ([0.7, 0.3, 0.5], BudgetRange(0.3, 0.7, (0.3, 0.5, 0.7))), ("0.3,0.5", BudgetRange(0.3, 0.5, (0.3, 0.5))),
-    (0.5, None), ("0.5", None),
+    ((0.3, 0.5, 0.7), BudgetRange(0.3, 0.7, (0.3, 0.5, 0.7))), (0.5, None), ("0.5", None),
 ])
 def test_budget_forms(value, expected):
     assert BudgetRange.parse(value) == expected
@@ -46,6 +46,7 @@ def test_budget_forms(value, expected):
 
 @pytest.mark.parametrize("value, words", [
     ("0.7:0.3", "low < high"), ("0.3:1.5", "(0, 1]"), ((0.3,), "two numbers"), ([0.5], "two different"),
+    ((0.3, 0.3, 0.3), "two different"),
     ("0.3:x", "numbers"), ("cheap", "a range 'low:high'"),
 ])
 def test_bad_budget_is_a_clear_error(value, words):

@@ -5,8 +5,8 @@ episodes draw their budget from:
 
 * ``"0.25:0.7"`` or ``(0.25, 0.7)``: a continuous range, each episode's budget drawn uniformly in
   ``[low, high]``;
-* ``[0.3, 0.5, 0.7]`` or ``"0.3,0.5,0.7"``: a set of values, each episode's budget drawn uniformly
-  among them.
+* ``[0.3, 0.5, 0.7]``, ``"0.3,0.5,0.7"`` or a tuple of three or more: a set of values, each episode's
+  budget drawn uniformly among them.
 
 The values are read as ``budget_kind`` says (a uniform keep ratio, "sparsity", or a fraction of
 the dense cost), as a single budget is. A range is written back as the string ``"low:high"`` and a
@@ -89,11 +89,12 @@ class BudgetRange:
             except ValueError:
                 raise ValueError(f"{name} must be {forms}, got {value!r}") from None
             return None
-        if isinstance(value, tuple):
-            if len(value) != 2:
-                raise ValueError(f"{name}: a tuple is a range (low, high) of two numbers, got {value!r}; "
-                                 f"give a set of values as a list")
-            return cls.between(_number(name, value[0]), _number(name, value[1]), name)
+        if isinstance(value, tuple):  # the command line's budget=0.3,0.7 (a range) or budget=0.3,0.5,0.7 (a set)
+            if len(value) == 2:
+                return cls.between(_number(name, value[0]), _number(name, value[1]), name)
+            if len(value) < 2:
+                raise ValueError(f"{name}: a tuple is a range (low, high) of two numbers, got {value!r}")
+            return cls.of([_number(name, v) for v in value], name)
         if isinstance(value, (list, np.ndarray)):
             return cls.of([_number(name, v) for v in value], name)
         raise ValueError(f"{name} must be {forms}, got {value!r}")
