@@ -64,8 +64,9 @@ RANKING_RULE = (
     f"metric's range); below {MIN_SEEDS} seeds the per-seed values, no interval; '(all seeds)': the same value in every seed.")
 #: what the marks of the leaderboard mean (printed under the table)
 MARKS = (
-    "Δ vs uniform: difference of the means to the `uniform` row; ▲ / ▼: significantly better / worse (Welch's t-test "
-    "over seeds, Holm-adjusted over the methods of the suite, family-wise α = 0.05; p is the adjusted p-value). "
+    "Δ vs uniform (vs best static): difference of the means to the `uniform` (`best_static`) row; ▲ / ▼: significantly "
+    "better / worse (Welch's t-test over seeds, Holm-adjusted over the methods of the suite, family-wise α = 0.05; p is "
+    "the adjusted p-value). "
     "Deterministic rows (baselines, references) repeat one value per seed, so against them Welch's test is a one-sample "
     "test of the other method's seeds. The tests measure training noise on this fixed test split, not the sampling of "
     "the test split. Uniform @ same MACs: the largest uniform keep ratio that spends no more than the method; "
@@ -222,6 +223,9 @@ METRICS = (
 TESTED = ("accuracy", "objective")
 #: the method every other is compared with
 REFERENCE_METHOD = "uniform"
+#: the rows every method is tested against (Holm over the methods, per row and metric): uniform, and the best
+#: static allocation (what an adaptive method must beat to show adaptation pays)
+COMPARED_TO = (REFERENCE_METHOD, "best_static")
 #: the per-input oracle row (the top of the headroom)
 ORACLE_METHOD = "oracle"
 
@@ -301,12 +305,13 @@ def summarize(results: list[dict]) -> list[dict]:
         row["seeds_within_budget"] = sum(within({**row, "macs_ratio": r["test"]["macs_ratio"],
                                                  "params_ratio": r["test"]["params_ratio"]}) for r in by_seed)
         rows.append(row)
-    for metric in TESTED:
-        samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
-        found = compare_to(samples, REFERENCE_METHOD, metric)
-        for row in rows:
-            if row["algo"] in found:
-                row.setdefault("vs_uniform", {})[metric] = found[row["algo"]].as_dict()
+    for reference in COMPARED_TO:
+        for metric in TESTED:
+            samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
+            found = compare_to(samples, reference, metric)
+            for row in rows:
+                if row["algo"] in found:
+                    row.setdefault(f"vs_{reference}", {})[metric] = found[row["algo"]].as_dict()
     rank_by = "objective" if rows and all(math.isfinite(r["objective"]) for r in rows) else "accuracy"
     rows.sort(key=lambda r: (not r["budget_met"], -(r[rank_by] if math.isfinite(r[rank_by]) else -math.inf)))
     return rows
@@ -344,13 +349,13 @@ def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3, sign: bool = F
     return _num(scale * point, digits, sign)
 
 
-def _vs(row: dict, metric: str, scale: float, digits: int) -> str:
-    """``+3.61 ▲ p=0.002``: the difference of the means to uniform, its mark and Holm-adjusted p."""
+def _vs(row: dict, metric: str, scale: float, digits: int, reference: str = REFERENCE_METHOD) -> str:
+    """``+3.61 ▲ p=0.002``: the difference of the means to ``reference``, its mark and Holm-adjusted p."""
     from prune_env.significance import Comparison, mark
 
-    found = row.get("vs_uniform", {}).get(metric)
+    found = row.get(f"vs_{reference}", {}).get(metric)
     if not found or not math.isfinite(found["diff"]):
-        return "–" if row["algo"] == REFERENCE_METHOD else "n/a"
+        return "–" if row["algo"] == reference else "n/a"
     c = Comparison(**found)
     p = "p n/a" if not math.isfinite(c.p_holm) else ("p<0.001" if c.p_holm < 0.001 else f"p={c.p_holm:.3f}")
     return f"{_num(scale * c.diff, digits, True)} {mark(c)} {p}".replace("  ", " ")
@@ -383,8 +388,8 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
     lines.append("| # | method | kind | steps | seeds | test top-1 (%) | Δ top-1 vs uniform | objective (fixed β) | "
                  "Δ objective vs uniform | MAC ratio | within budget (seeds) | uniform @ same MACs: top-1 (%) | "
                  "Δ top-1 vs it | headroom captured (%) | adaptation gain vs shuffled (points) | "
-                 "inputs within MAC budget (%) | wall s |")
-    lines.append("|" + " --- |" * 17)
+                 "inputs within MAC budget (%) | Δ top-1 vs best static | wall s |")
+    lines.append("|" + " --- |" * 18)
     for i, r in enumerate(rows, 1):
         lines.append(
             f"| {i} | `{r['algo']}` | {r['kind']} | {r['timesteps']} | {r['n']} | "
@@ -392,7 +397,8 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
             f"{_vs(r, 'objective', 1, 3)} | {_pm(r, 'macs_ratio')} | {_budget_cell(r)} | "
             f"{_pm(r, 'iso_mac_accuracy', 100, 2)} | {_pm(r, 'gain_iso_mac', 100, 2, True)} | "
             f"{_pm(r, 'headroom_accuracy', 100, 0)} | {_pm(r, 'adaptation_gain', 100, 2, True)} | "
-            f"{_pm(r, 'within_budget', 100, 1)} | {_pm(r, 'wall_seconds', 1, 0)} |"
+            f"{_pm(r, 'within_budget', 100, 1)} | {_vs(r, 'accuracy', 100, 2, 'best_static')} | "
+            f"{_pm(r, 'wall_seconds', 1, 0)} |"
         )
     lines += ["", MARKS, "", RANKING_RULE]
     return "\n".join(lines) + "\n"
@@ -419,7 +425,8 @@ def write_results_csv(results: list[dict], path: Path) -> Path:
 
 def write_summary_csv(rows: list[dict], path: Path) -> Path:
     """The rows of :func:`summarize` (without the seed list, per-seed values, tests and description), atomically."""
-    cols = [k for k in rows[0] if k not in ("seeds", "description", "vs_uniform") and not k.endswith("_values")] if rows else []
+    cols = [k for k in rows[0] if k not in ("seeds", "description") and not k.startswith("vs_")
+            and not k.endswith("_values")] if rows else []
     flat = [{k: r.get(k) for k in cols} for r in rows]
     return write_csv(flat, path, fieldnames=cols)
 
