@@ -665,7 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a suite (skipping finished runs), then write the report")
     run.add_argument("--suite", default="default", help=f"one of {sorted(SUITES)} (default: %(default)s)")
-    run.add_argument("--algos", nargs="+", default=None, help="algorithms, baselines, references (default: the suite's)")
+    run.add_argument("--algos", nargs="*", default=None,
+                     help="algorithms, baselines, references (default: the suite's; none with an empty list)")
     run.add_argument("--baselines", nargs="*", default=None, help="baselines (default: the suite's; none with an empty list)")
     run.add_argument("--references", nargs="*", default=None,
                      help=f"references {sorted(REFERENCE_DESCRIPTIONS)} (default: the suite's; none with an empty list)")
