@@ -223,3 +223,26 @@ def test_a_typo_is_a_usage_error_before_anything_is_written(tmp_path, capsys, op
         main(["run", "--suite", "smoke", "--out", str(tmp_path), *option])
     assert exit_.value.code == 2 and "did you mean" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_deterministic_row_is_scored_once_and_copied_to_the_other_seeds(smoke, tmp_path):
+    from agents.benchmark import deterministic_copy, run_job
+
+    out, _ = smoke
+    suite = get_suite("smoke")
+    source = out / "smoke" / "runs" / "uniform"
+    target = tmp_path / "smoke" / "runs" / "uniform"
+    target.mkdir(parents=True)
+    (target / "seed0.json").write_text((source / "seed0.json").read_text())
+    job, = build_jobs(suite, ["uniform"], [3], str(tmp_path), timesteps=8, n_envs=2, last_n=2,
+                      env_kwargs=dict(suite.env_kwargs), command="test")
+    result = run_job(job)
+    first = json.loads((source / "seed0.json").read_text())
+    assert result["seed"] == 3 and result["copied_from_seed"] == 0 and result["test"] == first["test"]
+    assert json.loads((target / "seed3.json").read_text())["copied_from_seed"] == 0
+    other, = build_jobs(suite, ["uniform"], [4], str(tmp_path), timesteps=8, n_envs=2, last_n=2,
+                        env_kwargs={**suite.env_kwargs, "budget": 0.5}, command="test")
+    assert deterministic_copy(other) is None  # another environment: scored afresh
+    random_job, = build_jobs(suite, ["random"], [4], str(out), timesteps=8, n_envs=2, last_n=2,
+                             env_kwargs=dict(suite.env_kwargs), command="test")
+    assert deterministic_copy(random_job) is None  # seeded: never copied
