@@ -166,8 +166,8 @@ def markdown(agg: dict) -> str:
                      f"within 0.5 points of the per-budget agent everywhere: {c['within_half_point_of_per_budget']} "
                      f"(gaps {gaps}); on or above uniform everywhere: {c['on_or_above_uniform']}")
     one, five = agg["cost_all_seeds"]["any_budget"], agg["cost_all_seeds"]["per_budget_total"]
-    lines.append(f"- training cost (all seeds): any-budget {one['timesteps']} steps, {_fmt(one['train_seconds'])} s wall, "
-                 f"{_fmt(one['cpu_seconds'])} CPU s; five per-budget agents {five['timesteps']} steps, "
+    lines.append(f"- training cost (all seeds): any-budget {_fmt(one['timesteps'])} steps, {_fmt(one['train_seconds'])} s wall, "
+                 f"{_fmt(one['cpu_seconds'])} CPU s; five per-budget agents {_fmt(five['timesteps'])} steps, "
                  f"{_fmt(five['train_seconds'])} s wall, {_fmt(five['cpu_seconds'])} CPU s "
                  "(CPU seconds include each run's evaluation)")
     return "\n".join(lines) + "\n"
