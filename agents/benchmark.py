@@ -74,7 +74,7 @@ from prune_env.leaderboard import (
 )
 from prune_env.policies import as_policy
 from prune_env.replay import RecordEpisode
-from prune_env.scoring import score_runtime, score_static
+from prune_env.scoring import iso_mac_uniform, score_runtime, score_static
 
 DEFAULT_OUT = "benchmark_results"
 
@@ -420,6 +420,8 @@ def run_baseline(job: Job) -> dict:
     score = score_static if constraint == "params" else score_runtime
     kwargs = {} if constraint == "params" else {"controls": False}
     scores = score(baseline.task, baseline.runtime_policy, baseline.static_ratios, beta0, **kwargs)
+    # uniform at the same MACs on the suite's own network (L1 / BN baselines score a re-ranked copy of it)
+    scores["iso_mac"] = iso_mac_uniform(test, scores["test"]["macs_ratio"], beta0)
     if baseline.env_kwargs is not None:
         train_kwargs = {**job.env_kwargs, **baseline.env_kwargs}
     else:
