@@ -308,13 +308,19 @@ def summarize(results: list[dict]) -> list[dict]:
     for reference in COMPARED_TO:
         for metric in TESTED:
             samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
-            found = compare_to(samples, reference, metric)
+            found = compare_to(samples, reference, metric, deterministic=_deterministic(rows))
             for row in rows:
                 if row["algo"] in found:
                     row.setdefault(f"vs_{reference}", {})[metric] = found[row["algo"]].as_dict()
     rank_by = "objective" if rows and all(math.isfinite(r["objective"]) for r in rows) else "accuracy"
     rows.sort(key=lambda r: (not r["budget_met"], -(r[rank_by] if math.isfinite(r[rank_by]) else -math.inf)))
     return rows
+
+
+def _deterministic(rows: list[dict]) -> set[str]:
+    """Rows evaluated without training (baselines, references): their repeated values are exact; agents' seeds
+    that happen to agree are not (a test with no variance over seeds is undefined, shown ``p n/a``)."""
+    return {r["algo"] for r in rows if r["kind"] != "agent"}
 
 
 def pairwise_table(rows: list[dict]) -> list[dict]:
@@ -324,7 +330,7 @@ def pairwise_table(rows: list[dict]) -> list[dict]:
     out = []
     for metric in TESTED:
         samples = {row["algo"]: row[f"{metric}_values"] for row in rows}
-        out.extend(c.as_dict() for c in pairwise(samples, metric))
+        out.extend(c.as_dict() for c in pairwise(samples, metric, deterministic=_deterministic(rows)))
     return out
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -61,13 +61,15 @@ def _clean(values: Sequence[float]) -> np.ndarray:
 Welch = tuple[float, float, float, float, float, float]
 
 
-def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Welch:
+def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, *, exact_if_constant: bool = True) -> Welch:
     """``(diff, low, high, t, df, p)``: Welch's two-sided t-test of ``mean(a) = mean(b)``.
 
     ``diff = mean(a) - mean(b)``, ``[low, high]`` its ``confidence`` interval, ``t`` the statistic,
     ``df`` the Welch-Satterthwaite degrees of freedom and ``p`` the two-sided p-value. With fewer than
     2 values on a side the test is undefined (NaN, except as below). When the standard error is 0
-    (both samples constant) the difference is exact: ``p = 0`` if the means differ, 1 if not.
+    (both samples constant) and ``exact_if_constant`` (both sides are deterministic evaluations, not
+    seeds that happened to agree) the difference is exact: ``p = 0`` if the means differ, 1 if not;
+    without ``exact_if_constant`` the test is undefined there (NaN).
     """
     x, y = _clean(a), _clean(b)
     if x.size == 0 or y.size == 0:
@@ -76,6 +78,8 @@ def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95)
     vx = float(x.var(ddof=1)) / x.size if x.size > 1 else float("nan")
     vy = float(y.var(ddof=1)) / y.size if y.size > 1 else float("nan")
     if x.size > 1 and y.size > 1 and np.ptp(x) == 0 and np.ptp(y) == 0:
+        if not exact_if_constant:
+            return diff, float("nan"), float("nan"), float("nan"), float("nan"), float("nan")
         exact = 0.0 if abs(diff) > 1e-12 * max(1.0, abs(float(x.mean()))) else 1.0
         return diff, diff, diff, math.copysign(math.inf, diff) if exact == 0.0 else 0.0, math.inf, exact
     if not (math.isfinite(vx) and math.isfinite(vy)):
@@ -112,19 +116,30 @@ def _adjusted(comparisons: list[Comparison]) -> list[Comparison]:
     return [Comparison(**{**c.as_dict(), "p_holm": float(q)}) for c, q in zip(comparisons, adjusted)]
 
 
-def compare_to(samples: Mapping[str, Sequence[float]], reference: str, metric: str = "") -> dict[str, Comparison]:
+def _exact(a: str, b: str, deterministic: Collection[str] | None) -> bool:
+    return deterministic is None or (a in deterministic and b in deterministic)
+
+
+def compare_to(samples: Mapping[str, Sequence[float]], reference: str, metric: str = "", *,
+               deterministic: Collection[str] | None = None) -> dict[str, Comparison]:
     """Every method of ``samples`` (name -> per-seed values) against ``reference``, Holm-adjusted over
-    the family of those comparisons; ``{}`` when the reference is missing."""
+    the family of those comparisons; ``{}`` when the reference is missing. ``deterministic`` names the
+    rows evaluated without randomness (None: all): only between two of them is a difference of
+    constant samples exact (:func:`welch_test`)."""
     if reference not in samples:
         return {}
     names = [n for n in samples if n != reference]
-    found = [Comparison(n, reference, metric, *welch_test(samples[n], samples[reference])) for n in names]
+    found = [Comparison(n, reference, metric, *welch_test(samples[n], samples[reference],
+                                                          exact_if_constant=_exact(n, reference, deterministic)))
+             for n in names]
     return {c.a: c for c in _adjusted(found)}
 
 
-def pairwise(samples: Mapping[str, Sequence[float]], metric: str = "") -> list[Comparison]:
+def pairwise(samples: Mapping[str, Sequence[float]], metric: str = "", *,
+             deterministic: Collection[str] | None = None) -> list[Comparison]:
     """Every unordered pair of methods (``a`` before ``b`` in ``samples``' order), Holm-adjusted over all pairs."""
-    found = [Comparison(a, b, metric, *welch_test(samples[a], samples[b])) for a, b in combinations(list(samples), 2)]
+    found = [Comparison(a, b, metric, *welch_test(samples[a], samples[b], exact_if_constant=_exact(a, b, deterministic)))
+             for a, b in combinations(list(samples), 2)]
     return _adjusted(found)
 
 

@@ -79,3 +79,12 @@ def test_pairwise_covers_every_pair_once():
     assert [(c.a, c.b) for c in found] == [("a", "b"), ("a", "c"), ("b", "c")]
     assert [c.p_holm for c in found] == pytest.approx(holm([c.p for c in found]).tolist())
     assert found[0].significant() and not found[1].significant()
+
+
+def test_agreeing_seeds_are_not_exact_unless_both_rows_are_deterministic():
+    samples = {"uniform": [0.9] * 3, "oracle": [1.0] * 3, "collapsed": [0.77] * 3}
+    found = compare_to(samples, "uniform", deterministic={"uniform", "oracle"})
+    assert found["oracle"].p == 0.0 and math.isnan(found["collapsed"].p) and mark(found["collapsed"]) == ""
+    assert math.isnan(welch_test([0.77] * 3, [0.9] * 3, exact_if_constant=False)[-1])
+    pairs = pairwise(samples, deterministic={"uniform", "oracle"})
+    assert [math.isnan(c.p) for c in pairs] == [False, True, True]
