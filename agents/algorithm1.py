@@ -11,7 +11,9 @@ How the agents learn in lines 12-15 (``agent_update``):
 * ``"joint"`` (the paper): both agents act in the same episodes, static ratios for the network
   and runtime ratios per input, and one reward batch updates both (line 13 forwards the entire
   model, line 14 computes ``R^r`` and ``R^s`` from it, line 15 updates both by their PPO losses;
-  :mod:`agents.joint`). A batch is ``static_episodes`` static episodes of ``batch_size`` images.
+  :mod:`agents.joint`). A batch forwards ``batch_size`` images once, shared by its
+  ``static_episodes`` static episodes (``joint_group_images`` each): the runtime agent learns from
+  as many images as in alternation, the static agent from as many episodes, on one forward pass.
 * ``"alternating"``: the runtime agent trains for N1 batches of ``batch_size`` images against the
   static agent's frozen policy (in the first iteration: the budget's uniform static ratio), then
   the static agent for N1 batches of ``static_episodes`` episodes against the runtime agent's.
@@ -112,18 +114,26 @@ class Algorithm1Config:
     resume: bool = False
     progress: bool = True
     command: str = ""
-    #: lines 12-15: ``"joint"`` (both agents in one episode, one reward batch updates both) or
-    #: ``"alternating"`` (each agent against the other's frozen policy)
-    agent_update: str = "alternating"
+    #: lines 12-15: ``"joint"`` (both agents in one episode, one reward batch updates both; the
+    #: default: as accurate as the alternation on digits, never over the MAC budget there, with one
+    #: forward pass for both agents, docs/algorithm1.md) or ``"alternating"`` (each agent against
+    #: the other's frozen policy)
+    agent_update: str = "joint"
     #: joint batches per update of both agents (None: as many as fill the static agent's rollout
     #: in alternation, ``n_steps x n_envs`` of its hyper-parameters; see :func:`joint_batches_per_update`)
     joint_update_batches: int | None = None
+    #: images per static episode in a joint batch (None: ``batch_size // static_episodes``, so that a
+    #: batch forwards ``batch_size`` images as in the paper; ``batch_size`` gives each static episode
+    #: the images it evaluates in alternation, at ``static_episodes`` times the forward passes)
+    joint_group_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.agent_update not in AGENT_UPDATES:
             raise ValueError(f"agent_update must be one of {list(AGENT_UPDATES)}, got {self.agent_update!r}")
-        if self.joint_update_batches is not None and int(self.joint_update_batches) < 1:
-            raise ValueError(f"joint_update_batches must be >= 1, got {self.joint_update_batches!r}")
+        for name in ("joint_update_batches", "joint_group_images"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value!r}")
 
 
 def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any):
@@ -199,6 +209,15 @@ def _write_history(rows: list[dict], out: Path) -> None:
     _plot_history(rows, out / "history.png")
 
 
+def joint_group_images(cfg: Algorithm1Config) -> int:
+    """Images per static episode of a joint batch: ``cfg.joint_group_images``, or the batch's
+    ``batch_size`` images shared by its ``static_episodes`` static episodes (the paper's batch of
+    128 images with one static episode when ``static_episodes = 1``)."""
+    if cfg.joint_group_images is not None:
+        return int(cfg.joint_group_images)
+    return max(1, cfg.batch_size // cfg.static_episodes)
+
+
 def joint_batches_per_update(cfg: Algorithm1Config, static_model: Any, num_layers: int) -> int:
     """Joint batches per update: ``cfg.joint_update_batches``, or as many as hold the static
     agent's rollout in alternation (its ``n_steps x n_envs`` steps, ``static_episodes x L`` a batch),
@@ -216,7 +235,7 @@ def _joint_trainer(cfg: Algorithm1Config, models: dict, venvs: dict) -> JointTra
         raise ValueError(f"agent_update='joint' trains on-policy algorithms (recurrent_ppo, ppo, a2c, trpo), "
                          f"not {cfg.algo!r}; use agent_update='alternating'")
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
-    episodes = JointEpisodes(runtime_env.task, cfg.static_episodes, cfg.batch_size,
+    episodes = JointEpisodes(runtime_env.task, cfg.static_episodes, joint_group_images(cfg),
                              runtime_normalizer=runtime_env.normalizer, runtime_dual=runtime_env.dual,
                              static_normalizer=static_env.normalizer, static_dual=static_env.dual)
     callbacks = {"runtime": PruningLogCallback(RUNTIME.split("-")[0]), "static": PruningLogCallback(STATIC.split("-")[0])}
