@@ -174,14 +174,14 @@ def _agent_state(out, sub):
 
 def test_algorithm1_joint_trains_both_agents_on_the_same_batches_and_resumes(tmp_path):
     """Joint update (lines 12-15 on shared forward passes): per iteration N1 batches of
-    ``static_episodes`` static episodes of ``batch_size`` images; the average budget's lambda
+    ``batch_size`` images shared by ``static_episodes`` static episodes; the average budget's lambda
     and beta carried across iterations and a resume."""
     out = tmp_path / "joint"
     cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="recurrent_ppo",
                            agent_update="joint", env_kwargs={"budget_mode": "average", "dual_batch": 2}, **TINY)
     run_algorithm1(cfg)
     rows = json.loads((out / "history.json").read_text())
-    per_runtime = TINY["agent_batches"] * TINY["static_episodes"] * TINY["batch_size"] * 4  # images x 4 layers
+    per_runtime = TINY["agent_batches"] * TINY["batch_size"] * 4  # images x 4 layers, as in alternation
     per_static = TINY["agent_batches"] * TINY["static_episodes"] * 4
     assert [(r["runtime_timesteps"], r["static_timesteps"]) for r in rows] == [(per_runtime, per_static),
                                                                                (2 * per_runtime, 2 * per_static)]
@@ -220,7 +220,7 @@ def test_ctrl_c_in_the_joint_update_saves_both_agents_and_resume_trains_what_was
         patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
         with pytest.raises(KeyboardInterrupt):
             run_algorithm1(cfg)
-    per_batch = settings["static_episodes"] * settings["batch_size"] * 4
+    per_batch = settings["batch_size"] * 4
     saved = _agent_state(out, "runtime")["num_timesteps"]
     assert saved == 2 * per_batch  # two finished updates; the batch in progress was not trained on
     assert _agent_state(out, "static")["num_timesteps"] == 2 * settings["static_episodes"] * 4
