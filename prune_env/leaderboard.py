@@ -66,7 +66,7 @@ RANKING_RULE = (
 MARKS = (
     "Δ vs uniform (vs best static): difference of the means to the `uniform` (`best_static`) row; ▲ / ▼: significantly "
     "better / worse (Welch's t-test over seeds, Holm-adjusted over the methods of the suite, family-wise α = 0.05; p is "
-    "the adjusted p-value). "
+    "the adjusted p-value); † the method is over its budget, so the difference is not at equal cost. "
     "Deterministic rows (baselines, references) repeat one value per seed, so against them Welch's test is a one-sample "
     "test of the other method's seeds. The tests measure training noise on this fixed test split, not the sampling of "
     "the test split. Uniform @ same MACs: the largest uniform keep ratio that spends no more than the method; "
@@ -364,7 +364,8 @@ def _vs(row: dict, metric: str, scale: float, digits: int, reference: str = REFE
         return "–" if row["algo"] == reference else "n/a"
     c = Comparison(**found)
     p = "p n/a" if not math.isfinite(c.p_holm) else ("p<0.001" if c.p_holm < 0.001 else f"p={c.p_holm:.3f}")
-    return f"{_num(scale * c.diff, digits, True)} {mark(c)} {p}".replace("  ", " ")
+    flag = mark(c) + ("†" if mark(c) and not row["budget_met"] else "")
+    return f"{_num(scale * c.diff, digits, True)} {flag} {p}".replace("  ", " ")
 
 
 def _budget_cell(r: dict) -> str:
