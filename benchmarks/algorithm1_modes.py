@@ -173,7 +173,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             rs = sorted((r for r in rows if r["budget_mode"] == mode and r["agent_update"] == update), key=lambda r: r["seed"])
             for i, r in enumerate(rs):
                 it = [h["iteration"] for h in r["history"]]
-                label = f"{update} ({len(rs)} seeds)" if i == 0 else None
+                label = f"{update} ({len(rs)} seed{'s' if len(rs) > 1 else ''})" if i == 0 else None
                 ax_macs.plot(it, [h["macs_ratio"] / r["budget"] for h in r["history"]], "o-", color=colour, alpha=0.75,
                              lw=1.2, ms=4, label=label)
                 ax_params.plot(it, [h["params_ratio"] / h["params_budget"] for h in r["history"]], "o-", color=colour,
