@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import multiprocessing as mp
 import shlex
@@ -576,6 +577,9 @@ def compute_result(job: Job) -> dict:
         result = run_baseline(job)
     else:
         result = run_agent(job)
+    checkpoint = job.env_kwargs.get("checkpoint")
+    if checkpoint and Path(checkpoint).is_file():  # which network was scored: a rewritten checkpoint shows here
+        result["checkpoint_sha256"] = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     result.update(suite=job.suite, algo=job.algo, seed=job.seed, n_envs=job.n_envs, last_n=job.last_n,
                   suite_env_kwargs=job.env_kwargs, hyperparams=job.hyperparams, command=job.command,
                   versions=versions(), status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -218,6 +218,7 @@ METRICS = (
     ("final_return", lambda r: r["final_return"]),
     ("test_return", lambda r: r.get("test_return", float("nan"))),
     ("wall_seconds", lambda r: r["wall_seconds"]),
+    ("beta0", lambda r: _get(r, "beta0")),
 )
 #: the metrics the leaderboard tests against uniform (higher is better for both)
 TESTED = ("accuracy", "objective")
@@ -391,6 +392,10 @@ def leaderboard_markdown(rows: list[dict], suite: str = "", description: str = "
     for c in ([command] if isinstance(command, str) else command):
         if c:
             lines.append(f"Command: `{c}`")
+    betas = sorted({round(b, 9) for r in rows for b in r.get("beta0_values", []) if math.isfinite(b)})
+    if len(betas) > 1:
+        lines.append(f"**Warning: the rows were scored with {len(betas)} different β0 ({', '.join(f'{b:.4f}' for b in betas)}): "
+                     "not one network or split; rerun the rows of the odd one out.**")
     lines.append("")
     lines.append("| # | method | kind | steps | seeds | test top-1 (%) | Δ top-1 vs uniform | objective (fixed β) | "
                  "Δ objective vs uniform | MAC ratio | within budget (seeds) | uniform @ same MACs: top-1 (%) | "

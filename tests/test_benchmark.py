@@ -246,3 +246,13 @@ def test_a_deterministic_row_is_scored_once_and_copied_to_the_other_seeds(smoke,
     random_job, = build_jobs(suite, ["random"], [4], str(out), timesteps=8, n_envs=2, last_n=2,
                              env_kwargs=dict(suite.env_kwargs), command="test")
     assert deterministic_copy(random_job) is None  # seeded: never copied
+
+
+def test_rows_scored_on_different_networks_are_flagged():
+    from prune_env.leaderboard import leaderboard_markdown
+
+    results = [{**_result("uniform", s, 0.9, kind="baseline"), "beta0": 0.52} for s in range(3)]
+    results += [{**_result("agent", s, 0.95), "beta0": 0.44} for s in range(3)]
+    assert "Warning: the rows were scored with 2 different β0" in leaderboard_markdown(summarize(results))
+    same = [{**r, "beta0": 0.44} for r in results]
+    assert "Warning" not in leaderboard_markdown(summarize(same))
