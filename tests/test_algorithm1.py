@@ -236,3 +236,33 @@ def test_joint_update_refuses_off_policy_algorithms(tmp_path):
         run_algorithm1(cfg)
     with pytest.raises(ValueError, match="agent_update"):
         Algorithm1Config(checkpoint="x", agent_update="both")
+
+
+def test_sigint_in_the_joint_update_waits_for_the_step_and_saves_both_agents(tmp_path, monkeypatch):
+    """A real Ctrl-C (SIGINT) in the middle of a joint layer step is held until the step ends
+    (prune_env.interrupt), then both agents are saved with the updates that had finished."""
+    import os
+    import signal
+
+    import agents.joint
+
+    out = tmp_path / "joint"
+    settings = {**TINY, "iterations": 1, "agent_batches": 3}
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="joint",
+                           joint_update_batches=1, **settings)
+    original, calls = agents.joint.JointEpisodes.step, {"n": 0}
+
+    def step(self, static_actions, runtime_actions):
+        calls["n"] += 1
+        if calls["n"] == 4 + 2:  # the second layer of the second joint batch
+            os.kill(os.getpid(), signal.SIGINT)
+        result = original(self, static_actions, runtime_actions)
+        calls["completed"] = calls["n"]  # the step in progress finished before the interrupt was raised
+        return result
+
+    monkeypatch.setattr(agents.joint.JointEpisodes, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        run_algorithm1(cfg)
+    assert calls["completed"] == 6
+    assert _agent_state(out, "runtime")["num_timesteps"] == settings["batch_size"] * 4  # one finished update
+    assert _agent_state(out, "static")["num_timesteps"] == settings["static_episodes"] * 4
