@@ -151,6 +151,9 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=fraction, default=0.5, help="sparsity defining the MAC and parameter budgets")
     p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
+    p.add_argument("--agent-update", choices=("joint", "alternating"), default="joint",
+                   help="lines 12-15: joint (both agents act in one episode, one reward batch updates both; default) "
+                        "or alternating (each agent against the other's frozen policy)")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                    help="environment keywords for both agents' environments, e.g. alpha_budget=30 (or KEY:VALUE)")
     p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
@@ -212,7 +215,7 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             schedule_values[key] = getattr(args, key)
     cfg = Algorithm1Config(
         env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate,
-        algo=args.algo,
+        algo=args.algo, agent_update=args.agent_update,
         preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
         agent_device=args.agent_device, data_on_device=args.data_on_device,
         data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of the backbone (default 1.0)")
     p.add_argument("--data-root", default=None, help="dataset root (see prune_env.data)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7], help="sparsities (default 0.5 0.7)")
+    p.add_argument("--agent-update", choices=("joint", "alternating"), default="alternating",
+                   help="Algorithm 1's agent update (default alternating: the tables of docs/benchmarks.md section 6 "
+                        "were measured with it; joint is the paper's and finetune_cnn.py's default)")
     p.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.5],
                    help="R_r of the Algorithm 1 rows (default 1.0 0.5)")
     for key, value in DEFAULT.items():
@@ -168,7 +171,8 @@ def jobs(args: argparse.Namespace, s: dict, out: Path, warmup: Path) -> list[tup
                    "--tradeoff-rate", str(rate), "--iterations", str(s["iterations"]),
                    "--agent-batches", str(s["agent_batches"]), "--cnn-batches", str(s["cnn_batches"]),
                    "--final-cnn-batches", str(s["final_cnn_batches"]), "--batch-size", str(s["batch_size"]),
-                   "--algo", s["algo"], "--n-envs", str(s["n_envs"]), *_common(args, s), "--out", str(run_dir),
+                   "--algo", s["algo"], "--agent-update", args.agent_update, "--n-envs", str(s["n_envs"]),
+                   *_common(args, s), "--out", str(run_dir),
                    "--resume", *(["--agent-device", args.agent_device] if args.agent_device else [])]
             todo.append((_tag(sparsity, rate), cmd, run_dir / "metrics.json"))
         # the uniform reference: the same number of CNN batches, under the uniform keep ratio

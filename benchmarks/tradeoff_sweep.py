@@ -43,11 +43,13 @@ from prune_env.io import write_csv  # noqa: E402
 
 RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: the documented sweep: the digits schedule of agents.algorithm1.PRESETS, shortened to fit
-#: about 10-15 minutes on two loaded CPU cores
+#: about 10-15 minutes on two loaded CPU cores; the agents alternate (Algorithm1Config.agent_update), as
+#: when the sweep in docs/benchmarks_tradeoff.md was recorded
 DEFAULT = dict(iterations=3, agent_batches=60, cnn_batches=60, batch_size=64, static_episodes=8, n_envs=64,
-               algo="recurrent_ppo")
+               algo="recurrent_ppo", agent_update="alternating")
 #: --quick: seconds per rate (tests)
-QUICK = dict(iterations=1, agent_batches=1, cnn_batches=2, batch_size=16, static_episodes=2, n_envs=8, algo="ppo")
+QUICK = dict(iterations=1, agent_batches=1, cnn_batches=2, batch_size=16, static_episodes=2, n_envs=8, algo="ppo",
+             agent_update="alternating")
 ROW_FILE = "sweep_row.json"
 CSV_FIELDS = ("rate", "seed", "accuracy", "delta_pp", "dense_accuracy", "uniform_accuracy", "macs_ratio", "speedup",
               "params_ratio", "stored_params", "within_budget", "macs_budget", "params_budget", "static_keep_ratios",
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None,
                        help=f"Algorithm 1 setting (default {DEFAULT[key]}; --quick {QUICK[key]})")
     p.add_argument("--algo", default=None, help=f"agent algorithm (default {DEFAULT['algo']}; --quick {QUICK['algo']})")
+    p.add_argument("--agent-update", choices=("joint", "alternating"), default=None,
+                   help="Algorithm 1's agent update (default alternating: the recorded sweep's)")
     p.add_argument("--out", type=Path, default=Path("runs/tradeoff_sweep"), help="sweep directory (default %(default)s)")
     p.add_argument("--figures", type=Path, default=None,
                    help="where the PNGs go (default docs/figures, or --out with --quick)")
@@ -107,7 +111,8 @@ def run_one(rate: float, seed: int, settings: dict, out: Path, *, fresh: bool, l
         checkpoint=settings["checkpoint"], out=str(run_dir), iterations=settings["iterations"],
         agent_batches=settings["agent_batches"], cnn_batches=settings["cnn_batches"], batch_size=settings["batch_size"],
         static_episodes=settings["static_episodes"], n_envs=settings["n_envs"], budget=settings["budget"],
-        tradeoff_rate=float(rate), algo=settings["algo"], seed=seed, resume=resume, progress=False,
+        tradeoff_rate=float(rate), algo=settings["algo"], agent_update=settings["agent_update"],
+        seed=seed, resume=resume, progress=False,
         command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]),
     )
     log(f"R_r = {rate:g}, seed {seed}: Algorithm 1 ({'resuming' if resume else 'starting'}) in {run_dir}")

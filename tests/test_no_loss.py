@@ -252,7 +252,8 @@ def test_ctrl_c_in_algorithm1_saves_both_phases_and_resumes(tmp_path, monkeypatc
     from agents.algorithm1 import Algorithm1Config, run_algorithm1
 
     out = tmp_path / "a1"
-    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", **ALG1)
+    cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="alternating",
+                           **ALG1)
     # 1. Ctrl-C in the agents' phase of iteration 1: the runtime agent is saved where it is
     original_on_step, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
 
