@@ -109,6 +109,8 @@ class JointEpisodes:
 
     def __init__(self, task: PruningTask, groups: int, images: int, *, runtime_normalizer: LossNormalizer,
                  runtime_dual: DualVariable | None, static_normalizer: LossNormalizer, static_dual: DualVariable | None):
+        if task.budget_range is not None:
+            raise ValueError(f"budget={task.cfg.budget!r}: the joint update takes one budget, not a range or set")
         if groups < 1 or not 1 <= images <= len(task.source):
             raise ValueError(f"joint batch: groups must be >= 1 and images in [1, {len(task.source)}] "
                              f"(the split's size), got groups={groups}, images={images}")

@@ -74,7 +74,9 @@ class RecordEpisode(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         self._actions = []
         self._options = {k: info[k] for k in ("index", "indices") if k in info}
-        self._beta = self.env.unwrapped.normalizer.beta
+        if self.env.unwrapped.task.budget_range is not None:  # the drawn budget of an any-budget episode
+            self._options["budget"] = info["budget_value"]
+        self._beta = float(getattr(self.env.unwrapped.normalizer, "beta", float("nan")))
         self._state = self.env.unwrapped.reward_state()
         return obs, info
 

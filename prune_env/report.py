@@ -213,7 +213,11 @@ def build_report(task: PruningTask, pairs: Mapping[str, PolicyPair], *, batch_si
     under ``"run"``. With ``latency`` the rows get measured CPU latencies (module docstring).
     ``within="params"`` judges the rows' "in budget" on the parameter budget (a static agent's
     constraint) instead of the MAC budget. ``progress(step)`` is called as each step starts.
+    A ``task`` over a budget range is refused: hold it at one budget first (``task.at_budget(b)``).
     """
+    if task.budget_range is not None:
+        raise ValueError(f"budget={task.cfg.budget!r}: the report evaluates one budget; hold an any-budget task at one "
+                         f"with task.at_budget(b) (evaluate_run.py RUN --budget B sweeps an any-budget agent)")
     say = progress or (lambda _step: None)
     say("references: dense and uniform")
     if not pairs:

@@ -362,3 +362,35 @@ def test_tiny_static_any_budget_run_sweeps_parameter_budgets(tmp_path):
         assert p["rows"]["uniform"]["params_ratio"] <= p["params_budget"] + 1e-9
         assert p["rows"]["uniform"]["within_budget"] == 1.0
     assert metrics["any_budget"] and (tmp_path / "any_budget.png").is_file()
+
+
+# --------------------------------------------------------------------------- what does not take a range
+def test_replay_validates_an_any_budget_episode_at_its_drawn_budget():
+    from prune_env.replay import RecordEpisode, validate
+
+    kwargs = dict(budget=RANGE, budget_mode="average", dual_batch=1)
+    env = RecordEpisode(gym.make("RuntimePrune-v0", **kwargs), "RuntimePrune-v0", kwargs)
+    budgets = []
+    for seed in range(3):
+        _, info = env.reset(seed=seed)
+        budgets.append(info["budget_value"])
+        for _ in range(env.unwrapped.task.num_layers):
+            env.step(np.array([0.6], dtype=np.float32))
+    record = env.last_record
+    assert record.reset_options["budget"] == budgets[-1] and len(set(budgets)) == 3
+    assert validate(record).ok
+    record.reset_options["budget"] = 0.3 if budgets[-1] > 0.5 else 0.7  # another budget gives another reward
+    assert not validate(record).ok
+
+
+def test_joint_environment_and_report_refuse_a_range():
+    from prune_env.envs.task import PruningTask, TaskConfig
+    from prune_env.report import build_report
+
+    pytest.importorskip("pettingzoo")
+    from prune_env.envs.multiagent import parallel_env
+
+    with pytest.raises(ValueError, match="budget='0.3:0.7': the joint environment takes one budget"):
+        parallel_env(inputs=2, budget=RANGE)
+    with pytest.raises(ValueError, match="budget='0.3:0.7': the report evaluates one budget"):
+        build_report(PruningTask(TaskConfig(budget=RANGE, split="test")), {})

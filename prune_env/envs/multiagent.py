@@ -84,6 +84,9 @@ class JointPruneParallelEnv(ParallelEnv):
         env_kwargs.setdefault("tradeoff_rate", JOINT_TRADEOFF_RATE)
         self.env = RuntimePruneEnv(static_policy=None, **env_kwargs)  # the task, the runtime reward, the lockstep episodes
         task = self.task = self.env.task
+        if task.budget_range is not None:
+            raise ValueError(f"budget={task.cfg.budget!r}: the joint environment takes one budget, not a range or set "
+                             f"(budget ranges: RuntimePrune-v0 / StaticPrune-v0)")
         if isinstance(inputs, bool) or not isinstance(inputs, (int, np.integer)):
             raise ValueError(f"inputs must be an integer in [1, {len(task.source)}], got {inputs!r}")
         self.inputs = int(check_range("inputs", inputs, 1, len(task.source)))
