@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 ARGS = ["run", "--suite", "smoke", "--algos", "ppo", "--seeds", "0", "1", "--baselines", "uniform", "--references"]
 
 #: what may differ between two runs of the same job: clocks, paths
-VOLATILE = {"wall_seconds", "train_seconds", "finished", "command", "curves"}
+VOLATILE = {"wall_seconds", "train_seconds", "finished", "command", "curves", "copied_from_seed"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,12 @@ def test_ray_writes_the_results_the_local_pool_writes(both):
     assert names == sorted(p.relative_to(remote).as_posix() for p in remote.rglob("seed*.json"))
     assert names == [f"smoke/runs/{m}/seed{k}.json" for m in ("ppo", "uniform") for k in (0, 1)]
     for name in names:  # the same jobs, the same numbers (one torch thread each, seeded)
-        assert _stable(local / name) == _stable(remote / name), name
+        mine, theirs = _stable(local / name), _stable(remote / name)
+        if json.loads((local / name).read_text()).get("copied_from_seed") is not None:
+            # the local runner copies a deterministic row's first seed (its training-env returns and recorded
+            # episode are that seed's); the test scores are the same
+            mine, theirs = ({k: d[k] for k in ("test", "objective", "iso_mac", "beta0")} for d in (mine, theirs))
+        assert mine == theirs, name
 
 
 def test_ray_resumes_and_reports_like_the_local_pool(both, capsys):
