@@ -226,7 +226,29 @@ def _check_bins(bins: np.ndarray, count: int) -> np.ndarray:
     return bins
 
 
-class BinnedLossNormalizer:
+class _PerBin:
+    """The saved state shared by the per-bin reward states: each bin's own state, the centres, the clock."""
+
+    _label = ""  # what each bin holds, for the error message
+
+    def _per_bin(self) -> list:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"centers": list(self.centers), "bins": [b.state_dict() for b in self._per_bin()],
+                "pending": self._clock.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        bins = self._per_bin()
+        if "bins" not in state or len(state["bins"]) != len(bins):
+            raise ValueError(f"reward state: expected {self._label} for {len(bins)} budget bins "
+                             f"(centres {self.centers}), got {state.get('centers', 'one budget')}")
+        for b, s in zip(bins, state["bins"]):
+            b.load_state_dict(s)
+        self._clock.load_state_dict(state["pending"])
+
+
+class BinnedLossNormalizer(_PerBin):
     """The loss scale ``beta`` as a function of the budget: one :class:`LossNormalizer` per budget bin.
 
     An agent trained over a range of budgets sees losses that grow as the budget shrinks; each bin
@@ -268,20 +290,13 @@ class BinnedLossNormalizer:
             for b, mean in tick.items():
                 self.normalizers[b].step(mean)
 
-    def state_dict(self) -> dict:
-        return {"centers": list(self.centers), "bins": [n.state_dict() for n in self.normalizers],
-                "pending": self._clock.state_dict()}
+    _label = "beta"
 
-    def load_state_dict(self, state: dict) -> None:
-        if "bins" not in state or len(state["bins"]) != len(self.normalizers):
-            raise ValueError(f"reward state: expected beta for {len(self.normalizers)} budget bins "
-                             f"(centres {self.centers}), got {state.get('centers', 'one budget')}")
-        for n, s in zip(self.normalizers, state["bins"]):
-            n.load_state_dict(s)
-        self._clock.load_state_dict(state["pending"])
+    def _per_bin(self) -> list:
+        return self.normalizers
 
 
-class BinnedDual:
+class BinnedDual(_PerBin):
     """The dual variable of an average budget as a function of the budget: one ``lambda`` per budget bin.
 
     Each bin is a constraint of its own, "the mean relative cost ``B / B_bar`` of the episodes whose
@@ -332,14 +347,7 @@ class BinnedDual:
             for b, mean in tick.items():
                 self.duals[b].step(mean)
 
-    def state_dict(self) -> dict:
-        return {"centers": list(self.centers), "bins": [d.state_dict() for d in self.duals],
-                "pending": self._clock.state_dict()}
+    _label = "lambda"
 
-    def load_state_dict(self, state: dict) -> None:
-        if "bins" not in state or len(state["bins"]) != len(self.duals):
-            raise ValueError(f"reward state: expected lambda for {len(self.duals)} budget bins "
-                             f"(centres {self.centers}), got {state.get('centers', 'one budget')}")
-        for d, s in zip(self.duals, state["bins"]):
-            d.load_state_dict(s)
-        self._clock.load_state_dict(state["pending"])
+    def _per_bin(self) -> list:
+        return self.duals
