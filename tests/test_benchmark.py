@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from agents.benchmark import build_jobs, get_suite, main, run_agent
+from agents.benchmark import DETERMINISTIC, build_jobs, get_suite, main, run_agent
 from prune_env.leaderboard import CURVE_BINS, binned_curve, summarize, t_interval, validate_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -35,7 +35,10 @@ def test_smoke_suite_writes_every_output(smoke):
     assert len(rows) == 10 and {r["algo"] for r in rows} == {"ppo", "dqn", "uniform", "best_static", "oracle"}
     for r in rows:
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and 0.0 < float(r["macs_ratio"]) <= 1.0
-        assert float(r["wall_seconds"]) > 0 and math.isfinite(float(r["objective"]))
+        assert math.isfinite(float(r["objective"]))
+        # a deterministic row's second seed may be a copy of the first (wall time 0, marked in its JSON)
+        run = json.loads((root / "runs" / r["algo"] / f"seed{r['seed']}.json").read_text())
+        assert float(r["wall_seconds"]) > 0 or (r["algo"] in DETERMINISTIC and run["copied_from_seed"] != run["seed"])
     summary = json.loads((root / "summary.json").read_text())
     assert summary["interval"].startswith("mean over seeds") and "Ranking:" in summary["ranking"]
     by_algo = {r["algo"]: r for r in summary["rows"]}
