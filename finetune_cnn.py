@@ -34,6 +34,7 @@ from prune_env.cli import (
     ALGORITHM1_FILES,
     add_output_options,
     add_threads_option,
+    budget_value,
     check_keys,
     device,
     env_keywords,
@@ -148,12 +149,20 @@ def _algorithm1_arguments(p: argparse.ArgumentParser) -> None:
                    help="static episodes per agent batch (the paper's is one)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None, help="CNN learning rate")
-    p.add_argument("--budget", type=fraction, default=0.5, help="sparsity defining the MAC and parameter budgets")
+    p.add_argument("--budget", type=budget_value, default=0.5,
+                   help="sparsity defining the MAC and parameter budgets; a range LOW:HIGH (or a list B1,B2,...) "
+                        "trains one runtime agent for every budget in it and fine-tunes the CNN under a mix of them")
+    p.add_argument("--budget-mix", type=positive_int, default=4,
+                   help="a budget range: groups of each CNN batch, each at its own budget (lowest, highest, drawn; "
+                        "default 4)")
+    p.add_argument("--eval-budgets", type=fraction, nargs="+", default=None, metavar="B",
+                   help="a budget range: the budgets each iteration is evaluated at (default: five evenly spaced)")
     p.add_argument("--tradeoff-rate", type=unit_interval, default=0.5, help="R_r (default 0.5)")
     p.add_argument("--algo", default="recurrent_ppo", help="agent algorithm (default: the paper's recurrent PPO)")
-    p.add_argument("--agent-update", choices=("joint", "alternating"), default="joint",
-                   help="lines 12-15: joint (both agents act in one episode, one reward batch updates both; default) "
-                        "or alternating (each agent against the other's frozen policy)")
+    p.add_argument("--agent-update", choices=("joint", "alternating"), default=None,
+                   help="lines 12-15: joint (both agents act in one episode, one reward batch updates both; the "
+                        "default for one budget) or alternating (each agent against the other's frozen policy; "
+                        "the default and the only choice for a budget range)")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                    help="environment keywords for both agents' environments, e.g. alpha_budget=30 (or KEY:VALUE)")
     p.add_argument("--agent-preset", default="fast", help="agent hyper-parameters: fast or paper")
@@ -213,14 +222,17 @@ def _run_algorithm1(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     for key in ("iterations", "agent_batches", "cnn_batches", "final_cnn_batches", "static_episodes", "batch_size", "lr"):
         if getattr(args, key) is not None:
             schedule_values[key] = getattr(args, key)
-    cfg = Algorithm1Config(
-        env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget, tradeoff_rate=args.tradeoff_rate,
-        algo=args.algo, agent_update=args.agent_update,
-        preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs, device=args.device,
-        agent_device=args.agent_device, data_on_device=args.data_on_device,
-        data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,
-        command=" ".join(shlex.quote(a) for a in ["python", "finetune_cnn.py", *sys.argv[1:]]), **schedule_values,
-    )
+    try:
+        cfg = Algorithm1Config(
+            env_kwargs=env_kwargs, checkpoint=str(checkpoint), out=str(out), budget=args.budget,
+            tradeoff_rate=args.tradeoff_rate, algo=args.algo, agent_update=args.agent_update, budget_mix=args.budget_mix,
+            eval_budgets=args.eval_budgets, preset=args.agent_preset, seed=args.seed, n_envs=args.n_envs,
+            device=args.device, agent_device=args.agent_device, data_on_device=args.data_on_device,
+            data_root=str(args.data_root) if args.data_root else None, resume=args.resume, progress=not args.no_progress,
+            command=" ".join(shlex.quote(a) for a in ["python", "finetune_cnn.py", *sys.argv[1:]]), **schedule_values,
+        )
+    except ValueError as err:  # --agent-update joint with a range, --eval-budgets outside it
+        parser.error(str(err).replace("agent_update=", "--agent-update ").replace("eval_budgets", "--eval-budgets"))
     return run_algorithm1(cfg)
 
 

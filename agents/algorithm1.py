@@ -18,6 +18,17 @@ How the agents learn in lines 12-15 (``agent_update``):
   static agent's frozen policy (in the first iteration: the budget's uniform static ratio), then
   the static agent for N1 batches of ``static_episodes`` episodes against the runtime agent's.
 
+One runtime agent for a range of MAC budgets (``budget="0.3:0.7"`` or a list, issue 18): the
+runtime agent trains over the range (each episode draws its budget, ``agent_update="alternating"``,
+the default of a range), the static agent at the range's top budget (the stored network serves
+every budget of the range, so its channels are sized for the largest), and the CNN fine-tunes under
+a mix of budgets as slimmable networks do: each batch is split into ``budget_mix`` groups, the
+first at the lowest budget, the second at the highest and the others at budgets drawn from the
+range (the sandwich rule of Yu & Huang, "Universally Slimmable Networks", 2019). Every iteration
+is evaluated at ``eval_budgets`` (``history_budgets.png``) and the run ends with the agent's sweep
+over them (``any_budget.{json,csv,png}``: the agent beside uniform, the best static allocation and
+the calibrated agent at each budget, on the fine-tuned network).
+
 Nothing trained is lost to an interruption: Ctrl-C in the agents' phase saves the agents where
 they are, Ctrl-C in the CNN phase saves the fine-tuning in progress (``cnn_phase.pt``, see
 :func:`prune_env.cnn.train_stage`), and ``resume=True`` continues both from there (the agents
@@ -60,6 +71,8 @@ from agents.training import (
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
 from prune_env.checkpoint import save_checkpoint as save_cnn_checkpoint
 from prune_env.data import load_dataset
+from prune_env.deploy.budget import budgeted_policy, keep_ratios_at_budget
+from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
 from prune_env.interrupt import deferred_interrupt
@@ -100,7 +113,9 @@ class Algorithm1Config:
     lr: float = 1e-3
     static_episodes: int = 8
     final_cnn_batches: int = 0
-    budget: float = 0.5
+    #: the budget (a sparsity, or ``budget_kind`` units): one number, or a range ``"low:high"`` /
+    #: ``(low, high)`` / a list of values for one any-budget runtime agent (module docstring)
+    budget: float | str | tuple | list = 0.5
     tradeoff_rate: float = JOINT_TRADEOFF_RATE
     algo: str = "recurrent_ppo"
     preset: str = "fast"
@@ -118,7 +133,7 @@ class Algorithm1Config:
     #: default: as accurate as the alternation on digits, never over the MAC budget there, with one
     #: forward pass for both agents, docs/algorithm1.md) or ``"alternating"`` (each agent against
     #: the other's frozen policy)
-    agent_update: str = "joint"
+    agent_update: str | None = None  # None: "joint" for one budget, "alternating" for a range
     #: joint batches per update of both agents (None: as many as fill the static agent's rollout
     #: in alternation, ``n_steps x n_envs`` of its hyper-parameters; see :func:`joint_batches_per_update`)
     joint_update_batches: int | None = None
@@ -126,8 +141,31 @@ class Algorithm1Config:
     #: batch forwards ``batch_size`` images as in the paper; ``batch_size`` gives each static episode
     #: the images it evaluates in alternation, at ``static_episodes`` times the forward passes)
     joint_group_images: int | None = None
+    #: a budget range: groups of each CNN batch, each pruned at its own budget (lowest, highest, then
+    #: drawn from the range: the sandwich rule)
+    budget_mix: int = 4
+    #: a budget range: the budgets each iteration is evaluated at and the final sweep covers (None:
+    #: five evenly spaced over the range, or a list's values)
+    eval_budgets: list[float] | None = None
 
     def __post_init__(self) -> None:
+        budget_range = BudgetRange.parse(self.budget)
+        if budget_range is not None:
+            self.budget = budget_range.to_json()
+            if self.agent_update is None:
+                self.agent_update = "alternating"
+            elif self.agent_update == "joint":
+                raise ValueError(f"agent_update='joint' takes one budget, not budget={self.budget!r}; an any-budget "
+                                 f"runtime agent trains with agent_update='alternating'")
+            if self.eval_budgets is not None:
+                self.eval_budgets = [budget_range.check(b, "eval_budgets") for b in self.eval_budgets]
+        else:
+            if self.eval_budgets is not None:
+                raise ValueError(f"eval_budgets is for a budget range, got budget={self.budget!r}")
+            if self.agent_update is None:
+                self.agent_update = "joint"
+        if isinstance(self.budget_mix, bool) or not isinstance(self.budget_mix, (int, np.integer)) or self.budget_mix < 1:
+            raise ValueError(f"budget_mix must be an integer >= 1, got {self.budget_mix!r}")
         if self.agent_update not in AGENT_UPDATES:
             raise ValueError(f"agent_update must be one of {list(AGENT_UPDATES)}, got {self.agent_update!r}")
         for name in ("joint_update_batches", "joint_group_images"):
@@ -136,22 +174,43 @@ class Algorithm1Config:
                 raise ValueError(f"{name} must be >= 1, got {value!r}")
 
 
-def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any):
+def mixed_budgets(budget_range: BudgetRange, groups: int, rng: np.random.Generator) -> list[float]:
+    """The budgets of one CNN batch's ``groups`` groups: the range's lowest, its highest, then budgets
+    drawn from it (the sandwich rule); one group: a drawn budget."""
+    if groups == 1:
+        return [budget_range.sample(rng)]
+    return [budget_range.low, budget_range.high, *(budget_range.sample(rng) for _ in range(groups - 2))]
+
+
+def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any, *,
+                   budget_mix: int = 4, seed: int = 0):
     """A ``ratio_fn`` for :func:`prune_env.training.train_stage`: the frozen agents' deterministic keep ratios.
 
     The runtime agent observes the network being fine-tuned (its current weights), as it will at
-    deployment; the static ratios are fixed.
+    deployment; the static ratios are fixed. An any-budget runtime agent (``task.budget_range``)
+    prunes each batch in ``budget_mix`` groups of consecutive images, each at a budget of
+    :func:`mixed_budgets` (drawn from a generator seeded with ``seed``): the CNN learns under a mix
+    of budgets, each group's observations carrying its budget as in the environment.
     """
     static = [float(r) for r in np.asarray(static_ratios).reshape(-1)]
+    budget_range = task.budget_range
+    rng = np.random.default_rng(seed)
 
     def ratio_fn(net: GatedNet, images: Tensor) -> tuple[Tensor, list[float]]:
         frozen, task.net = task.net, net
         try:
             with torch.no_grad():
-                state = task.rollout(images, runtime_policy, static)
+                if budget_range is None:
+                    state = task.rollout(images, runtime_policy, static)
+                    rows = [torch.as_tensor(r, dtype=torch.float32).expand(images.shape[0]) for r in state.runtime_ratios]
+                    ratios = torch.stack(rows, 1)
+                else:
+                    groups = torch.arange(images.shape[0]).tensor_split(min(budget_mix, images.shape[0]))
+                    budgets = mixed_budgets(budget_range, len(groups), rng)
+                    ratios = torch.cat([torch.as_tensor(keep_ratios_at_budget(task, runtime_policy, images[g], b, static),
+                                                        dtype=torch.float32) for g, b in zip(groups, budgets)])
         finally:
             task.net = frozen
-        ratios = torch.stack([torch.as_tensor(r, dtype=torch.float32).expand(images.shape[0]) for r in state.runtime_ratios], 1)
         return ratios.to(images.device), static
 
     return ratio_fn
@@ -203,10 +262,58 @@ def _plot_history(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def budget_columns(test: PruningTask, runtime_policy: Any, static_ratios: Any, budgets: list[float]) -> dict:
+    """An any-budget runtime agent on ``test`` at each budget: ``test_accuracy@B``, ``macs_ratio@B``,
+    ``macs_budget@B`` and ``within_budget@B`` (the fraction of inputs within it), ``B`` as ``%g``."""
+    columns = {}
+    for b in budgets:
+        held = budgeted_policy(test, runtime_policy, b)
+        with test.at_budget(b):
+            m = evaluate_policies(test, held, static_ratios)
+        columns.update({f"test_accuracy@{b:g}": m["accuracy"], f"macs_ratio@{b:g}": m["macs_ratio"],
+                        f"macs_budget@{b:g}": m["budget"], f"within_budget@{b:g}": m["within_budget"]})
+    return columns
+
+
+def _plot_budget_history(rows: list[dict], path: Path) -> None:
+    """An any-budget run per iteration: test accuracy at each evaluated budget, and each budget's
+    mean MAC ratio as a fraction of that budget (1 = on budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    budgets = [k.split("@", 1)[1] for k in rows[-1] if k.startswith("test_accuracy@")]
+    it = [r["iteration"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(budgets)))
+    for b, color in zip(budgets, colors):
+        ax1.plot(it, [100 * r[f"test_accuracy@{b}"] for r in rows], "o-", color=color, label=f"budget {b}")
+        ax2.plot(it, [r[f"macs_ratio@{b}"] / r[f"macs_budget@{b}"] for r in rows], "o-", color=color,
+                 label=f"budget {b} (MAC budget {rows[-1][f'macs_budget@{b}']:.3f})")
+    ax1.set_ylabel("test top-1 (%)")
+    ax1.set_title("one runtime agent at each budget", fontsize=10)
+    ax2.axhline(1.0, color="0.3", ls="--", lw=1)
+    ax2.axhline(1.01, color="0.3", ls=":", lw=1, label="budget + 1%")
+    ax2.set_ylabel("mean MACs / MAC budget")
+    ax2.set_title("budget compliance", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _write_history(rows: list[dict], out: Path) -> None:
     write_csv(rows, out / "history.csv", fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # resumed: old + new keys
     write_json(rows, out / "history.json")
     _plot_history(rows, out / "history.png")
+    if any(k.startswith("test_accuracy@") for k in rows[-1]):
+        _plot_budget_history(rows, out / "history_budgets.png")
 
 
 def joint_group_images(cfg: Algorithm1Config) -> int:
@@ -294,6 +401,9 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     static_cfg = RunConfig(**{**asdict(run_cfg), "n_envs": min(cfg.n_envs, STATIC_ENVS)})
     models, venvs = {}, {}
     per_env = joint_env_kwargs(cfg.algo, {**env_kwargs, "eval_batch": cfg.batch_size})
+    budget_range = BudgetRange.parse(cfg.budget)
+    if budget_range is not None:  # the static agent sizes the stored network for the range's largest budget
+        per_env[STATIC]["budget"] = budget_range.high
     for env_id, sub, rc in ((RUNTIME, "runtime", run_cfg), (STATIC, "static", static_cfg)):
         (out / sub).mkdir(exist_ok=True)
         kwargs = per_env[env_id]
@@ -301,11 +411,13 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         models[env_id], venvs[env_id], _ = prepare_agent(rc, env_id, out / sub, kwargs)
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     runtime_policy = agent_policy(models[RUNTIME], {"algo": cfg.algo})
-    static_env.set_runtime_policy(runtime_policy)
+    # an any-budget runtime agent partners the static agent at the static agent's budget
+    static_env.set_runtime_policy(runtime_policy if budget_range is None
+                                  else budgeted_policy(runtime_env.task, runtime_policy, budget_range.high))
     # before the static agent has acted, runtime episodes run under the budget's uniform static
-    # ratio, so that the MAC budget is reachable for any R_r
+    # ratio (a range: its largest budget's), so that the MAC budget is reachable for any R_r
     runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0
-                                 else runtime_env.task.static_budget_keep_ratio)
+                                 else static_env.task.static_budget_keep_ratio)
 
     joint = _joint_trainer(cfg, models, venvs) if cfg.agent_update == "joint" else None
 
@@ -314,6 +426,11 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     test = test_task(runtime_env.task)
     _sync_weights(net, runtime_env.task, static_env.task, test)
     layers = runtime_env.task.num_layers
+    eval_budgets = None
+    if budget_range is not None:
+        from prune_env.budget_sweep import sweep_budgets
+
+        eval_budgets = cfg.eval_budgets or sweep_budgets(budget_range)
     runtime_steps = cfg.agent_batches * cfg.batch_size * layers
     static_steps = cfg.agent_batches * cfg.static_episodes * layers
     start = time.time()
@@ -343,13 +460,15 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         resume_phase = cfg.resume and phase_path.is_file() and read_checkpoint(phase_path).get("iteration") == k
         history = train_stage(net, "finetune", splits, epochs=epochs, steps_per_epoch=per_epoch, lr=cfg.lr,
                               batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed + k, progress=False,
-                              ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios),
+                              ratio_fn=agent_ratio_fn(runtime_env.task, runtime_policy, static_ratios,
+                                                      budget_mix=cfg.budget_mix, seed=cfg.seed + k),
                               tradeoff_rate=cfg.tradeoff_rate, data_on_device=cfg.data_on_device,
                               checkpoint_path=phase_path, resume=resume_phase, checkpoint_extra={"iteration": k})
         net.eval()
         _sync_weights(net, runtime_env.task, static_env.task, test)
-        metrics = evaluate_policies(test, runtime_policy, static_ratios)
+        metrics = evaluate_policies(test, runtime_policy, static_ratios)  # a range: at its reference (the middle)
         dense = evaluate_policies(test, 1.0, np.ones(layers))  # this iteration's CNN, nothing pruned
+        per_budget = {} if eval_budgets is None else budget_columns(test, runtime_policy, static_ratios, eval_budgets)
         rows.append({
             "iteration": k, "train_accuracy": history[-1]["train_acc"], "val_accuracy": history[-1]["val_acc"],
             "test_accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"], "params_ratio": metrics["params_ratio"],
@@ -357,7 +476,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
             "params_budget": metrics["params_budget"], "dense_test_accuracy": dense["accuracy"],
             "agent_update": cfg.agent_update, "agent_seconds": agent_seconds,
             "runtime_timesteps": int(models[RUNTIME].num_timesteps), "static_timesteps": int(models[STATIC].num_timesteps),
-            **{f"static_ratio_{t}": float(r) for t, r in enumerate(static_ratios)},
+            **{f"static_ratio_{t}": float(r) for t, r in enumerate(static_ratios)}, **per_budget,
         })
         # a finished iteration is durable: CNN, agents, reward scales, history
         save_cnn_checkpoint(cnn_path, net, dataset=runtime_env.task.dataset_name, input_shape=runtime_env.task.input_shape,
@@ -374,8 +493,18 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     bar.close()
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         atomic_model_save(models[env_id], out / sub / MODEL_FILE)
-    final = evaluate_run(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True), test, runtime_policy=runtime_policy,
-                         static_ratios=runtime_env.static_ratios, out=out)
+    if budget_range is None:
+        final = evaluate_run(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True), test,
+                             runtime_policy=runtime_policy, static_ratios=runtime_env.static_ratios, out=out)
+    else:  # the sweep on the fine-tuned network; best static searched and offsets calibrated on the val split
+        from agents.training import evaluate_any_budget
+
+        final = evaluate_any_budget(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True, seed=cfg.seed,
+                                              sweep_budgets=list(eval_budgets)),
+                                    runtime_env.task, runtime_policy=runtime_policy,
+                                    static_ratios=runtime_env.static_ratios, out=out, test=test)
+        final.update(params_ratio=rows[-1]["params_ratio"], params_budget=rows[-1]["params_budget"],
+                     static_ratios=[float(r) for r in runtime_env.static_ratios])
     final.update(iterations=len(rows), seconds=time.time() - start, history=rows)
     write_json(final, out / "metrics.json")
     for v in venvs.values():

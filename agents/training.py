@@ -378,16 +378,19 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path,
-                        static_policy: Any = None, progress: Any = None) -> dict:
+                        static_policy: Any = None, progress: Any = None, test: PruningTask | None = None) -> dict:
     """An any-budget agent's curve on the test split (:mod:`prune_env.budget_sweep`): at each of
     ``cfg.sweep_budgets`` (default ``cfg.sweep_points`` evenly spaced over the range), the agent
     beside uniform, the best static allocation and the calibrated agent (a runtime agent; a static one:
     beside the uniform static keep ratio), and the one-budget runs of ``cfg.per_budget_runs``.
     Writes ``any_budget.{json,csv,png}`` into ``out``, prints the table; returns the metrics.
+    ``test``: the task on the test split (default: built from ``task``'s configuration, or ``task``
+    itself when it is on the test split; give it when ``task``'s network is not its checkpoint's, as
+    in Algorithm 1).
     """
     from prune_env import budget_sweep
 
-    test = task if task.cfg.split == "test" else test_task(task)
+    test = test if test is not None else task if task.cfg.split == "test" else test_task(task)
     budgets = cfg.sweep_budgets or budget_sweep.sweep_budgets(task.budget_range, cfg.sweep_points)
     if static_policy is not None:
         budgets = [test.check_budget(b) for b in budgets]

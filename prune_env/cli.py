@@ -53,6 +53,23 @@ def fraction(text: str) -> float:
     return value
 
 
+def budget_value(text: str) -> float | str:
+    """One budget in ``(0, 1]``, or a range ``low:high`` / a list ``b1,b2,...`` of them (an any-budget
+    agent, :class:`prune_env.envs.budgets.BudgetRange`), written back in the form JSON keeps."""
+    from prune_env.envs.budgets import BudgetRange
+
+    try:
+        budget_range = BudgetRange.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if budget_range is None:
+        return fraction(text)
+    for v in (budget_range.low, budget_range.high):
+        if not 0 < v <= 1:
+            raise argparse.ArgumentTypeError(f"every budget must be in (0, 1], got {text}")
+    return budget_range.to_json()
+
+
 def unit_interval(text: str) -> float:
     value = _number(float, text)
     if not 0 <= value <= 1:
