@@ -20,8 +20,10 @@ How the agents learn in lines 12-15 (``agent_update``):
 
 One runtime agent for a range of MAC budgets (``budget="0.3:0.7"`` or a list, issue 18): the
 runtime agent trains over the range (each episode draws its budget, ``agent_update="alternating"``,
-the default of a range), the static agent at the range's top budget (the stored network serves
-every budget of the range, so its channels are sized for the largest), and the CNN fine-tunes under
+the default of a range), the static agent at the range's middle (:func:`check_reachable`: under
+``R_r`` a layer keeps about ``R_r d_r + (1 - R_r) d_s`` of its channels where the runtime agent keeps
+fewer than the static one, and ``d_s + R_r (d_r - d_s)`` where it keeps more, so one static ratio
+must let every budget of the range be reached), and the CNN fine-tunes under
 a mix of budgets as slimmable networks do: each batch is split into ``budget_mix`` groups, the
 first at the lowest budget, the second at the highest and the others at budgets drawn from the
 range (the sandwich rule of Yu & Huang, "Universally Slimmable Networks", 2019). Every iteration
@@ -216,6 +218,20 @@ def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ra
     return ratio_fn
 
 
+def check_reachable(task: PruningTask, static_ratio: float) -> None:
+    """A ValueError naming ``budget`` and ``tradeoff_rate`` when the uniform ``static_ratio`` does not let
+    the runtime agent reach both ends of ``task``'s budget range under its ``R_r``: the kept fraction of
+    a layer runs from ``(1 - R_r) d_s + R_r alpha`` (runtime keep ratio ``alpha``) to ``d_s + R_r (1 - d_s)``
+    (keep ratio 1), nested importance orders assumed."""
+    rate, alpha = task.tradeoff_rate, task.cfg.alpha
+    low, high = (1 - rate) * static_ratio + rate * alpha, static_ratio + rate * (1 - static_ratio)
+    need_low, need_high = task.keep_ratio_of(task.budget_range.low), task.keep_ratio_of(task.budget_range.high)
+    if need_low < low - 1e-6 or need_high > high + 1e-6:
+        raise ValueError(f"budget={task.cfg.budget!r} with tradeoff_rate={rate:g}: a static keep ratio of {static_ratio:.3f} "
+                         f"(the range's middle) lets the runtime agent keep {low:.3f}-{high:.3f} of the channels, not "
+                         f"{need_low:.3f}-{need_high:.3f}; narrow the range or raise tradeoff_rate (1: pure runtime pruning)")
+
+
 def _sync_weights(net: GatedNet, *tasks: PruningTask) -> None:
     """Copy the fine-tuned CNN into the environments' frozen copies."""
     state = net.state_dict()
@@ -402,8 +418,8 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     models, venvs = {}, {}
     per_env = joint_env_kwargs(cfg.algo, {**env_kwargs, "eval_batch": cfg.batch_size})
     budget_range = BudgetRange.parse(cfg.budget)
-    if budget_range is not None:  # the static agent sizes the stored network for the range's largest budget
-        per_env[STATIC]["budget"] = budget_range.high
+    if budget_range is not None:  # one static agent, at the range's middle, serves every budget
+        per_env[STATIC]["budget"] = budget_range.reference
     for env_id, sub, rc in ((RUNTIME, "runtime", run_cfg), (STATIC, "static", static_cfg)):
         (out / sub).mkdir(exist_ok=True)
         kwargs = per_env[env_id]
@@ -413,9 +429,11 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     runtime_policy = agent_policy(models[RUNTIME], {"algo": cfg.algo})
     # an any-budget runtime agent partners the static agent at the static agent's budget
     static_env.set_runtime_policy(runtime_policy if budget_range is None
-                                  else budgeted_policy(runtime_env.task, runtime_policy, budget_range.high))
+                                  else budgeted_policy(runtime_env.task, runtime_policy, budget_range.reference))
+    if budget_range is not None:
+        check_reachable(runtime_env.task, static_env.task.static_budget_keep_ratio)
     # before the static agent has acted, runtime episodes run under the budget's uniform static
-    # ratio (a range: its largest budget's), so that the MAC budget is reachable for any R_r
+    # ratio (a range: its middle's), so that the MAC budget is reachable for any R_r
     runtime_env.set_static_policy(agent_policy(models[STATIC], {"algo": cfg.algo}) if done > 0
                                  else static_env.task.static_budget_keep_ratio)
 

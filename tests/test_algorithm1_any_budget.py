@@ -1,6 +1,6 @@
 """Algorithm 1 with one runtime agent for a range of budgets (issue 18): the CNN fine-tunes under a mix
-of budgets (the sandwich rule), the static agent at the range's top, every iteration evaluated at each
-budget, and the final sweep on the fine-tuned network."""
+of budgets (the sandwich rule), the static agent at the range's middle, every iteration evaluated at
+each budget, and the final sweep on the fine-tuned network."""
 
 import json
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import finetune_cnn
-from agents.algorithm1 import Algorithm1Config, agent_ratio_fn, mixed_budgets, run_algorithm1
+from agents.algorithm1 import Algorithm1Config, agent_ratio_fn, check_reachable, mixed_budgets, run_algorithm1
 from prune_env.assets import default_checkpoint_path
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import PruningTask, TaskConfig
@@ -74,6 +74,15 @@ def test_config_checks_a_budget_range():
         Algorithm1Config(checkpoint=ckpt, budget="0.3:0.7", budget_mix=0)
 
 
+def test_a_range_the_static_ratio_cannot_serve_is_refused():
+    """R_r = 0.5, static keep 0.5 (the middle of 0.3:0.7): a layer keeps 0.3-0.75 of its channels; the
+    middle of 0.1:0.9 (0.5) keeps 0.3-0.75 too, so neither 0.1 nor 0.9 can be reached."""
+    check_reachable(PruningTask(TaskConfig(budget="0.3:0.7", tradeoff_rate=0.5)), 0.5)
+    with pytest.raises(ValueError, match=r"budget='0.1:0.9' with tradeoff_rate=0.5: .* keep 0.300-0.750 .* not 0.100-0.900"):
+        check_reachable(PruningTask(TaskConfig(budget="0.1:0.9", tradeoff_rate=0.5)), 0.5)
+    check_reachable(PruningTask(TaskConfig(budget="0.1:0.9", tradeoff_rate=1.0)), 0.5)  # pure runtime pruning
+
+
 def test_command_line_refuses_joint_with_a_range(tmp_path, capsys):
     base = ["algorithm1", "--checkpoint", str(default_checkpoint_path()), "--out", str(tmp_path / "a")]
     with pytest.raises(SystemExit):
@@ -91,7 +100,7 @@ def test_any_budget_algorithm1_evaluates_every_budget_and_sweeps(tmp_path):
     metrics = run_algorithm1(cfg)
     runtime_run = json.loads((out / "runtime" / "run.json").read_text())
     static_run = json.loads((out / "static" / "run.json").read_text())
-    assert runtime_run["env_kwargs"]["budget"] == "0.3:0.7" and static_run["env_kwargs"]["budget"] == 0.7
+    assert runtime_run["env_kwargs"]["budget"] == "0.3:0.7" and static_run["env_kwargs"]["budget"] == 0.5
     row = json.loads((out / "history.json").read_text())[-1]
     assert row["agent_update"] == "alternating"
     budgets = [row[f"macs_budget@{b}"] for b in ("0.3", "0.5", "0.7")]
