@@ -179,15 +179,15 @@ def load_run(run_dir: str | Path, *, runtime_agent: str | Path | None = None, st
     return LoadedRun(run_dir, kind, task, pair, info)
 
 
-def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask:
-    """The test-split task of a run. For Algorithm 1 the network is ``cnn.pt``; the observation
-    encoders are calibrated, as during the run, on the checkpoint the agents started from when
-    it still exists (the runtime agent was trained on those observations), else on ``cnn.pt``."""
-    env_kwargs = dict(meta.get("env_kwargs", {}))
+def _build_task(run_dir: Path, kind: str, meta: dict, info: dict, split: str = "test") -> PruningTask:
+    """The ``split`` task of a run (default: the test split). For Algorithm 1 the network is ``cnn.pt``;
+    the observation encoders are calibrated, as during the run, on the checkpoint the agents started
+    from when it still exists (the runtime agent was trained on those observations), else on ``cnn.pt``."""
+    env_kwargs = {**meta.get("env_kwargs", {}), "split": split}
     if kind == "static":  # StaticPrune-v0's own default (pure static pruning), not TaskConfig's
         env_kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
     if kind != "algorithm1":
-        task = PruningTask(_task_config(env_kwargs))
+        task = PruningTask(_task_config(env_kwargs, split=split))
         info["checkpoint"] = task.cfg.checkpoint or "shipped default"
         return task
     from prune_env.checkpoint import load_checkpoint
@@ -195,16 +195,30 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict) -> PruningTask
     cnn = run_dir / CNN_FILE
     start = env_kwargs.get("checkpoint")
     if start and Path(start).is_file() and Path(start).resolve() != cnn.resolve():
-        task = PruningTask(_task_config(env_kwargs, checkpoint=str(start)))
+        task = PruningTask(_task_config(env_kwargs, checkpoint=str(start), split=split))
         net, _ = load_checkpoint(cnn)
         task.net.load_state_dict(net.state_dict())
         info["encoder_calibration"] = str(start)
     else:
-        task = PruningTask(_task_config(env_kwargs, checkpoint=str(cnn)))
+        task = PruningTask(_task_config(env_kwargs, checkpoint=str(cnn), split=split))
         info["encoder_calibration"] = str(cnn)
     task.cfg.checkpoint = str(cnn)
     info["checkpoint"] = str(cnn)
     return task
+
+
+def evaluate_any_budget_pair(run_dir: str | Path, cfg: Any) -> dict:
+    """An ``algorithm1`` (or ``joint``) run whose runtime agent trained over a budget range, at
+    ``cfg.sweep_budgets`` on the test split (:func:`agents.training.evaluate_any_budget`, on the run's
+    fine-tuned network): the best static allocation searched and the offsets calibrated on the
+    validation split, the static agent's ratios as the run deployed them."""
+    from agents.training import evaluate_any_budget
+
+    run = load_run(run_dir)
+    meta = json.loads((run.run_dir / "runtime" / RUN_FILE).read_text())
+    search = _build_task(run.run_dir, run.kind, meta, {}, split="val")
+    return evaluate_any_budget(cfg, search, runtime_policy=run.pair.runtime_policy, static_ratios=run.pair.static_ratios,
+                               out=Path(cfg.out), test=run.task)
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -279,4 +293,4 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
     return report
 
 
-__all__ = ["KINDS", "LoadedRun", "evaluate_run_dir", "inspect_run", "load_run"]
+__all__ = ["KINDS", "LoadedRun", "evaluate_any_budget_pair", "evaluate_run_dir", "inspect_run", "load_run"]

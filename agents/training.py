@@ -414,11 +414,21 @@ def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: An
 
 
 def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
-    """The budget range a ``train_agents.py`` run trained its agent over (``run.json``), None for one budget."""
+    """The budget range a ``train_agents.py`` run trained its agent over (``run.json``; an Algorithm 1 or
+    joint run: its runtime agent's, ``runtime/run.json``), None for one budget."""
     path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        path = Path(run_dir) / "runtime" / RUN_FILE
     if not path.is_file():
         return None
     return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
+
+
+def sweep_budgets_of(budget_range: BudgetRange) -> list[float]:
+    """The budgets a sweep covers by default (:func:`prune_env.budget_sweep.sweep_budgets`)."""
+    from prune_env.budget_sweep import sweep_budgets
+
+    return sweep_budgets(budget_range)
 
 
 def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
@@ -442,6 +452,16 @@ def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] 
         raise ValueError(f"{str(run_dir)!r} holds an agent trained at one budget "
                          f"({meta.get('env_kwargs', {}).get('budget', 0.5)!r}), not over a range: evaluate it without --budget")
     budgets = [budget_range.check(b) for b in budgets] if budgets else None
+    if not (run_dir / RUN_FILE).is_file():  # finetune_cnn.py algorithm1 (or --joint): both agents and the CNN
+        if static_agent is not None or runtime_agent is not None:
+            raise ValueError("an Algorithm 1 run holds both agents; --runtime-agent / --static-agent apply to single-agent runs")
+        from agents.report import evaluate_any_budget_pair
+
+        rt_meta = json.loads((run_dir / "runtime" / RUN_FILE).read_text())
+        cfg = RunConfig(env_id=RUNTIME, algo=rt_meta["algo"], seed=int(rt_meta.get("seed", 0)), out=str(out or run_dir),
+                        sweep_budgets=budgets or sweep_budgets_of(budget_range), per_budget_runs=list(per_budget_runs),
+                        sweep_calibrate=calibrate)
+        return evaluate_any_budget_pair(run_dir, cfg)
     env_id = meta["env_id"]
     model, meta = load_agent(run_dir if (run_dir / MODEL_FILE).is_file() else run_dir / CHECKPOINT_FILE)
     policy = agent_policy(model, meta)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import evaluate_run
 import finetune_cnn
 from agents.algorithm1 import Algorithm1Config, agent_ratio_fn, check_reachable, mixed_budgets, run_algorithm1
 from prune_env.assets import default_checkpoint_path
@@ -114,3 +115,14 @@ def test_any_budget_algorithm1_evaluates_every_budget_and_sweeps(tmp_path):
     assert metrics["any_budget"] is True and metrics["iterations"] == 1 and 0 < metrics["params_ratio"] < 1
     saved = json.loads((out / "metrics.json").read_text())
     assert [p["budget"] for p in saved["sweep"]] == [0.3, 0.5, 0.7]
+    # evaluate_run.py --budget on the saved run: the fine-tuned network, the agents as deployed
+    evaluate_run.main([str(out), "--budget", "0.5", "--no-calibrate"])
+    again = json.loads((out / "sweep" / "any_budget.json").read_text())["points"]
+    assert [p["budget"] for p in again] == [0.5]
+    assert again[0]["rows"]["agent"]["accuracy"] == pytest.approx(row["test_accuracy@0.5"], abs=1e-12)
+    assert again[0]["rows"]["agent"]["macs_ratio"] == pytest.approx(row["macs_ratio@0.5"], abs=1e-12)
+    assert "best_static" in again[0]["rows"]
+    with pytest.raises(SystemExit):
+        evaluate_run.main([str(out)])  # an any-budget run needs --budget
+    with pytest.raises(SystemExit):
+        evaluate_run.main([str(out), "--budget", "0.8", "--out", str(tmp_path / "o")])  # outside 0.3:0.7
