@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import prune_env  # noqa: F401
+from prune_env.deploy.budget import budgeted_policy
 from prune_env.envs import BatchedPruneVecEnv, RuntimePruneEnv, StaticPruneEnv
 from prune_env.envs.budgets import BudgetRange
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, LossNormalizer
@@ -148,6 +149,25 @@ def test_relative_actions_start_every_budget_at_its_uniform_keep_ratio(env_id, e
         *_, end = play(absolute, 0.5, seed=0, options={"budget": value})
         kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
         assert kept == pytest.approx([0.5] * absolute.num_layers)
+
+
+@pytest.mark.parametrize("env_id, extra", [("RuntimePrune-v0", {}), ("StaticPrune-v0", {"eval_batch": 8})])
+def test_scaled_actions_multiply_by_the_budgets_keep_ratio(env_id, extra):
+    """``budget_action="scaled"``: the keep ratio applied is the action times kappa(b) / kappa(0.5)."""
+    env = gym.make(env_id, budget=RANGE, budget_action="scaled", **extra).unwrapped
+    for value in (0.3, 0.42, 0.7):
+        *_, end = play(env, 0.5, seed=0, options={"budget": value})  # the reference keep ratio: the budget's own
+        kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
+        assert kept == pytest.approx([value] * env.num_layers)
+        *_, end = play(env, 0.6, seed=0, options={"budget": value})  # 20% above the reference: 20% above each budget's
+        kept = end["actions"] if env_id == "RuntimePrune-v0" else end["keep_ratios"]
+        assert kept == pytest.approx([min(1.0, 1.2 * value)] * env.num_layers)
+    held = budgeted_policy(env.task, 0.6, 0.3, "macs" if env_id == "RuntimePrune-v0" else "params")
+    assert (held.scale, held.shift) == (pytest.approx(0.6), 0.0)
+    held.reset(2)
+    assert held(np.zeros((2, env.observation_space.shape[0]), np.float32)) == pytest.approx([0.36, 0.36])
+    with pytest.raises(ValueError, match="budget_action must be one of"):
+        gym.make(env_id, budget=RANGE, budget_action="multiplied", **extra)
 
 
 # --------------------------------------------------------------------------- lambda and beta per bin

@@ -32,13 +32,15 @@ from prune_env.policies import KeepRatioPolicy, as_policy
 class BudgetedPolicy(KeepRatioPolicy):
     """An any-budget agent's policy held at one budget: the budget entry of every observation (the
     last) set to ``cost_budget`` (the MAC fraction for a runtime agent, the parameter fraction for a
-    static one), and ``shift`` added to its actions (relative actions,
-    :meth:`~prune_env.envs.task.PruningTask.action_shift`; 0 for absolute ones)."""
+    static one), its actions multiplied by ``scale`` and ``shift`` added (relative and scaled actions,
+    :meth:`~prune_env.envs.task.PruningTask.action_transform`; 1 and 0 for absolute ones)."""
 
-    def __init__(self, policy: Any, cost_budget: float, shift: float = 0.0, num_layers: int | None = None):
+    def __init__(self, policy: Any, cost_budget: float, shift: float = 0.0, num_layers: int | None = None,
+                 scale: float = 1.0):
         self.policy = as_policy(policy, num_layers)
         self.cost_budget = float(cost_budget)
         self.shift = float(shift)
+        self.scale = float(scale)
 
     def reset(self, batch_size: int) -> None:
         super().reset(batch_size)
@@ -47,10 +49,11 @@ class BudgetedPolicy(KeepRatioPolicy):
     def act(self, observations: np.ndarray, t: int) -> np.ndarray:
         observations = np.array(observations, dtype=np.float32, copy=True)
         observations[:, -1] = self.cost_budget
-        return self.policy(observations) + self.shift
+        return self.policy(observations) * self.scale + self.shift
 
     def __repr__(self) -> str:
-        return f"BudgetedPolicy({self.policy!r}, cost_budget={self.cost_budget:.4f}, shift={self.shift:+.4f})"
+        return (f"BudgetedPolicy({self.policy!r}, cost_budget={self.cost_budget:.4f}, scale={self.scale:.4f}, "
+                f"shift={self.shift:+.4f})")
 
 
 def budgeted_policy(task: PruningTask, policy: Any, budget: float, resource: str = "macs") -> BudgetedPolicy:
@@ -60,9 +63,10 @@ def budgeted_policy(task: PruningTask, policy: Any, budget: float, resource: str
     for a static one."""
     value = task.check_budget(budget)
     macs, params = task.costs_of(np.array([value]), params=resource == "params")
-    shift = task.action_shift(np.array([value]), resource)
+    transform = task.action_transform(np.array([value]), resource)
+    scale, shift = (1.0, 0.0) if transform is None else (float(transform[0][0]), float(transform[1][0]))
     cost = params[0] if resource == "params" else macs[0]
-    return BudgetedPolicy(policy, float(cost), 0.0 if shift is None else float(shift[0]), task.num_layers)
+    return BudgetedPolicy(policy, float(cost), shift, task.num_layers, scale=scale)
 
 
 def keep_ratios_at_budget(task: PruningTask, policy: Any, images: Tensor, budget: float,

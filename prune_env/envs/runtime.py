@@ -22,22 +22,25 @@ class EpisodeBudgets:
         values: ``(B,)`` each episode's budget as drawn (``budget_kind`` units), or None.
         costs: ``(B,)`` each episode's cost budget (MAC or parameter fraction), or None.
         bins: ``(B,)`` each episode's budget bin (its ``beta`` and ``lambda``), or None.
-        shift: ``(B,)`` what relative actions add to each episode's action, or None
-            (:meth:`~prune_env.envs.task.PruningTask.action_shift`).
+        transform: ``(scale, shift)``, each ``(B,)``: the keep ratio applied is ``action * scale + shift``
+            (relative or scaled actions, :meth:`~prune_env.envs.task.PruningTask.action_transform`), or None.
     """
 
     def __init__(self, task: PruningTask, values: np.ndarray | None, resource: str):
-        self.values = self.costs = self.bins = self.shift = None
+        self.values = self.costs = self.bins = self.transform = None
         if values is not None:
             self.values = np.asarray(values, dtype=np.float64).reshape(-1)
             macs, params = task.costs_of(self.values, params=resource == "params")
             self.costs = params if resource == "params" else macs
             self.bins = task.budget_bins(self.values)
-            self.shift = task.action_shift(self.values, resource)
+            self.transform = task.action_transform(self.values, resource)
 
     def applied(self, actions: np.ndarray) -> np.ndarray:
         """The episodes' actions ``(B,)`` as the keep ratios to apply (before clipping)."""
-        return actions if self.shift is None else actions + self.shift
+        if self.transform is None:
+            return actions
+        scale, shift = self.transform
+        return actions * scale + shift
 
     def of(self, default: float) -> float | np.ndarray:
         """Each episode's cost budget, or ``default`` (the task's) when they share one."""
@@ -234,7 +237,8 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     ``Box(alpha, 1, (1,), float32)``: the relaxed keep ratio, clipped to ``[alpha, 1]`` when
     applied (agents may act on the real line, paper Eq. 13). NaN or inf raises ``ValueError``. With
     a budget range and ``budget_action="relative"`` (its default) the keep ratio applied is the action
-    plus the episode budget's uniform keep ratio minus the range reference's (see Arguments).
+    plus the episode budget's uniform keep ratio minus the range reference's; with ``"scaled"``, the
+    action times their ratio (see Arguments).
 
     ## Observation Space
     ``Box(-inf, inf, (W + L + 2,), float32)``; ``L`` prunable layers, ``t`` the current one:
@@ -306,8 +310,10 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       continuous range, each with its own ``beta`` and ``lambda`` (a set: one bin per value);
       ``budget_action`` (None: ``"relative"`` for a range): ``"relative"`` applies the action plus
       the episode budget's uniform keep ratio minus the range reference's (so one action, the
-      reference keep ratio, prunes every episode uniformly at its own budget), ``"absolute"`` the
-      action itself (:meth:`~prune_env.envs.task.PruningTask.action_shift`);
+      reference keep ratio, prunes every episode uniformly at its own budget), ``"scaled"`` the
+      action times the episode budget's uniform keep ratio over the reference's (the same action
+      spends about the same fraction of every budget), ``"absolute"`` the action itself
+      (:meth:`~prune_env.envs.task.PruningTask.action_transform`);
     * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
       ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
     * ``budget_mode`` (``"per_input"`` | ``"average"``), ``penalty`` (``"absolute"`` |

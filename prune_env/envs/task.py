@@ -43,7 +43,7 @@ BUDGET_KINDS = ("sparsity", "fraction")
 BUDGET_MODES = ("per_input", "average")
 #: what an agent's action is under a budget range: the keep ratio itself, or its offset from the
 #: episode's uniform keep ratio (plus the range's reference, so that one action is the budget's keep ratio)
-BUDGET_ACTIONS = ("absolute", "relative")
+BUDGET_ACTIONS = ("absolute", "relative", "scaled")
 #: the overshoot Eq. 10 / 15 penalise: ``B - B_bar`` (the paper) or ``(B - B_bar) / B_bar``
 PENALTIES = ("absolute", "relative")
 #: ``beta`` of ``R_acc = -L / beta``: the moving average of Eq. 9, or frozen at its calibrated ``beta0``
@@ -169,7 +169,8 @@ class TaskConfig:
     dual_batch: int | None = None
     #: bins of a continuous budget range, each with its own lambda and beta (a set of values: one per value)
     dual_bins: int = 5
-    #: a budget range: ``"relative"`` actions (default) or ``"absolute"`` ones (:meth:`PruningTask.action_shift`)
+    #: a budget range: ``"relative"`` actions (default), ``"scaled"`` or ``"absolute"`` ones
+    #: (:meth:`PruningTask.action_transform`)
     budget_action: str | None = None
     reward: str = "sparse"
     observation: str = "encoded"
@@ -274,13 +275,13 @@ class PruningTask:
         self.budget_range = BudgetRange.parse(cfg.budget)
         self._set_budget(cfg.budget if self.budget_range is None else self.budget_range.reference)
         #: relative actions: the budget value an action of the agent's reference keep ratio stands for
-        self.action_reference = (self.budget_value if self.budget_range is not None and self.budget_action == "relative"
+        self.action_reference = (self.budget_value if self.budget_range is not None and self.budget_action != "absolute"
                                  else None)
         self._build_encoders(calibration_size)
 
     @property
     def budget_action(self) -> str:
-        """``"relative"`` or ``"absolute"`` (``cfg.budget_action``; unset: relative for a budget range)."""
+        """``"relative"``, ``"scaled"`` or ``"absolute"`` (``cfg.budget_action``; unset: relative for a budget range)."""
         if self.cfg.budget_action is not None:
             return self.cfg.budget_action
         return "relative" if BudgetRange.parse(self.cfg.budget) is not None else "absolute"
@@ -297,13 +298,41 @@ class PruningTask:
         the shift; outside them (:meth:`rollout`, evaluation, deployment) the agent's policy carries
         it: :func:`prune_env.deploy.budgeted_policy`.
         """
+        if self.action_reference is None or self.budget_action != "relative":
+            return None
+        kappa, reference = self._kappas(values, resource)
+        return kappa - reference
+
+    def action_scale(self, values: np.ndarray, resource: str = "macs") -> np.ndarray | None:
+        """What ``budget_action="scaled"`` multiplies the agent's action by for episodes of budget
+        ``values`` ``(B,)``: ``kappa(b) / kappa(b_ref)`` (as :meth:`action_shift`); None otherwise.
+
+        The agent's action is then a keep ratio *relative to the budget's*: the same action spends
+        about the same fraction of every budget (MACs grow about as the square of the keep ratio, so an
+        additive offset spends a larger fraction of a small budget than of a large one), and one
+        ``lambda`` per bin prices the bin's budgets alike.
+        """
+        if self.action_reference is None or self.budget_action != "scaled":
+            return None
+        kappa, reference = self._kappas(values, resource)
+        return kappa / reference
+
+    def action_transform(self, values: np.ndarray, resource: str = "macs") -> tuple[np.ndarray, np.ndarray] | None:
+        """``(scale, shift)`` per episode, the keep ratio applied being ``action * scale + shift``
+        (:meth:`action_shift`, :meth:`action_scale`); None with absolute actions."""
         if self.action_reference is None:
             return None
-        keep = self.keep_ratio_of if resource == "macs" else self.static_keep_ratio_of
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        scale, shift = self.action_scale(values, resource), self.action_shift(values, resource)
+        return (np.ones_like(values) if scale is None else scale), (np.zeros_like(values) if shift is None else shift)
+
+    def _kappas(self, values: np.ndarray, resource: str) -> tuple[np.ndarray, float]:
+        """The uniform keep ratios of budgets ``values`` and of the range's reference."""
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if self.cfg.budget_kind == "sparsity":
-            return values - self.action_reference
-        return np.array([keep(v) for v in values]) - keep(self.action_reference)
+            return values, float(self.action_reference)
+        keep = self.keep_ratio_of if resource == "macs" else self.static_keep_ratio_of
+        return np.array([keep(v) for v in values]), keep(self.action_reference)
 
     def _set_budget(self, value: float) -> None:
         """``budget_value``, ``macs_budget`` and ``params_budget`` of one budget ``value``."""
