@@ -23,6 +23,26 @@ def test_fraction_budget_stands_for_its_uniform_keep_ratio(sparsity_task):
     assert sparsity_task.budget_keep_ratio == 0.5
 
 
+@pytest.mark.parametrize("budget", [0.3, 0.45, 0.5, 0.7])
+def test_uniform_keep_ratio_keeps_the_same_channels_as_a_float32_action(budget):
+    """The environments' actions are float32: the uniform keep ratio of a budget must keep the same
+    channels after the cast (the bisection's edge 0.3125000156 rounds up to 0.3125000298 in float32,
+    one channel more of 64), and so stay within the MAC budget."""
+    import numpy as np
+
+    from prune_env.nets.masks import keep_count
+
+    task = PruningTask(TaskConfig(budget=budget))
+    ratio = task.uniform_keep_ratio()
+    assert float(np.float32(ratio)) == ratio
+    counts = [int(keep_count(ratio, int(c))) for c in task.channels]
+    assert counts == [int(keep_count(float(np.float32(ratio)), int(c))) for c in task.channels]
+    assert task.costs.macs_budget(ratio) <= task.macs_budget + 1e-12
+    assert task.costs.macs_budget(float(np.nextafter(np.float32(ratio), np.float32(2.0)))) >= task.macs_budget  # the largest
+    if budget == 0.3:
+        assert counts == [5, 10, 10, 20]
+
+
 def test_beta_is_calibrated_at_the_budgets_keep_ratio(sparsity_task):
     """With a fraction budget, beta comes from the network at the budget's uniform keep ratio
     (it used to be calibrated at keep ratio = the MAC fraction, 0.25 here)."""

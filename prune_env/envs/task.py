@@ -96,14 +96,22 @@ def check_device(name: str, value: Any) -> Any:
 
 def _largest_meeting(cost, budget: float, low: float, iterations: int = 50) -> float:
     """The largest ratio in ``[low, 1]`` whose (non-decreasing) ``cost`` meets ``budget``, by bisection;
-    ``low`` when none does."""
+    ``low`` when none does.
+
+    The ratio is returned as a float32 value (rounded down): the environments' action spaces are
+    float32, and the nearest float32 of the bisection's edge can lie above it and keep one more
+    channel (0.3125000156 keeps 20 of 64 channels, its nearest float32 21).
+    """
     lo, hi = low, 1.0
     if cost(hi) <= budget + 1e-12:
         return hi
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if cost(mid) <= budget + 1e-12 else (lo, mid)
-    return lo
+    single = np.float32(lo)
+    if float(single) > lo:
+        single = np.nextafter(single, np.float32(0.0))
+    return float(single) if float(single) >= low else lo  # cost is non-decreasing: single <= lo meets it too
 
 
 # --------------------------------------------------------------------------- data
