@@ -151,6 +151,20 @@ def test_calibrated_offset_meets_the_budget_and_refuses_test(train_task):
         calibrate_offset(test, 0.5, 1.0)
 
 
+def test_calibration_out_of_reach_takes_the_cheapest_offset(train_task, monkeypatch):
+    """A recurrent agent may answer a lower keep ratio in one layer with higher ones after: when no
+    offset meets the budget, the one that spends least, not the most negative one."""
+    import prune_env.references as references
+
+    budget = train_task.macs_budget
+
+    def fake_rollout(task, policy, static_ratios, indices=None):
+        return SimpleNamespace(macs=np.array([budget * 1.1 + abs(policy.offset + 0.05)]))  # least at -0.05, never within
+
+    monkeypatch.setattr(references, "rollout_split", fake_rollout)
+    assert calibrate_offset(train_task, 0.5, 1.0, step=0.01) == pytest.approx(-0.05)
+
+
 def test_headroom_captured():
     assert headroom_captured(0.95, 0.90, 1.00) == pytest.approx(0.5)
     assert headroom_captured(0.30, 0.40, 0.20, lower_is_better=True) == pytest.approx(0.5)
