@@ -387,10 +387,20 @@ def _build_fashion_mnist(
     tv_root = _find_fashion_mnist_root(root, download)
     train_base = torchvision.datasets.FashionMNIST(tv_root, train=True, download=download)
     test_base = torchvision.datasets.FashionMNIST(tv_root, train=False, download=download)
-    to_tensor = [T.ToTensor(), T.Normalize(_FASHION_MNIST_MEAN, _FASHION_MNIST_STD)]
-    augmentation = [T.RandomCrop(28, padding=2), T.RandomHorizontalFlip()] if augment else []
+    return _image_splits("fashion-mnist", train_base, test_base, mean=_FASHION_MNIST_MEAN, std=_FASHION_MNIST_STD,
+                         input_shape=(1, 28, 28), padding=2, augment=augment, val_fraction=val_fraction, seed=seed)
+
+
+def _image_splits(name: str, train_base: Dataset, test_base: Dataset, *, mean: tuple, std: tuple,
+                  input_shape: tuple[int, int, int], padding: int, augment: bool, val_fraction: float,
+                  seed: int) -> DatasetSplits:
+    """The splits of a 10-class torchvision image dataset: normalised with ``mean`` / ``std``; with
+    ``augment``, training images randomly cropped after ``padding`` pixels of padding and flipped
+    (per image, and the same per batch on the device: :func:`_pad_flip`)."""
+    to_tensor = [T.ToTensor(), T.Normalize(mean, std)]
+    augmentation = [T.RandomCrop(input_shape[1], padding=padding), T.RandomHorizontalFlip()] if augment else []
     return _splits_from_views(
-        "fashion-mnist",
+        name,
         train_base,
         test_base,
         train_transform=T.Compose([*augmentation, *to_tensor]),
@@ -398,8 +408,8 @@ def _build_fashion_mnist(
         val_fraction=val_fraction,
         seed=seed,
         num_classes=10,
-        input_shape=(1, 28, 28),
-        batch_augment=_pad_flip(2, _FASHION_MNIST_MEAN, _FASHION_MNIST_STD) if augment else None,
+        input_shape=input_shape,
+        batch_augment=_pad_flip(padding, mean, std) if augment else None,
     )
 
 
@@ -450,20 +460,8 @@ def _build_cifar10(
     cls = torchvision.datasets.CIFAR10 if verify else _UnverifiedCIFAR10
     train_base = _open_cifar10(cls, root, train=True, download=download)
     test_base = _open_cifar10(cls, root, train=False, download=False)
-    to_tensor = [T.ToTensor(), T.Normalize(_CIFAR10_MEAN, _CIFAR10_STD)]
-    augmentation = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
-    return _splits_from_views(
-        "cifar10",
-        train_base,
-        test_base,
-        train_transform=T.Compose([*augmentation, *to_tensor]),
-        eval_transform=T.Compose(to_tensor),
-        val_fraction=val_fraction,
-        seed=seed,
-        num_classes=10,
-        input_shape=(3, 32, 32),
-        batch_augment=_pad_flip(4, _CIFAR10_MEAN, _CIFAR10_STD) if augment else None,
-    )
+    return _image_splits("cifar10", train_base, test_base, mean=_CIFAR10_MEAN, std=_CIFAR10_STD,
+                         input_shape=(3, 32, 32), padding=4, augment=augment, val_fraction=val_fraction, seed=seed)
 
 
 # --------------------------------------------------------------------------- imagenet
