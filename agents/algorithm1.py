@@ -61,6 +61,7 @@ from agents.training import (
     RunConfig,
     agent_policy,
     atomic_model_save,
+    evaluate_any_budget,
     evaluate_run,
     joint_env_kwargs,
     learn,
@@ -515,8 +516,6 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         final = evaluate_run(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True), test,
                              runtime_policy=runtime_policy, static_ratios=runtime_env.static_ratios, out=out)
     else:  # the sweep on the fine-tuned network; best static searched and offsets calibrated on the val split
-        from agents.training import evaluate_any_budget
-
         final = evaluate_any_budget(RunConfig(algo=cfg.algo, env_id="Algorithm 1", joint=True, seed=cfg.seed,
                                               sweep_budgets=list(eval_budgets)),
                                     runtime_env.task, runtime_policy=runtime_policy,

@@ -424,13 +424,6 @@ def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
     return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
 
 
-def sweep_budgets_of(budget_range: BudgetRange) -> list[float]:
-    """The budgets a sweep covers by default (:func:`prune_env.budget_sweep.sweep_budgets`)."""
-    from prune_env.budget_sweep import sweep_budgets
-
-    return sweep_budgets(budget_range)
-
-
 def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
                             per_budget_runs: list[str] = (), out: str | os.PathLike | None = None,
                             static_agent: str | os.PathLike | None = None,
@@ -459,7 +452,7 @@ def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] 
 
         rt_meta = json.loads((run_dir / "runtime" / RUN_FILE).read_text())
         cfg = RunConfig(env_id=RUNTIME, algo=rt_meta["algo"], seed=int(rt_meta.get("seed", 0)), out=str(out or run_dir),
-                        sweep_budgets=budgets or sweep_budgets_of(budget_range), per_budget_runs=list(per_budget_runs),
+                        sweep_budgets=budgets, per_budget_runs=list(per_budget_runs),
                         sweep_calibrate=calibrate)
         return evaluate_any_budget_pair(run_dir, cfg)
     env_id = meta["env_id"]
