@@ -5,7 +5,8 @@
     python train_agents.py --env StaticPrune-v0 --algo ppo --timesteps 20000
     python train_agents.py --env RuntimePrune-v0 --env-kwargs budget=0.7 tradeoff_rate=0.5 \\
         --static-agent runs/staticprune-ppo-s0                        # a fixed, trained static agent
-    python train_agents.py --joint                                    # Algorithm 1, lines 12-15
+    python train_agents.py --joint                                    # Algorithm 1, lines 12-15: the joint update
+    python train_agents.py --joint --agent-update alternating         # ... or four rounds of alternation
     python train_agents.py --env-kwargs budget=0.3:0.7                # one agent for every budget in a range
 
 One agent for every budget (docs/any_budget.md): --env-kwargs budget=LOW:HIGH trains over a range
@@ -14,6 +15,14 @@ over a set of budgets (or budget=B1,B2,B3 with three or more). The budget is the
 evaluation sweeps the range on the test split (--sweep-budgets / --sweep-points), writing
 any_budget.json, any_budget.csv and any_budget.png (top-1 against mean MACs beside uniform, the
 best static allocation and the calibrated agent; --per-budget-runs adds one-budget agents).
+
+Both agents (--joint) learn, by default, as the paper's Algorithm 1 (lines 12-15) trains them:
+both act in the same episodes, and one reward batch, from one forward pass, updates both
+(agents/joint.py; docs/algorithm1.md). A joint batch is --n-envs images split into --joint-groups
+static episodes; the runtime agent gets its default steps (or --timesteps), the static agent
+joint-groups / n-envs of them (agents.training.joint_plan). --agent-update alternating trains them
+in four rounds instead, each agent's learn() against the other's frozen policy; it is the default
+for off-policy algorithms, which the joint update cannot train.
 """
 
 from __future__ import annotations
@@ -58,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_options(p, "continue from the run directory's last checkpoint")
     p.add_argument("--static-agent", default=None, metavar="PATH", help="fixed static agent for RuntimePrune-v0")
     p.add_argument("--runtime-agent", default=None, metavar="PATH", help="fixed runtime agent for StaticPrune-v0")
-    p.add_argument("--joint", action="store_true", help="train runtime and static agents in alternation (Algorithm 1)")
+    p.add_argument("--joint", action="store_true",
+                   help="train the runtime and the static agent together (Algorithm 1, lines 12-15; see --agent-update)")
+    p.add_argument("--agent-update", choices=["joint", "alternating"], default=None,
+                   help="--joint: joint (both agents act in the same episodes, one reward batch updates both; the "
+                        "default for recurrent_ppo, ppo, a2c, trpo) or alternating (four rounds, each agent against "
+                        "the other's frozen policy; the default, and the only choice, for off-policy algorithms)")
+    p.add_argument("--joint-groups", type=positive_int, default=None, metavar="G",
+                   help="--joint with the joint update: static episodes per joint batch of --n-envs images "
+                        "(default: the fewest giving the static agent its default steps, at least 8 images each)")
     p.add_argument("--checkpoint-every", type=positive_int, default=20_000, help="steps between checkpoints")
     p.add_argument("--sweep-budgets", type=fraction, nargs="+", default=None, metavar="B",
                    help="an any-budget agent (budget a range): the budgets its evaluation sweeps, inside the range "
@@ -93,12 +110,31 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    if args.agent_update is not None and not args.joint:
+        parser.error(f"--agent-update {args.agent_update}: how the two agents of --joint learn; add --joint "
+                     "(a single agent learns alone)")
+    agent_update = None
+    if args.joint:
+        from agents.joint import resolve_agent_update
+        from agents.training import on_policy
+
+        try:  # one budget here (check_budget_range refused a range with --joint)
+            agent_update = resolve_agent_update(args.agent_update, on_policy=on_policy(args.algo), algo=args.algo,
+                                                option="--agent-update")
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.joint_groups is not None and agent_update != "joint":
+        parser.error("--joint-groups applies to --joint with the joint update (--agent-update joint)")
     name = "joint" if args.joint else args.env.split("-")[0].lower()
     out = args.out or f"runs/{name}-{args.algo}-s{args.seed}"
     refusal = refuse_overwrite(out, kind="dir", resume=args.resume, overwrite=args.overwrite)
     if refusal:
         parser.error(refusal)
-    from agents.training import RunConfig, run
+    from agents.training import RunConfig, run, started_agent_update
+
+    started = started_agent_update(out) if args.joint and args.resume else None
+    if started is not None and started != agent_update:
+        parser.error(f"--resume: {out} was started with --agent-update {started}, not {agent_update}")
 
     set_threads(args.threads)
     cfg = RunConfig(
@@ -106,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         env_kwargs=env_kwargs, hyperparams=hyperparams, preset=args.preset,
         out=out, device=args.device, resume=args.resume,
         static_agent=args.static_agent, runtime_agent=args.runtime_agent, joint=args.joint,
+        agent_update=agent_update, joint_groups=args.joint_groups,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         sweep_budgets=args.sweep_budgets, sweep_points=args.sweep_points, per_budget_runs=args.per_budget_runs,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),

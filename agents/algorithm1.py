@@ -41,7 +41,6 @@ finished iteration.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,24 +50,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.joint import JointEpisodes, JointTrainer, joint_models_ok
+from agents.joint import AGENT_UPDATES, JointTrainer, resolve_agent_update, rollout_batches  # noqa: F401 (AGENT_UPDATES: re-exported)
 from agents.registry import RUNTIME, STATIC
 from agents.training import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     STATE_FILE,
-    PruningLogCallback,
     RunConfig,
     agent_policy,
     atomic_model_save,
+    build_joint_trainer,
     evaluate_any_budget,
     evaluate_run,
     joint_env_kwargs,
     learn,
+    learn_jointly,
     prepare_agent,
     reward_state,
     run_record,
-    save_checkpoint,
     test_task,
 )
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
@@ -78,7 +77,6 @@ from prune_env.deploy.budget import budgeted_policy, keep_ratios_at_budget
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation import evaluate_policies, write_json
-from prune_env.interrupt import deferred_interrupt
 from prune_env.io import write_csv
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
@@ -99,8 +97,6 @@ ALGORITHM1_STATE = "algorithm1_state.json"
 CNN_PHASE = "cnn_phase.pt"
 #: static episodes run together (each one evaluates a batch of images)
 STATIC_ENVS = 8
-#: how the agents learn in lines 12-15 (module docstring)
-AGENT_UPDATES = ("joint", "alternating")
 
 
 @dataclass
@@ -155,22 +151,14 @@ class Algorithm1Config:
         budget_range = BudgetRange.parse(self.budget)
         if budget_range is not None:
             self.budget = budget_range.to_json()
-            if self.agent_update is None:
-                self.agent_update = "alternating"
-            elif self.agent_update == "joint":
-                raise ValueError(f"agent_update='joint' takes one budget, not budget={self.budget!r}; an any-budget "
-                                 f"runtime agent trains with agent_update='alternating'")
             if self.eval_budgets is not None:
                 self.eval_budgets = [budget_range.check(b, "eval_budgets") for b in self.eval_budgets]
-        else:
-            if self.eval_budgets is not None:
-                raise ValueError(f"eval_budgets is for a budget range, got budget={self.budget!r}")
-            if self.agent_update is None:
-                self.agent_update = "joint"
+        elif self.eval_budgets is not None:
+            raise ValueError(f"eval_budgets is for a budget range, got budget={self.budget!r}")
+        # an off-policy algo with "joint" (the default of one budget) is refused when the agents are built
+        self.agent_update = resolve_agent_update(self.agent_update, budget_range=None if budget_range is None else self.budget)
         if isinstance(self.budget_mix, bool) or not isinstance(self.budget_mix, (int, np.integer)) or self.budget_mix < 1:
             raise ValueError(f"budget_mix must be an integer >= 1, got {self.budget_mix!r}")
-        if self.agent_update not in AGENT_UPDATES:
-            raise ValueError(f"agent_update must be one of {list(AGENT_UPDATES)}, got {self.agent_update!r}")
         for name in ("joint_update_batches", "joint_group_images"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
@@ -348,44 +336,15 @@ def joint_batches_per_update(cfg: Algorithm1Config, static_model: Any, num_layer
     so that the static agent learns from as many episodes per update in both modes."""
     if cfg.joint_update_batches is not None:
         return int(cfg.joint_update_batches)
-    rollout = int(getattr(static_model, "n_steps", 1)) * int(getattr(static_model, "n_envs", 1))
-    return max(1, rollout // (cfg.static_episodes * num_layers))
+    return rollout_batches(static_model, cfg.static_episodes, num_layers)
 
 
 def _joint_trainer(cfg: Algorithm1Config, models: dict, venvs: dict) -> JointTrainer:
     """The joint update's trainer over the runtime environment's task; the reward states (``beta``,
     ``lambda``) are the two environments' own objects, so they are saved and restored as in alternation."""
-    if not joint_models_ok(*models.values()):
-        raise ValueError(f"agent_update='joint' trains on-policy algorithms (recurrent_ppo, ppo, a2c, trpo), "
-                         f"not {cfg.algo!r}; use agent_update='alternating'")
-    runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
-    episodes = JointEpisodes(runtime_env.task, cfg.static_episodes, joint_group_images(cfg),
-                             runtime_normalizer=runtime_env.normalizer, runtime_dual=runtime_env.dual,
-                             static_normalizer=static_env.normalizer, static_dual=static_env.dual)
-    callbacks = {"runtime": PruningLogCallback(RUNTIME.split("-")[0]), "static": PruningLogCallback(STATIC.split("-")[0])}
-    return JointTrainer(models[RUNTIME], models[STATIC], episodes, seed=cfg.seed, callbacks=callbacks,
-                        batches_per_update=joint_batches_per_update(cfg, models[STATIC], runtime_env.task.num_layers))
-
-
-def _learn_jointly(joint: JointTrainer, models: dict, venvs: dict, out: Path, batches: int) -> None:
-    """Lines 12-15 with the joint update for ``batches`` batches; both agents saved after, and on Ctrl-C
-    (held until the step in progress ends: the rollout being collected is not trained on)."""
-    if batches <= 0:
-        return
-    subs = {RUNTIME: "runtime", STATIC: "static"}
-    joint.setup(batches, {"runtime": RUNTIME.split("-")[0], "static": STATIC.split("-")[0]})
-    try:
-        with deferred_interrupt():
-            joint.learn(batches)
-    except KeyboardInterrupt:
-        for env_id, sub in subs.items():
-            save_checkpoint(models[env_id], venvs[env_id], out / sub)
-        print(f"\ninterrupted at {models[RUNTIME].num_timesteps} runtime / {models[STATIC].num_timesteps} static steps; "
-              f"saved {out / 'runtime' / CHECKPOINT_FILE} and {out / 'static' / CHECKPOINT_FILE}; continue with --resume",
-              file=sys.stderr)
-        raise
-    for env_id, sub in subs.items():
-        save_checkpoint(models[env_id], venvs[env_id], out / sub)
+    layers = venvs[RUNTIME].unwrapped.env.task.num_layers
+    return build_joint_trainer(models, venvs, algo=cfg.algo, groups=cfg.static_episodes, images=joint_group_images(cfg),
+                               batches_per_update=joint_batches_per_update(cfg, models[STATIC], layers), seed=cfg.seed)
 
 
 def run_algorithm1(cfg: Algorithm1Config) -> dict:
@@ -462,7 +421,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
         if joint is not None:
             base = bases.get(RUNTIME, models[RUNTIME].num_timesteps if k > 1 else 0)
             per_batch = joint.steps_per_batch["runtime"]  # a resumed iteration trains the batches it had left
-            _learn_jointly(joint, models, venvs, out, cfg.agent_batches - (models[RUNTIME].num_timesteps - base) // per_batch)
+            learn_jointly(joint, models, venvs, out, cfg.agent_batches - (models[RUNTIME].num_timesteps - base) // per_batch)
         else:
             for env_id, sub, steps in ((RUNTIME, "runtime", runtime_steps), (STATIC, "static", static_steps)):
                 # up to the steps at the end of the last iteration plus N1's: a resumed iteration trains what it had left

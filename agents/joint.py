@@ -420,3 +420,51 @@ class JointTrainer:
 def joint_models_ok(*models: BaseAlgorithm) -> bool:
     """Whether the joint update can train these models (on-policy SB3 algorithms)."""
     return all(isinstance(m, OnPolicyAlgorithm) for m in models)
+
+
+# --------------------------------------------------------------------------- choosing the update
+#: how the agents learn in Algorithm 1's lines 12-15 (``agents.algorithm1``, ``train_agents.py --joint``):
+#: ``"joint"`` (one reward batch updates both, this module) or ``"alternating"`` (each against the other's frozen policy)
+AGENT_UPDATES = ("joint", "alternating")
+
+
+def _named(option: str, value: str) -> str:
+    """``agent_update='joint'`` (a keyword) or ``--agent-update joint`` (a command-line option)."""
+    return f"{option} {value}" if option.startswith("-") else f"{option}={value!r}"
+
+
+def off_policy_refusal(algo: str, option: str = "agent_update") -> str:
+    """Why the joint update cannot train ``algo`` (an off-policy or other non-``OnPolicyAlgorithm`` class)."""
+    return (f"{_named(option, 'joint')} trains on-policy algorithms (recurrent_ppo, ppo, a2c, trpo), not {algo!r}; "
+            f"use {_named(option, 'alternating')}")
+
+
+def resolve_agent_update(agent_update: str | None, *, budget_range: Any = None, on_policy: bool = True,
+                         algo: str | None = None, option: str = "agent_update") -> str:
+    """The agent update to run: ``agent_update`` checked, or its default when None.
+
+    The default is ``"joint"`` for one budget and an on-policy algorithm, ``"alternating"`` for a
+    budget range or set (``budget_range``: the budget as given, None for one budget; an any-budget
+    runtime agent draws its budget per episode) or an algorithm the joint update cannot train
+    (``on_policy=False``). Asking for ``"joint"`` in those cases is a ValueError naming ``option``
+    and the alternation, as is a value outside :data:`AGENT_UPDATES`.
+    """
+    if agent_update is not None and agent_update not in AGENT_UPDATES:
+        raise ValueError(f"{option} must be one of {list(AGENT_UPDATES)}, got {agent_update!r}")
+    if budget_range is not None:
+        if agent_update == "joint":
+            raise ValueError(f"{_named(option, 'joint')} takes one budget, not budget={budget_range!r}; an any-budget "
+                             f"runtime agent trains with {_named(option, 'alternating')}")
+        return "alternating"
+    if not on_policy:
+        if agent_update == "joint":
+            raise ValueError(off_policy_refusal(str(algo), option))
+        return "alternating"
+    return agent_update or "joint"
+
+
+def rollout_batches(model: BaseAlgorithm, episodes_per_batch: int, num_layers: int) -> int:
+    """Joint batches that hold one rollout of ``model`` as it learns alone (its ``n_steps x n_envs``
+    steps), when a joint batch gives it ``episodes_per_batch`` episodes of ``num_layers`` steps; at least 1."""
+    rollout = int(getattr(model, "n_steps", 1)) * int(getattr(model, "n_envs", 1))
+    return max(1, rollout // (int(episodes_per_batch) * int(num_layers)))

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
+from agents.joint import JointEpisodes, JointTrainer, joint_models_ok, off_policy_refusal, resolve_agent_update, rollout_batches
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
 from agents.saved import record_env, record_joint_envs
@@ -42,6 +44,7 @@ from prune_env.evaluation import (
     summarize,
     write_json,
 )
+from prune_env.interrupt import deferred_interrupt
 from prune_env.io import versions
 from prune_env.policies import SB3Policy
 from prune_env.references import headroom_report
@@ -74,6 +77,13 @@ class RunConfig:
     static_agent: str | None = None
     runtime_agent: str | None = None
     joint: bool = False
+    #: ``joint``: how the two agents learn, ``"joint"`` (one reward batch updates both, Algorithm 1's
+    #: lines 12-15 as the paper runs them) or ``"alternating"`` (four rounds, each agent's ``learn()``
+    #: against the other's frozen policy); None: :func:`joint_agent_update`'s default
+    agent_update: str | None = None
+    #: ``joint`` with the joint update: static episodes per joint batch, the ``n_envs`` images split
+    #: among them (None: :func:`joint_plan`'s choice)
+    joint_groups: int | None = None
     progress: bool = True
     checkpoint_every: int = 20_000
     command: str = ""
@@ -278,6 +288,7 @@ def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
         "env_kwargs": json_budget(env_kwargs_for(cfg.algo, env_id, env_kwargs)), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
+        **({"agent_update": cfg.agent_update} if cfg.joint else {}),
         "versions": versions(),
     }
 
@@ -291,6 +302,8 @@ def _policy_kwargs_from(env_kwargs: dict, path: str | None, device: str, key: st
 
 def run(cfg: RunConfig) -> dict:
     """Train as configured, evaluate on the test split, write everything under ``cfg.out``; returns the metrics."""
+    if cfg.joint:  # checked before anything is written
+        cfg = replace(cfg, agent_update=joint_agent_update(cfg))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -330,6 +343,140 @@ def run(cfg: RunConfig) -> dict:
     return metrics
 
 
+# --------------------------------------------------------------------------- both agents (--joint)
+#: the fewest images a static episode of a joint batch is scored on when :func:`joint_plan` chooses
+#: the groups (Algorithm 1's digits preset: 64 images a batch, 8 static episodes of 8 images)
+MIN_GROUP_IMAGES = 8
+
+
+def on_policy(algo: str) -> bool:
+    """Whether ``algo``'s class is an SB3 on-policy algorithm (what the joint update can train)."""
+    cls = get_spec(algo).cls
+    return isinstance(cls, type) and issubclass(cls, OnPolicyAlgorithm)
+
+
+def joint_agent_update(cfg: RunConfig, option: str = "agent_update") -> str:
+    """``cfg.agent_update`` checked, or its default for a ``--joint`` run: ``"joint"`` for an on-policy
+    algorithm (recurrent_ppo, ppo, a2c, trpo) and one budget, ``"alternating"`` for an off-policy one
+    or a budget range; asking for ``"joint"`` there is a ValueError naming ``option`` and the alternation
+    (the rules of ``agents.algorithm1.Algorithm1Config``, :func:`agents.joint.resolve_agent_update`)."""
+    budget = cfg.env_kwargs.get("budget", 0.5)
+    ranged = BudgetRange.parse(budget) is not None
+    return resolve_agent_update(cfg.agent_update, budget_range=budget if ranged else None,
+                                on_policy=on_policy(cfg.algo), algo=cfg.algo, option=option)
+
+
+def started_agent_update(out: str | os.PathLike) -> str | None:
+    """The agent update a ``--joint`` run in ``out`` was started with (its ``run.json``; runs recorded
+    before the joint update: ``"alternating"``), or None when there is no checkpoint to resume."""
+    out = Path(out)
+    if not (out / RUN_FILE).is_file() or not any((out / sub / CHECKPOINT_FILE).is_file() for sub in ("runtime", "static")):
+        return None
+    return json.loads((out / RUN_FILE).read_text()).get("agent_update", "alternating")
+
+
+@dataclass(frozen=True)
+class JointPlan:
+    """How :func:`_run_joint` runs the joint update (:func:`joint_plan`)."""
+
+    groups: int  # static episodes per joint batch
+    images: int  # images per static episode
+    num_layers: int
+    batches_per_update: int  # joint batches per update of both agents
+    batches: int  # joint batches in all
+
+    @property
+    def runtime_steps(self) -> int:
+        return self.batches * self.groups * self.images * self.num_layers
+
+    @property
+    def static_steps(self) -> int:
+        return self.batches * self.groups * self.num_layers
+
+
+def joint_plan(cfg: RunConfig, runtime_model: BaseAlgorithm, num_layers: int) -> JointPlan:
+    """The joint batches of a ``--joint`` run with the joint update.
+
+    * A joint batch forwards the runtime environment's ``n_envs`` images once (one runtime episode
+      each, as one step of its VecEnv), split into ``groups`` static episodes of ``n_envs // groups``
+      images: the static agent sets each group's ``d_s``, the runtime agent each image's ``d_r``,
+      and both agents' rewards come from the same losses (:mod:`agents.joint`).
+    * Groups (``cfg.joint_groups``, or chosen here): the fewest dividing ``n_envs`` with which the
+      static agent gets at least its ``default_timesteps(cfg, STATIC)`` steps while the runtime
+      agent gets its own, but never fewer than :data:`MIN_GROUP_IMAGES` images a static episode
+      (a static reward from one or two images' loss would be mostly noise). The static agent gets
+      ``groups / n_envs`` of the runtime agent's steps. On the embedded default (64 images, 4
+      layers): recurrent PPO (300,000 runtime / 8,000 static steps by default) gets 2 groups of 32
+      images, 9,408 static steps (2,352 static episodes of 32 images, on the runtime agent's
+      training split) where the alternation gives 8,192 (2,048 episodes of ``eval_batch`` = 128
+      validation images, each forwarded again); PPO, A2C and TRPO (100,000 / 8,000) get 8 groups
+      of 8 images, 12,544 static steps against 8,192. ``--timesteps T`` sets the runtime agent's
+      steps; the static agent then gets ``groups / n_envs`` of them (T / 8 with 64 images), not T.
+    * Updates: every ``batches_per_update`` joint batches, as many as hold the runtime agent's own
+      rollout (``n_steps x n_envs`` steps), so the runtime agent's PPO updates are the
+      alternation's, in size and number (the static agent is updated as often, on ``groups x
+      n_steps`` steps each time: 147 updates of 64 steps for recurrent PPO against 8 of 1,024).
+    * Batches: whole updates until the runtime agent has its ``default_timesteps(cfg, RUNTIME)``
+      steps, so it ends where the alternation's ends (301,056 steps for recurrent PPO, 100,352 for
+      PPO on the defaults).
+    """
+    n = int(cfg.n_envs)
+    if cfg.joint_groups is not None:
+        groups = int(cfg.joint_groups)
+        if not 1 <= groups <= n:
+            raise ValueError(f"joint_groups must be in [1, n_envs={n}] (static episodes sharing a joint batch of "
+                             f"n_envs images), got {groups}")
+    else:
+        runtime, static = default_timesteps(cfg, RUNTIME), default_timesteps(cfg, STATIC)
+        choices = [g for g in range(1, n + 1) if n % g == 0 and n // g >= min(MIN_GROUP_IMAGES, n)]
+        groups = next((g for g in choices if g * runtime >= static * n), choices[-1])
+    images = n // groups
+    per_update = rollout_batches(runtime_model, groups * images, num_layers)
+    steps_per_update = per_update * groups * images * num_layers
+    updates = max(1, math.ceil(default_timesteps(cfg, RUNTIME) / steps_per_update))
+    return JointPlan(groups, images, num_layers, per_update, updates * per_update)
+
+
+def build_joint_trainer(models: dict, venvs: dict, *, algo: str, groups: int, images: int, batches_per_update: int,
+                        seed: int) -> JointTrainer:
+    """The joint update's trainer over the runtime environment's task (``groups`` static episodes of
+    ``images`` images a batch). The reward states (``beta``, ``lambda``) are the two environments' own
+    objects, so they are checkpointed and restored as in alternation; each agent logs through its
+    :class:`PruningLogCallback`. An off-policy ``algo`` is a ValueError naming the alternation."""
+    if not joint_models_ok(*models.values()):
+        raise ValueError(off_policy_refusal(algo))
+    runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
+    episodes = JointEpisodes(runtime_env.task, groups, images,
+                             runtime_normalizer=runtime_env.normalizer, runtime_dual=runtime_env.dual,
+                             static_normalizer=static_env.normalizer, static_dual=static_env.dual)
+    callbacks = {"runtime": PruningLogCallback(RUNTIME.split("-")[0]), "static": PruningLogCallback(STATIC.split("-")[0])}
+    return JointTrainer(models[RUNTIME], models[STATIC], episodes, seed=seed, callbacks=callbacks,
+                        batches_per_update=batches_per_update)
+
+
+def learn_jointly(joint: JointTrainer, models: dict, venvs: dict, out: Path, batches: int,
+                  after_update: Any = None) -> None:
+    """Lines 12-15 with the joint update for ``batches`` batches (``after_update()`` after each update);
+    both agents saved after, and on Ctrl-C (held until the step in progress ends: the rollout being
+    collected is not trained on, the models count only finished updates)."""
+    if batches <= 0:
+        return
+    subs = {RUNTIME: "runtime", STATIC: "static"}
+    joint.setup(batches, {"runtime": RUNTIME.split("-")[0], "static": STATIC.split("-")[0]})
+    try:
+        with deferred_interrupt():
+            joint.learn(batches, after_update)
+    except KeyboardInterrupt:
+        for env_id, sub in subs.items():
+            save_checkpoint(models[env_id], venvs[env_id], out / sub)
+        print(f"\ninterrupted at {models[RUNTIME].num_timesteps} runtime / {models[STATIC].num_timesteps} static steps; "
+              f"saved {out / 'runtime' / CHECKPOINT_FILE} and {out / 'static' / CHECKPOINT_FILE}; continue with --resume",
+              file=sys.stderr)
+        raise
+    for env_id, sub in subs.items():
+        save_checkpoint(models[env_id], venvs[env_id], out / sub)
+
+
 def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
     """Keywords of the runtime and the static env when both agents train together.
 
@@ -343,7 +490,13 @@ def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
 
 
 def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
-    """Algorithm 1, lines 12-15: the runtime and the static agent trained in alternation, each on its own reward."""
+    """Algorithm 1, lines 12-15: the runtime and the static agent, each on its own reward, trained
+    either jointly (``cfg.agent_update="joint"``: both act in the same episodes and one reward batch
+    updates both, :func:`joint_plan`) or in alternation (four rounds, each agent's ``learn()``
+    against the other's frozen policy)."""
+    started = started_agent_update(out) if cfg.resume else None
+    if started is not None and started != cfg.agent_update:
+        raise ValueError(f"resume: {str(out)!r} was started with agent_update={started!r}, not {cfg.agent_update!r}")
     env_kwargs = {"tradeoff_rate": JOINT_TRADEOFF_RATE, **cfg.env_kwargs}
     record = run_record(cfg, "joint", env_kwargs)
     write_json({**record, "status": "training"}, out / RUN_FILE)
@@ -358,22 +511,61 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
         runtime_env.set_static_policy(runtime_env.task.static_budget_keep_ratio)
-    rounds = 4
-    totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: default_timesteps(cfg, STATIC)}
-    for r in range(1, rounds + 1):
-        for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
-            target = totals[env_id] * r // rounds
-            learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
-        runtime_env.set_static_policy(agent_policy(models[STATIC], record))
+    extra: dict[str, Any] = {}
+    if cfg.agent_update == "joint":
+        extra["joint_plan"] = _train_jointly(cfg, models, venvs, out)
+    else:
+        rounds = 4
+        totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: default_timesteps(cfg, STATIC)}
+        for r in range(1, rounds + 1):
+            for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+                target = totals[env_id] * r // rounds
+                learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
+            runtime_env.set_static_policy(agent_policy(models[STATIC], record))
+    runtime_env.set_static_policy(agent_policy(models[STATIC], record))
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         atomic_model_save(models[env_id], out / sub / MODEL_FILE)
     train_seconds = time.time() - start
+    steps = {"runtime_timesteps": int(models[RUNTIME].num_timesteps), "static_timesteps": int(models[STATIC].num_timesteps)}
     metrics = evaluate_run(cfg, runtime_env.task, runtime_policy=agent_policy(models[RUNTIME], record),
                            static_ratios=runtime_env.static_ratios, out=out)
-    metrics.update(train_seconds=train_seconds)
+    metrics.update(train_seconds=train_seconds, agent_update=cfg.agent_update, **steps)
     write_json(metrics, out / "metrics.json")
-    write_json({**record, "status": "trained", "train_seconds": train_seconds}, out / RUN_FILE)
+    write_json({**record, "status": "trained", "train_seconds": train_seconds, **steps, **extra}, out / RUN_FILE)
+    for venv in venvs.values():
+        venv.close()
     return metrics
+
+
+def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict:
+    """The joint update of a ``--joint`` run (:func:`joint_plan`), continued where a checkpoint left it;
+    checkpoints of both agents every ``cfg.checkpoint_every`` runtime steps; returns the plan."""
+    runtime = models[RUNTIME]
+    layers = venvs[RUNTIME].unwrapped.env.task.num_layers
+    plan = joint_plan(cfg, runtime, layers)
+    joint = build_joint_trainer(models, venvs, algo=cfg.algo, groups=plan.groups, images=plan.images,
+                                batches_per_update=plan.batches_per_update, seed=cfg.seed)
+    per_batch = joint.steps_per_batch["runtime"]
+    left = plan.batches - int(runtime.num_timesteps) // per_batch  # a resumed run trains the batches it had left
+    from prune_env.progress import bar as progress_bar
+
+    bar = progress_bar(plan.runtime_steps, f"joint update ({plan.groups} static episodes of {plan.images} images a batch), "
+                       "runtime agent", "steps", initial=int(runtime.num_timesteps), disable=not cfg.progress)
+    saved = {"at": int(runtime.num_timesteps)}
+
+    def after_update() -> None:
+        bar.update(int(runtime.num_timesteps) - int(bar.n))
+        bar.set_postfix(static=f"{int(models[STATIC].num_timesteps):,}")
+        if runtime.num_timesteps - saved["at"] >= cfg.checkpoint_every:
+            saved["at"] = int(runtime.num_timesteps)
+            for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+                save_checkpoint(models[env_id], venvs[env_id], out / sub)
+
+    try:
+        learn_jointly(joint, models, venvs, out, left, after_update)
+    finally:
+        bar.close()
+    return {**asdict(plan), "runtime_steps": plan.runtime_steps, "static_steps": plan.static_steps}
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -30,8 +30,11 @@ def test_trpo_trains_the_steps_asked_for(tmp_path, capsys):
 
 
 def test_joint_timesteps_apply_to_both_agents(tmp_path):
+    # the alternation: each agent its --timesteps (the joint update, the default, gives the runtime agent
+    # --timesteps and the static agent its share of the same batches: tests/test_train_joint.py)
     out = tmp_path / "joint"
-    train_agents.main(["--joint", "--algo", "ppo", "--timesteps", "96", "--n-envs", "8", "--no-progress", "--out", str(out)])
+    train_agents.main(["--joint", "--agent-update", "alternating", "--algo", "ppo", "--timesteps", "96", "--n-envs", "8",
+                       "--no-progress", "--out", str(out)])
     for sub in ("runtime", "static"):
         steps = json.loads((out / sub / "checkpoint_state.json").read_text())["num_timesteps"]
         assert 96 <= steps <= 96 + 4 * 8 * 2  # four alternating rounds, each rounded up to a rollout
