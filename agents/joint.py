@@ -440,10 +440,11 @@ def off_policy_refusal(algo: str, option: str = "agent_update") -> str:
 
 
 def resolve_agent_update(agent_update: str | None, *, budget_range: Any = None, on_policy: bool = True,
-                         algo: str | None = None, option: str = "agent_update") -> str:
+                         algo: str | None = None, option: str = "agent_update", default: str = "joint") -> str:
     """The agent update to run: ``agent_update`` checked, or its default when None.
 
-    The default is ``"joint"`` for one budget and an on-policy algorithm, ``"alternating"`` for a
+    The default is ``default`` for one budget and an on-policy algorithm (``"joint"`` in Algorithm 1,
+    ``"alternating"`` for ``train_agents.py --joint``, where it was measured to hold the budget better), ``"alternating"`` for a
     budget range or set (``budget_range``: the budget as given, None for one budget; an any-budget
     runtime agent draws its budget per episode) or an algorithm the joint update cannot train
     (``on_policy=False``). Asking for ``"joint"`` in those cases is a ValueError naming ``option``
@@ -460,7 +461,7 @@ def resolve_agent_update(agent_update: str | None, *, budget_range: Any = None, 
         if agent_update == "joint":
             raise ValueError(off_policy_refusal(str(algo), option))
         return "alternating"
-    return agent_update or "joint"
+    return agent_update or default
 
 
 def rollout_batches(model: BaseAlgorithm, episodes_per_batch: int, num_layers: int) -> int:

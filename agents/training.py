@@ -355,15 +355,23 @@ def on_policy(algo: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, OnPolicyAlgorithm)
 
 
+#: the agent update of ``train_agents.py --joint`` when none is asked for. Without the CNN phase the
+#: joint update spent 0.252-0.265 of dense MACs against the 0.253 per-input budget and scored 0.3-0.6
+#: points below the alternation (0.233-0.245 MACs) over 3 seeds of the embedded default
+#: (docs/algorithm1.md); in Algorithm 1, with the CNN phase, the joint update is the default.
+JOINT_RUN_DEFAULT_UPDATE = "alternating"
+
+
 def joint_agent_update(cfg: RunConfig, option: str = "agent_update") -> str:
-    """``cfg.agent_update`` checked, or its default for a ``--joint`` run: ``"joint"`` for an on-policy
-    algorithm (recurrent_ppo, ppo, a2c, trpo) and one budget, ``"alternating"`` for an off-policy one
-    or a budget range; asking for ``"joint"`` there is a ValueError naming ``option`` and the alternation
+    """``cfg.agent_update`` checked, or its default for a ``--joint`` run (:data:`JOINT_RUN_DEFAULT_UPDATE`);
+    ``"joint"`` trains on-policy algorithms (recurrent_ppo, ppo, a2c, trpo) at one budget: asking for it
+    with an off-policy one or a budget range is a ValueError naming ``option`` and the alternation
     (the rules of ``agents.algorithm1.Algorithm1Config``, :func:`agents.joint.resolve_agent_update`)."""
     budget = cfg.env_kwargs.get("budget", 0.5)
     ranged = BudgetRange.parse(budget) is not None
     return resolve_agent_update(cfg.agent_update, budget_range=budget if ranged else None,
-                                on_policy=on_policy(cfg.algo), algo=cfg.algo, option=option)
+                                on_policy=on_policy(cfg.algo), algo=cfg.algo, option=option,
+                                default=JOINT_RUN_DEFAULT_UPDATE)
 
 
 def started_agent_update(out: str | os.PathLike) -> str | None:
@@ -543,6 +551,11 @@ def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict
     runtime = models[RUNTIME]
     layers = venvs[RUNTIME].unwrapped.env.task.num_layers
     plan = joint_plan(cfg, runtime, layers)
+    split = len(venvs[RUNTIME].unwrapped.env.task.source)
+    if plan.images > split:
+        raise ValueError(f"n_envs={cfg.n_envs} with joint_groups={plan.groups}: a static episode of the joint update "
+                         f"draws {plan.images} distinct images, the runtime agent's split has {split}; lower --n-envs "
+                         f"or raise --joint-groups")
     joint = build_joint_trainer(models, venvs, algo=cfg.algo, groups=plan.groups, images=plan.images,
                                 batches_per_update=plan.batches_per_update, seed=cfg.seed)
     per_batch = joint.steps_per_batch["runtime"]

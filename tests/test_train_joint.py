@@ -1,4 +1,4 @@
-"""train_agents.py --joint: the joint update of Algorithm 1 (lines 12-15) by default, the alternation on request.
+"""train_agents.py --joint: four rounds of alternation by default, Algorithm 1's joint update (lines 12-15) on request.
 
 Tiny runs on the embedded digits data: 8 images a joint batch, 4 layers, rollouts of 8 steps.
 """
@@ -33,7 +33,7 @@ def _params(model):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "recurrent_ppo"])
-def test_joint_update_is_the_default_and_trains_both_agents(tmp_path, monkeypatch, capsys, algo):
+def test_joint_update_trains_both_agents(tmp_path, monkeypatch, capsys, algo):
     initial = {}
     prepare = agents.training.prepare_agent
 
@@ -44,7 +44,7 @@ def test_joint_update_is_the_default_and_trains_both_agents(tmp_path, monkeypatc
 
     monkeypatch.setattr(agents.training, "prepare_agent", recording_prepare)
     out = tmp_path / "joint"
-    metrics = train_agents.main(["--joint", "--algo", algo, *TINY, "--out", str(out)])
+    metrics = train_agents.main(["--joint", "--agent-update", "joint", "--algo", algo, *TINY, "--out", str(out)])
     assert "joint update (1 static episodes of 8 images a batch)" in capsys.readouterr().err  # the progress bar
     assert metrics["agent_update"] == "joint"
     assert (metrics["runtime_timesteps"], metrics["static_timesteps"]) == (RUNTIME_STEPS, STATIC_STEPS)
@@ -97,7 +97,8 @@ def test_alternating_update_keeps_the_four_rounds(tmp_path):
 
 def test_agent_update_defaults_and_refusals(tmp_path, capsys):
     for algo in ("recurrent_ppo", "ppo", "a2c", "trpo"):
-        assert joint_agent_update(RunConfig(algo=algo, joint=True)) == "joint"
+        assert joint_agent_update(RunConfig(algo=algo, joint=True)) == "alternating"  # measured to hold the budget
+        assert joint_agent_update(RunConfig(algo=algo, joint=True, agent_update="joint")) == "joint"
     for algo in ("sac", "td3", "dqn", "ars"):
         assert joint_agent_update(RunConfig(algo=algo, joint=True)) == "alternating"
     ranged = RunConfig(algo="ppo", joint=True, env_kwargs={"budget": "0.3:0.7"})
@@ -142,7 +143,7 @@ def test_interrupted_joint_run_resumes_to_the_same_counts(tmp_path, monkeypatch,
     with monkeypatch.context() as patch:
         patch.setattr(agents.joint.JointEpisodes, "step", step)
         with pytest.raises(SystemExit) as exc:
-            train_agents.main(argv)
+            train_agents.main([*argv, "--agent-update", "joint"])
     assert exc.value.code == 130
     assert "interrupted at 128 runtime / 16 static steps" in capsys.readouterr().err
     # two finished updates saved; the rollout in progress was not trained on
@@ -151,7 +152,15 @@ def test_interrupted_joint_run_resumes_to_the_same_counts(tmp_path, monkeypatch,
     with pytest.raises(SystemExit):  # a run continues with the update it started with
         train_agents.main([*argv, "--resume", "--agent-update", "alternating"])
     assert "started with --agent-update joint" in capsys.readouterr().err
-    metrics = train_agents.main([*argv, "--resume"])
+    metrics = train_agents.main([*argv, "--resume"])  # without --agent-update: the one it started with
+    assert metrics["agent_update"] == "joint"
     assert (metrics["runtime_timesteps"], metrics["static_timesteps"]) == (RUNTIME_STEPS, STATIC_STEPS)
     assert (_steps(out, "runtime"), _steps(out, "static")) == (RUNTIME_STEPS, STATIC_STEPS)
     assert np.isfinite(metrics["accuracy"])
+
+
+def test_joint_batch_larger_than_the_split_names_n_envs(tmp_path):
+    # PPO's runtime agent learns on the validation split (144 images): 160 images cannot form one static episode
+    with pytest.raises(ValueError, match=r"n_envs=160 with joint_groups=1.*144.*--n-envs"):
+        run(RunConfig(algo="ppo", joint=True, agent_update="joint", joint_groups=1, n_envs=160, timesteps=640,
+                      progress=False, out=str(tmp_path / "big")))
