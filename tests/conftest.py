@@ -13,3 +13,14 @@ def one_thread():
     """Every test starts with one thread, whatever an earlier test (or a script it ran) set."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def interruptible():
+    """Ctrl-C raises KeyboardInterrupt in every test, as in a terminal, even when pytest was started
+    in the background of a non-interactive shell (``cmd &``), which starts it with SIGINT ignored."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
