@@ -47,6 +47,7 @@ from prune_env.evaluation import (
 from prune_env.interrupt import deferred_interrupt
 from prune_env.io import versions
 from prune_env.policies import SB3Policy
+from prune_env.progress import bar as progress_bar
 from prune_env.references import headroom_report
 
 #: the main job's runtime environment, under the user's ``--env-kwargs``: a budget with headroom
@@ -522,6 +523,7 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
     extra: dict[str, Any] = {}
     if cfg.agent_update == "joint":
         extra["joint_plan"] = _train_jointly(cfg, models, venvs, out)
+        runtime_env.set_static_policy(agent_policy(models[STATIC], record))  # evaluated with the trained static agent
     else:
         rounds = 4
         totals = {RUNTIME: default_timesteps(cfg, RUNTIME), STATIC: default_timesteps(cfg, STATIC)}
@@ -530,7 +532,6 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
                 target = totals[env_id] * r // rounds
                 learn(models[env_id], venvs[env_id], out / sub, target, cfg, reset=False, prefix=env_id.split("-")[0])
             runtime_env.set_static_policy(agent_policy(models[STATIC], record))
-    runtime_env.set_static_policy(agent_policy(models[STATIC], record))
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
         atomic_model_save(models[env_id], out / sub / MODEL_FILE)
     train_seconds = time.time() - start
@@ -560,8 +561,6 @@ def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict
                                 batches_per_update=plan.batches_per_update, seed=cfg.seed)
     per_batch = joint.steps_per_batch["runtime"]
     left = plan.batches - int(runtime.num_timesteps) // per_batch  # a resumed run trains the batches it had left
-    from prune_env.progress import bar as progress_bar
-
     bar = progress_bar(plan.runtime_steps, f"joint update ({plan.groups} static episodes of {plan.images} images a batch), "
                        "runtime agent", "steps", initial=int(runtime.num_timesteps), disable=not cfg.progress)
     saved = {"at": int(runtime.num_timesteps)}
