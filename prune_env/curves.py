@@ -46,6 +46,17 @@ def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return point, lo, hi
 
 
+def y_range(points: list[float], finals: list[float], low_percentile: float = 2.0) -> tuple[float, float]:
+    """The y limits of a curve panel: from the ``low_percentile``-th percentile of the plotted means
+    ``points`` (early exploration and wide bands are clipped) to their maximum, widened to hold every
+    method's last mean ``finals`` (a method that collapsed stays in view), with a 15% margin."""
+    low, high = np.percentile(points, [low_percentile, 100])
+    if finals:
+        low, high = min(low, min(finals)), max(high, max(finals))
+    pad = 0.15 * (high - low) + 1e-3
+    return float(low - pad), float(high + pad)
+
+
 def _agents(results: list[dict]) -> dict[str, list[dict]]:
     by_algo: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
@@ -77,6 +88,7 @@ def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex="col")
     cmap = plt.get_cmap("tab20" if len(by_algo) > 10 else "tab10")
     shown: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
+    finals: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
     for i, (algo, runs) in enumerate(by_algo.items()):
         color = cmap(i % cmap.N)
         for row, metric in enumerate(("objective", "macs_ratio")):
@@ -89,7 +101,9 @@ def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.any():
                 ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.15, linewidth=0)
-            shown[metric].extend(point[np.isfinite(point)].tolist())
+            finite = point[np.isfinite(point)]
+            shown[metric].extend(finite.tolist())
+            finals[metric].extend(finite[-1:].tolist())
             for k, r in enumerate(runs):
                 c = r["curves"]["seconds"]
                 axes[row, 1].plot(c["x"], c[metric], color=color, lw=0.9, alpha=0.8, label=algo if k == 0 else None)
@@ -107,11 +121,10 @@ def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
         if budgets:
             axes[1, col].axhline(budgets[0], color="red", lw=1.0, alpha=0.6, label="MAC budget" if col == 0 else None)
     for metric, row in (("objective", 0), ("macs_ratio", 1)):
-        if shown[metric]:  # the means decide the range; early exploration and wide bands are clipped
-            low, high = np.percentile(shown[metric], [2, 100])
-            pad = 0.15 * (high - low) + 1e-3
+        if shown[metric]:  # the means decide the range; early exploration is clipped, no method's end
+            limits = y_range(shown[metric], finals[metric])
             for col in (0, 1):
-                axes[row, col].set_ylim(low - pad, high + pad)
+                axes[row, col].set_ylim(*limits)
     axes[0, 0].set_ylabel("training episodes: objective -L / beta0")
     axes[1, 0].set_ylabel("training episodes: MAC ratio of dense")
     axes[1, 0].set_xlabel("environment steps (layer decisions)")

@@ -5,6 +5,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_contrib
 import torch
 
 import train_agents
@@ -32,7 +33,7 @@ def tiny_overrides(algo):
         return dict(TINY["on"])
     if name == "A2C":
         return dict(TINY["a2c"])
-    if name == "ARS":
+    if issubclass(spec.cls, sb3_contrib.ARS):
         return dict(TINY["ars"])
     return dict(TINY["off"])
 
