@@ -152,7 +152,47 @@ def summarize(rows: list[dict]) -> str:
                      f"{_mean_sd([r['macs_ratio'] / r['budget'] for r in rs])} | "
                      f"{_mean_sd([r['within_budget'] for r in rs])} | "
                      f"{_mean_sd([r['params_ratio'] / r['params_budget'] for r in rs])} | {_mean_sd(late)} |")
+    paired = paired_differences(rows)
+    if paired:
+        lines += ["", "Joint minus alternating, paired by seed (same checkpoint, seed and schedule): mean, 95% Student-t "
+                  "interval from 2 seeds, paired t-test p from 2 seeds.", "",
+                  "| budget mode | seeds | top-1 (points) | MACs / budget | params / budget |", "|---|---:|---:|---:|---:|"]
+        for mode, cells in paired.items():
+            lines.append(f"| {mode} | {cells['seeds']} | " + " | ".join(cells[k] for k in ("accuracy", "macs", "params")) + " |")
     return "\n".join(lines)
+
+
+def _paired_cell(diffs: list[float], digits: int) -> str:
+    """Mean of paired differences with its 95% t-interval and the paired t-test's p (one value: just it)."""
+    from scipy import stats
+
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return f"{mean:+.{digits}f}"
+    sd = statistics.stdev(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if sd > 0 else (1.0 if mean == 0 else 0.0)
+    return f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}], p = {p:.2f}"
+
+
+def paired_differences(rows: list[dict]) -> dict[str, dict]:
+    """Per budget mode, the joint run minus the alternating run of the same seed: top-1 in points, the
+    MAC ratio and the stored-parameter ratio each over its budget (seeds with both updates only)."""
+    out: dict[str, dict] = {}
+    for mode in BUDGET_MODES:
+        by = {(r["agent_update"], r["seed"]): r for r in rows if r["budget_mode"] == mode}
+        seeds = sorted(s for (u, s) in by if u == "joint" and ("alternating", s) in by)
+        if not seeds:
+            continue
+        pairs = [(by[("joint", s)], by[("alternating", s)]) for s in seeds]
+        out[mode] = {
+            "seeds": len(seeds),
+            "accuracy": _paired_cell([100 * (j["accuracy"] - a["accuracy"]) for j, a in pairs], 2),
+            "macs": _paired_cell([j["macs_ratio"] / j["budget"] - a["macs_ratio"] / a["budget"] for j, a in pairs], 3),
+            "params": _paired_cell([j["params_ratio"] / j["params_budget"] - a["params_ratio"] / a["params_budget"]
+                                    for j, a in pairs], 3),
+        }
+    return out
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -31,3 +31,23 @@ def test_modes_sweep_runs_both_updates_and_reads_finished_runs_back(tmp_path):
     assert (out / "algorithm1_modes.png").stat().st_size > 10_000
     again = algorithm1_modes.main(argv)  # finished runs are read back, not rerun
     assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]
+
+
+def _row(update, seed, accuracy, macs, params=0.4):
+    return {"budget_mode": "per_input", "agent_update": update, "seed": seed, "accuracy": accuracy, "macs_ratio": macs,
+            "budget": 0.25, "params_ratio": params, "params_budget": 0.5, "within_budget": 1.0, "dense_accuracy": 0.9,
+            "history": [{"iteration": 1, "macs_ratio": macs}]}
+
+
+def test_paired_differences_pair_joint_and_alternating_by_seed():
+    rows = [_row("joint", 0, 0.80, 0.25), _row("alternating", 0, 0.79, 0.20),
+            _row("joint", 1, 0.78, 0.20), _row("alternating", 1, 0.78, 0.20),
+            _row("joint", 2, 0.10, 0.01)]  # seed 2 has no alternating run: not paired
+    cells = algorithm1_modes.paired_differences(rows)["per_input"]
+    assert cells["seeds"] == 2
+    # +1.00 and 0.00 points: mean +0.50, t(0.975, 1) x 0.7071 / sqrt(2) = 6.353, paired t = 1 on 1 df: p = 0.5
+    assert cells["accuracy"] == "+0.50 [-5.85, +6.85], p = 0.50"
+    assert cells["macs"].startswith("+0.100 ")  # (0.25 - 0.20) / 0.25 = 0.2 on seed 0, 0 on seed 1
+    assert cells["params"] == "+0.000 [+0.000, +0.000], p = 1.00"
+    table = algorithm1_modes.summarize(rows)
+    assert "| per_input | 2 | +0.50 [-5.85, +6.85], p = 0.50 |" in table
