@@ -1,5 +1,7 @@
 """Test-wide settings."""
 
+import signal
+
 import pytest
 import torch
 
@@ -19,8 +21,6 @@ def one_thread():
 def interruptible():
     """Ctrl-C raises KeyboardInterrupt in every test, as in a terminal, even when pytest was started
     in the background of a non-interactive shell (``cmd &``), which starts it with SIGINT ignored."""
-    import signal
-
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
