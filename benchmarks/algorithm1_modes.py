@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.algorithm1 import AGENT_UPDATES, ALGORITHM1_STATE, PRESETS, Algorithm1Config, run_algorithm1  # noqa: E402
 from prune_env.evaluation import write_json  # noqa: E402
 from prune_env.io import write_csv  # noqa: E402
+from prune_env.leaderboard import t_interval  # noqa: E402
 
 BUDGET_MODES = ("per_input", "average")
 RESULT = "modes_row.json"
@@ -166,13 +167,11 @@ def _paired_cell(diffs: list[float], digits: int) -> str:
     """Mean of paired differences with its 95% t-interval and the paired t-test's p (one value: just it)."""
     from scipy import stats
 
-    mean = statistics.mean(diffs)
+    mean, low, high = t_interval(diffs)
     if len(diffs) < 2:
         return f"{mean:+.{digits}f}"
-    sd = statistics.stdev(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
-    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if sd > 0 else (1.0 if mean == 0 else 0.0)
-    return f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}], p = {p:.2f}"
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if high > low else (1.0 if mean == 0 else 0.0)
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], p = {p:.2f}"
 
 
 def paired_differences(rows: list[dict]) -> dict[str, dict]:
