@@ -538,6 +538,59 @@ def test_materialize_returns_the_whole_split_once():
     assert again is images  # cached
 
 
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10"])
+def test_materialize_converts_array_datasets_in_bulk_bit_for_bit(tmp_path, name, _isolated_cache):
+    """Fashion-MNIST's and CIFAR-10's evaluation views are materialised without the per-image
+    transform (it is made to fail), and every image equals the per-image ToTensor + Normalize."""
+    if name == "fashion-mnist":
+        _write_fashion_fixture(tmp_path / "src")
+        splits = load_dataset(name, root=tmp_path / "src")
+    else:
+        _write_cifar_fixture(tmp_path)
+        splits = load_dataset(name, tmp_path, verify=False)
+    expected = {part: [getattr(splits, part)[i] for i in range(len(getattr(splits, part)))]
+                for part in ("val", "test", "train_plain")}
+
+    def refuse(image):
+        raise AssertionError("the per-image transform ran")
+
+    splits.test.transform = refuse
+    splits.val.dataset.transform = refuse  # val and train_plain share the evaluation view
+    for part, items in expected.items():
+        images, labels = materialize(getattr(splits, part))
+        assert images.shape == (len(items), *splits.input_shape) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64
+        assert torch.equal(images, torch.stack([x for x, _ in items]))
+        assert labels.tolist() == [y for _, y in items]
+
+
+def test_image_source_preloads_through_materialize(tmp_path, _isolated_cache):
+    from prune_env.envs.task import ImageSource
+
+    _write_fashion_fixture(tmp_path / "src")
+    splits = load_dataset("fashion-mnist", root=tmp_path / "src")
+    source = ImageSource(splits.val, torch.device("cpu"))
+    images, labels = source.get(np.array([2, 0]))
+    assert torch.equal(images[0], splits.val[2][0]) and int(labels[1]) == splits.val[0][1]
+
+
+def test_environments_serve_training_images_without_augmentation(tmp_path, _isolated_cache):
+    """split="train" is the training images as they are: not one random crop and flip of each, drawn
+    from the global RNG when the task loads (the same images whatever that RNG's state)."""
+    from prune_env.envs.task import PruningTask, TaskConfig
+
+    _write_fashion_fixture(tmp_path / "src")
+    cfg = dict(model="mcifarnet", dataset="fashion-mnist", data_root=str(tmp_path / "src"), split="train", width=0.25)
+    images = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        with pytest.warns(UserWarning, match="randomly initialised"):
+            images.append(PruningTask(TaskConfig(**cfg)).source.images)
+    plain = load_dataset("fashion-mnist", root=tmp_path / "src").train_plain
+    assert torch.equal(images[0], images[1])
+    assert torch.equal(images[0], torch.stack([plain[i][0] for i in range(len(plain))]))
+
+
 def test_cifar10_download_goes_through_torchvision(tmp_path, monkeypatch):
     """download=True reaches torchvision's own download (stubbed: it writes the fixture where the archive would go)."""
     import torchvision.datasets.cifar as tv_cifar

@@ -129,10 +129,9 @@ class ImageSource:
         self.images: Tensor | None = None
         self.labels: Tensor | None = None
         if self.size * first.numel() <= PRELOAD_LIMIT:
-            loader = torch.utils.data.DataLoader(dataset, batch_size=1024, shuffle=False)
-            xs, ys = zip(*loader)
-            self.images = torch.cat(xs).to(device)
-            self.labels = torch.cat(ys).long().to(device)
+            from prune_env.data import materialize
+
+            self.images, self.labels = materialize(dataset, device)
 
     def __len__(self) -> int:
         return self.size
@@ -145,6 +144,19 @@ class ImageSource:
             return self.images[idx], self.labels[idx]
         items = [self.dataset[int(i)] for i in idx]
         return torch.stack([x for x, _ in items]).to(self.device), torch.tensor([y for _, y in items], device=self.device)
+
+
+def task_split(splits: Any, split: str) -> torch.utils.data.Dataset:
+    """The images an environment serves for ``split``: as they are, never randomly augmented.
+
+    ``"train"`` is the training split *without* the dataset's training augmentation
+    (``train_plain``): an environment's images are a function of its seed alone, the same
+    distribution as the test images it is scored on, and not one random crop and flip of each
+    image frozen at load time from the global RNG.
+    """
+    if split == "train" and getattr(splits, "train_plain", None) is not None:
+        return splits.train_plain
+    return getattr(splits, split)
 
 
 # --------------------------------------------------------------------------- the task
@@ -272,7 +284,7 @@ class PruningTask:
             p.requires_grad_(False)
         splits = self._splits = load_dataset(self.dataset_name, cfg.data_root, download=cfg.download)
         self.num_classes = splits.num_classes
-        self.source = ImageSource(getattr(splits, cfg.split), self.device)
+        self.source = ImageSource(task_split(splits, cfg.split), self.device)
         self.input_shape = self.source.image_shape
         self.costs = CostModel(self.net, self.input_shape)
         self.num_layers = self.net.num_layers
