@@ -302,7 +302,8 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     * ``model`` (str, default from the checkpoint, else ``"digitnet"``), ``checkpoint`` (path; with
       neither, the shipped digitnet trained on digits), ``dataset`` (default from the checkpoint),
       ``data_root``, ``download`` (False; True fetches a missing CIFAR-10 / Fashion-MNIST with
-      torchvision's download), ``split`` (``"val"``; ``"train"``/``"test"``), ``width`` (untrained nets only);
+      torchvision's download), ``split`` (``"val"``; ``"train"``, the training images without the
+      dataset's augmentation; ``"test"``), ``width`` (untrained nets only);
     * ``budget`` (0.5) in (0, 1], read as a uniform keep ratio ("sparsity") or, with
       ``budget_kind="fraction"``, as the fraction of dense MACs; or a range every episode draws its
       budget from: ``"0.3:0.7"`` / ``(0.3, 0.7)`` (uniform in it) or ``[0.3, 0.5, 0.7]`` (among the
