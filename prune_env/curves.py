@@ -11,7 +11,9 @@ the curves show learning, not the deterministic test scores of the leaderboard.
 * against seconds: every seed its own thin line (wall-clock time depends on the machine's load, so
   seeds do not share a time grid), the method's colour;
 * baselines (runtime ones, the same policy in a fresh training environment) as horizontal lines on
-  the objective panels; the budget as a horizontal line on the MAC panels.
+  the objective panels; the budget as a horizontal line on the MAC panels;
+* every method keeps one colour and dash pattern (:func:`method_style`) in every suite's figure, and no
+  two methods share one; the paper's method, recurrent PPO, is drawn thickest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,28 @@ from prune_env.io import write_csv
 
 #: fewest seeds for a shaded interval
 MIN_SEEDS_BAND = 3
+
+#: the registered methods in a fixed order, so that a method has the same style in every suite's figure
+#: (a method not listed takes the next free style after them, in name order)
+METHOD_ORDER = ("recurrent_ppo", "ppo", "a2c", "trpo", "ars", "dqn", "qrdqn", "purl_dqn", "sac", "td3", "ddpg",
+                "crossq", "tqc", "amc_ddpg")
+#: tab10 without its red (the MAC budget's colour) and its grey (the baselines' colour)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+#: one dash pattern per round through :data:`PALETTE`
+DASHES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+#: the paper's method, drawn thickest
+HIGHLIGHT = "recurrent_ppo"
+
+
+def method_style(algo: str, algos: list[str] | tuple[str, ...] = ()) -> dict:
+    """Matplotlib line keywords (``color``, ``ls``, ``lw``) of ``algo``: the method at position ``k`` of
+    :data:`METHOD_ORDER` followed by the other ``algos`` in name order takes colour ``k mod 8`` and dash
+    pattern ``k div 8``, so no two of the first 32 methods look alike and a registered method looks the
+    same whichever others a suite has."""
+    extra = sorted(a for a in set(algos) | {algo} if a not in METHOD_ORDER)
+    k = (METHOD_ORDER + tuple(extra)).index(algo)
+    return {"color": PALETTE[k % len(PALETTE)], "ls": DASHES[(k // len(PALETTE)) % len(DASHES)],
+            "lw": 2.4 if algo == HIGHLIGHT else 1.5}
 
 
 def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,27 +110,27 @@ def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
 
     by_algo = _agents(results)
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex="col")
-    cmap = plt.get_cmap("tab20" if len(by_algo) > 10 else "tab10")
     shown: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
     finals: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
-    for i, (algo, runs) in enumerate(by_algo.items()):
-        color = cmap(i % cmap.N)
+    for algo, runs in by_algo.items():
+        style = method_style(algo, list(by_algo))
         for row, metric in enumerate(("objective", "macs_ratio")):
             ax = axes[row, 0]
             x = np.asarray(runs[0]["curves"]["steps"]["x"])
             curves = np.asarray([r["curves"]["steps"][metric] for r in runs if len(r["curves"]["steps"][metric]) == len(x)],
                                 dtype=np.float64)
             point, lo, hi = mean_band(curves)
-            ax.plot(x, point, color=color, lw=1.6, label=f"{algo} (n={len(curves)})")
+            ax.plot(x, point, **style, label=f"{algo} (n={len(curves)})", zorder=3 if algo == HIGHLIGHT else 2)
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.any():
-                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.15, linewidth=0)
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=style["color"], alpha=0.12, linewidth=0)
             finite = point[np.isfinite(point)]
             shown[metric].extend(finite.tolist())
             finals[metric].extend(finite[-1:].tolist())
             for k, r in enumerate(runs):
                 c = r["curves"]["seconds"]
-                axes[row, 1].plot(c["x"], c[metric], color=color, lw=0.9, alpha=0.8, label=algo if k == 0 else None)
+                axes[row, 1].plot(c["x"], c[metric], color=style["color"], ls=style["ls"], lw=0.6 * style["lw"], alpha=0.8,
+                                  label=algo if k == 0 else None)
     bases = sorted({r["algo"] for r in results if r["kind"] == "baseline" and r.get("constraint", "macs") == "macs"
                     and math.isfinite(r.get("train_objective", math.nan))})
     styles = [(0, (6, 2)), (0, (2, 2)), (0, (6, 2, 1, 2)), (0, (1, 1))]

@@ -37,3 +37,17 @@ def test_plot_curves_passes_each_methods_last_mean(tmp_path, monkeypatch):
     assert path.stat().st_size > 5_000
     objective_finals = seen[0]  # the objective panels are set first, then the MAC panels
     assert sorted(objective_finals) == pytest.approx([-9.5, -0.1])
+
+
+def test_method_styles_are_distinct_stable_and_avoid_the_budget_red():
+    names = list(curves.METHOD_ORDER) + [f"extra{i}" for i in range(18)]  # 32 methods
+    styles = [curves.method_style(a, names) for a in names]
+    assert len({(s["color"], str(s["ls"])) for s in styles}) == len(names) == 32
+    assert all(s["color"] not in ("#d62728", "red") for s in styles)
+    # a method keeps its style whichever other methods a suite has
+    assert curves.method_style("sac", ["sac"]) == curves.method_style("sac", names)
+    assert curves.method_style("recurrent_ppo")["lw"] > curves.method_style("ppo")["lw"]
+    # a method outside the registered ones takes the next free style, not a registered method's
+    registered = {(s["color"], str(s["ls"])) for s in styles[:len(curves.METHOD_ORDER)]}
+    mine = curves.method_style("my_algo", ["my_algo", "sac"])
+    assert (mine["color"], str(mine["ls"])) not in registered
