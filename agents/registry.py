@@ -17,7 +17,7 @@ from typing import Any
 import sb3_contrib
 import stable_baselines3 as sb3
 
-from agents.ars import BatchedARS
+from agents.ars import BatchedARS, NormalizedLinearPolicy
 from agents.policies import LayerEncoderExtractor, RegularizedLstmPolicy, RegularizedMlpPolicy, ShapeEncoderExtractor
 from prune_env.ids import ENV_IDS, RUNTIME, STATIC  # defined once there; the agents' side imports them from here
 
@@ -110,8 +110,9 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "td3": AlgoSpec(sb3.TD3, hyperparams=_both(dict(_OFF_POLICY, action_noise_std=0.1))),
     "ddpg": AlgoSpec(sb3.DDPG, hyperparams=_both(dict(_OFF_POLICY, action_noise_std=0.1))),
     "tqc": AlgoSpec(sb3_contrib.TQC, hyperparams=_both(_OFF_POLICY)),
-    # sb3-contrib's ARS, each candidate scored on one episode per environment (agents/ars.py)
-    "ars": AlgoSpec(BatchedARS, "LinearPolicy",
+    # sb3-contrib's ARS, each candidate scored on one episode per environment, states normalised (ARS V2,
+    # agents/ars.py)
+    "ars": AlgoSpec(BatchedARS, NormalizedLinearPolicy,
                     hyperparams=_both(dict(n_delta=8, n_top=4, learning_rate=0.02, delta_std=0.05))),
     "dqn": AlgoSpec(sb3.DQN, discrete=True, hyperparams=_both(_DQN)),
     # 25 quantiles instead of 200: each gradient step is ~8x cheaper on a CPU, with no loss here

@@ -4,6 +4,7 @@ environment step is counted once, and callbacks see every episode's info."""
 import numpy as np
 import pytest
 import sb3_contrib
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
@@ -70,3 +71,55 @@ def test_explicit_n_eval_episodes_is_kept_and_checked():
     assert model.n_eval_episodes == 8
     with pytest.raises(ValueError, match="n_eval_episodes"):
         _model(4, n_eval_episodes=0)
+
+
+# --------------------------------------------------------------------------- ARS V2: normalised states
+def test_running_normalization_is_the_mean_and_variance_of_every_state_given():
+    from gymnasium import spaces
+
+    from agents.ars import NormalizedLinearPolicy
+
+    policy = NormalizedLinearPolicy(spaces.Box(-np.inf, np.inf, (3,), np.float32), spaces.Box(0.1, 1.0, (1,), np.float32))
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(5.0, 3.0, (40, 3)), rng.normal(-2.0, 0.5, (7, 3))
+    first[:, 2] = second[:, 2] = 4.0  # a constant component (zero padding): centred, not scaled
+    policy.update_normalization(first)
+    policy.update_normalization(second)
+    states = np.concatenate([first, second])
+    assert float(policy.obs_count) == 47
+    np.testing.assert_allclose(policy.obs_mean.numpy(), states.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(policy.obs_var.numpy(), states.var(0), rtol=1e-4, atol=1e-6)
+    x = np.array([[2.0, 1.0, 6.0]], dtype=np.float32)
+    expected = (x - states.mean(0)) / np.array([states[:, 0].std(), states[:, 1].std(), 1.0])
+    np.testing.assert_allclose(policy.normalize(torch.as_tensor(x)).numpy(), expected, rtol=1e-4)
+
+
+def test_the_zero_policy_keeps_the_middle_of_the_action_range():
+    model, venv = _model(4)
+    obs = venv.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    low, high = venv.action_space.low[0], venv.action_space.high[0]
+    np.testing.assert_allclose(action, (low + high) / 2, rtol=1e-6)  # not the clipped lower end (V1: 0 -> alpha)
+
+
+def test_ars_v2_normalizes_with_the_states_its_training_visited_and_saves_them(tmp_path):
+    model, venv = _model(4)
+    layers = venv.get_attr("num_layers")[0]
+    per_update = 2 * 2 * 4 * layers
+    seen = []
+    real = model.policy.update_normalization
+    model.policy.update_normalization = lambda states: seen.append(np.array(states)) or real(states)
+    model.learn(2 * per_update)
+    # one update per iteration, after it, with each counted step's state
+    assert [len(s) for s in seen] == [per_update, per_update]
+    assert float(model.policy.obs_count) == model.num_timesteps == 2 * per_update
+    states = np.concatenate(seen)
+    np.testing.assert_allclose(model.policy.obs_mean.numpy(), states.mean(0), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(states[:per_update].mean(0), 0.0)  # real pooled features, not the identity's zeros
+    obs = venv.reset()
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "ars.zip")
+    loaded = BatchedARS.load(tmp_path / "ars.zip", device="cpu")
+    np.testing.assert_array_equal(loaded.policy.obs_mean.numpy(), model.policy.obs_mean.numpy())
+    after, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(after, before)
