@@ -124,6 +124,9 @@ class BatchedARS(sb3_contrib.ARS):
     def _do_one_update(self, callback: BaseCallback, async_eval: Any) -> None:
         """One ARS iteration; then the states its candidates visited update the normalisation (V2): the
         candidates of one iteration all act under the statistics of the iterations before."""
+        if async_eval is not None and isinstance(self.policy, NormalizedLinearPolicy):
+            raise NotImplementedError("NormalizedLinearPolicy updates its statistics from the synchronous evaluation's "
+                                      "states: learn without async_eval, or use sb3-contrib's LinearPolicy with VecNormalize")
         self._visited = []
         super()._do_one_update(callback, async_eval)
         if isinstance(self.policy, NormalizedLinearPolicy) and self._visited:

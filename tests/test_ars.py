@@ -123,3 +123,9 @@ def test_ars_v2_normalizes_with_the_states_its_training_visited_and_saves_them(t
     np.testing.assert_array_equal(loaded.policy.obs_mean.numpy(), model.policy.obs_mean.numpy())
     after, _ = loaded.predict(obs, deterministic=True)
     np.testing.assert_array_equal(after, before)
+
+
+def test_ars_v2_refuses_asynchronous_evaluation():
+    model, _ = _model(4)
+    with pytest.raises(NotImplementedError, match="async_eval"):
+        model._do_one_update(Episodes(), async_eval=object())
