@@ -111,7 +111,8 @@ def _bench_algos() -> dict[str, BenchAlgo]:
     plain = {
         "recurrent_ppo": "the paper's agent: sb3-contrib RecurrentPPO (LSTM), layer encoders on raw GAP features, Eq. 13",
         "ppo": "PPO, MLP policy with Eq. 13", "a2c": "A2C, MLP policy with Eq. 13", "trpo": "TRPO (sb3-contrib)",
-        "sac": "SAC", "td3": "TD3", "ddpg": "DDPG", "tqc": "TQC (sb3-contrib)", "ars": "ARS (sb3-contrib), linear policy",
+        "sac": "SAC", "td3": "TD3", "ddpg": "DDPG", "tqc": "TQC (sb3-contrib)",
+        "ars": "ARS V2 (sb3-contrib ARS; linear policy on states normalised by running statistics)",
         "crossq": "CrossQ (sb3-contrib)",
     }
     algos = {name: BenchAlgo(name, name, description=text) for name, text in plain.items()}
