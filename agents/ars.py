@@ -138,7 +138,8 @@ class BatchedARS(sb3_contrib.ARS):
         """One counted environment step of :func:`evaluate_policy`: one timestep, and the callback sees
         that environment's ``info``, ``done`` and ``reward``."""
         self.num_timesteps += 1
-        self._visited.append(np.asarray(_locals["observations"][_locals["i"]], dtype=np.float32).reshape(-1))
+        if isinstance(self.policy, NormalizedLinearPolicy):  # the states of this iteration, for its update
+            self._visited.append(np.asarray(_locals["observations"][_locals["i"]], dtype=np.float32).reshape(-1))
         callback.update_locals({"infos": [_locals["info"]], "dones": np.array([bool(_locals["done"])]),
                                 "rewards": np.array([float(_locals["reward"])])})
         callback.on_step()

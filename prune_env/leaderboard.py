@@ -530,6 +530,19 @@ INTERVAL = (f"mean over seeds, 95% Student-t interval from {MIN_SEEDS} seeds; <m
             "stratified-bootstrap percentile interval")
 
 
+def run_commands(results: Sequence[dict]) -> list[str]:
+    """The commands that produced ``results``, most runs first (a partial rerun adds its own)."""
+    return [c for c, _ in Counter(r.get("command", "") for r in results).most_common() if c]
+
+
+def suite_leaderboard(out: str | os.PathLike, suite: str, description: str = "") -> str:
+    """The leaderboard markdown of the finished runs of ``suite`` under ``out``, as ``write_report`` writes it."""
+    results = load_results(out, suite)
+    if not results:
+        raise FileNotFoundError(f"no finished runs of suite {suite!r} under {out}")
+    return leaderboard_markdown(summarize(results), suite, description, run_commands(results))
+
+
 def write_report(out: str | os.PathLike, suite: str, *, description: str = "", command: str = "",
                  figure: str | None = None) -> dict[str, Path]:
     """Aggregate the finished runs of ``suite`` under ``out`` into CSV, JSON, markdown and PNG (each
@@ -540,8 +553,7 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
     if not results:
         raise FileNotFoundError(f"no finished runs of suite {suite!r} under {out}")
     root = Path(out) / suite
-    # the commands that produced the runs, most runs first (a partial rerun adds its own)
-    commands = [c for c, _ in Counter(r.get("command", "") for r in results).most_common() if c] or [command]
+    commands = run_commands(results) or [command]
     rows = summarize(results)
     pairs = pairwise_table(rows)
     paths = {

@@ -129,3 +129,27 @@ def test_ars_v2_refuses_asynchronous_evaluation():
     model, _ = _model(4)
     with pytest.raises(NotImplementedError, match="async_eval"):
         model._do_one_update(Episodes(), async_eval=object())
+
+
+class VisitedStates(BaseCallback):
+    """The number of states ARS has put aside for the normalisation, at each counted step."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def _on_step(self) -> bool:
+        self.sizes.append(len(self.model._visited))
+        return True
+
+
+def test_only_the_normalized_policy_collects_the_visited_states():
+    model, venv = _model(4)
+    layers = venv.get_attr("num_layers")[0]
+    normalized = VisitedStates()
+    model.learn(2 * 2 * 4 * layers, callback=normalized)
+    assert normalized.sizes == list(range(1, len(normalized.sizes) + 1))  # one state per counted step
+    plain = BatchedARS("LinearPolicy", make_env(RUNTIME, "ars", 4, 0, {}), n_delta=2, n_top=1, seed=0)
+    visited = VisitedStates()
+    plain.learn(2 * 2 * 4 * layers, callback=visited)
+    assert visited.sizes and set(visited.sizes) == {0}  # sb3-contrib's LinearPolicy: nothing kept
