@@ -156,7 +156,7 @@ def summarize(rows: list[dict]) -> str:
     paired = paired_differences(rows)
     if paired:
         lines += ["", "Joint minus alternating, paired by seed (same checkpoint, seed and schedule): mean, 95% Student-t "
-                  "interval from 2 seeds, paired t-test p from 2 seeds.", "",
+                  "interval and paired t-test p over the seeds column's seeds (at least 2).", "",
                   "| budget mode | seeds | top-1 (points) | MACs / budget | params / budget |", "|---|---:|---:|---:|---:|"]
         for mode, cells in paired.items():
             lines.append(f"| {mode} | {cells['seeds']} | " + " | ".join(cells[k] for k in ("accuracy", "macs", "params")) + " |")
