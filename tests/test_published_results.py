@@ -58,6 +58,12 @@ def test_records_are_complete_and_replay(suite):
     # seed 0 of every method replays its test episode to the stated reward (all seeds: about a minute a suite)
     replayed = [r for r in results if r["seed"] == 0 and r.get("episode_record")]
     assert replayed, f"no record of {suite!r} at seed 0 stores its test episode"
+    # a suite on a user-built checkpoint (fashion-mnist: fm/warm.pt, docs/benchmarks.md section 9) replays
+    # only where that checkpoint was built; the records' completeness is checked above either way
+    checkpoints = {r.get("env_kwargs", {}).get("checkpoint") for r in replayed} - {None}
+    missing = sorted(c for c in checkpoints if not (ROOT / c).exists())
+    if missing:
+        pytest.skip(f"{suite!r} replays on checkpoint(s) {missing}, not built here (docs/benchmarks.md section 9)")
     for result in replayed:
         ok, message = validate_result(result["_path"])
         assert ok, message
