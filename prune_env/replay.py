@@ -99,14 +99,38 @@ class ValidationResult:
     replayed_reward: float
 
 
-def _close(a: Any, b: Any, rtol: float) -> bool:
+#: absolute tolerance on a replayed loss: float32 logits of magnitude ~10 differ by ~1e-6 between CPUs
+#: whose kernels sum in another order (AVX2 against AVX-512), and a near-zero loss (a confident correct
+#: prediction, ~1e-3) turns that into a relative error of ~1e-4, far above ``rtol``
+LOSS_ATOL = 1e-5
+
+#: info entries derived from the loss: compared with ``LOSS_ATOL`` (``reward_acc``: ``LOSS_ATOL / beta``)
+LOSS_KEYS = ("loss",)
+SCALED_LOSS_KEYS = ("reward_acc",)
+
+
+def _close(a: Any, b: Any, rtol: float, atol: float = 1e-9) -> bool:
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y, rtol) for x, y in zip(a, b))
-    return math.isclose(float(a), float(b), rel_tol=rtol, abs_tol=1e-9)
+        return len(a) == len(b) and all(_close(x, y, rtol, atol) for x, y in zip(a, b))
+    return math.isclose(float(a), float(b), rel_tol=rtol, abs_tol=atol)
+
+
+def _atol(key: str, beta: float) -> float:
+    """The absolute tolerance of info entry ``key`` (or ``"reward"``) on replay, given the reward scale ``beta``."""
+    if key in LOSS_KEYS:
+        return LOSS_ATOL
+    if key in SCALED_LOSS_KEYS or key == "reward":
+        return LOSS_ATOL / max(abs(float(beta)), 1e-12)
+    return 1e-9
 
 
 def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
-    """Replay ``record`` in a fresh environment and compare reward and results."""
+    """Replay ``record`` in a fresh environment and compare reward and results.
+
+    Values agree within ``rtol``; the loss and the terms computed from it also within
+    :data:`LOSS_ATOL` (divided by the reward scale ``beta`` for the reward), the float32 noise
+    between CPUs on a near-zero loss.
+    """
     import prune_env  # noqa: F401  (registers the ids)
 
     env = gym.make(record.env_id, **record.env_kwargs)
@@ -120,11 +144,12 @@ def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
         _, reward, terminated, truncated, info = env.step(np.array([action], dtype=np.float32))
         if terminated or truncated:
             break
+    beta = float(env.unwrapped.normalizer.beta)
     env.close()
     mismatches = {}
-    if not _close(reward, record.reward, rtol):
+    if not _close(reward, record.reward, rtol, _atol("reward", beta)):
         mismatches["reward"] = (record.reward, reward)
     for key, value in record.info.items():
-        if key not in info or not _close(value, info[key], rtol):
+        if key not in info or not _close(value, info[key], rtol, _atol(key, beta)):
             mismatches[key] = (value, info.get(key))
     return ValidationResult(not mismatches, mismatches, float(reward))

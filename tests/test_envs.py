@@ -1,5 +1,7 @@
 """RuntimePrune-v0 and StaticPrune-v0: API conformance, rewards, seeding, batching, replay."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -296,3 +298,25 @@ def test_recorded_episode_replays_and_validates(env_id, kwargs, tmp_path):
     assert result.ok, result.mismatches
     loaded.reward += 0.01
     assert not validate(loaded).ok
+
+
+def test_replay_tolerates_float32_noise_on_a_near_zero_loss_and_no_more():
+    """Another CPU's kernels move a confident prediction's loss (~1e-3) by ~1e-7: a relative 1e-4."""
+    from prune_env.replay import LOSS_ATOL
+
+    kwargs = {"budget": 0.6}
+    env = RecordEpisode(gym.make("RuntimePrune-v0", **kwargs), "RuntimePrune-v0", kwargs)
+    run_episode(env, 0.9, seed=3)
+    record = env.last_record
+    beta = record.reward_state["normalizer"]["beta"] if record.reward_state else record.beta
+    noisy = copy.deepcopy(record)
+    noisy.info["loss"] += 0.1 * LOSS_ATOL  # 8x the 1.2e-7 measured between two machines' CPUs
+    noisy.info["reward_acc"] -= 0.1 * LOSS_ATOL / beta
+    noisy.reward -= 0.1 * LOSS_ATOL / beta
+    assert validate(noisy).ok, validate(noisy).mismatches
+    wrong = copy.deepcopy(record)
+    wrong.info["loss"] += 10 * LOSS_ATOL  # beyond float32 noise: a different result
+    assert set(validate(wrong).mismatches) == {"loss"}
+    wrong = copy.deepcopy(record)
+    wrong.reward -= 10 * LOSS_ATOL / beta
+    assert set(validate(wrong).mismatches) == {"reward"}
