@@ -144,7 +144,7 @@ def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
         _, reward, terminated, truncated, info = env.step(np.array([action], dtype=np.float32))
         if terminated or truncated:
             break
-    beta = float(env.unwrapped.normalizer.beta)
+    beta = float(info.get("beta", getattr(env.unwrapped.normalizer, "beta", 1.0)))  # the episode's reward scale
     env.close()
     mismatches = {}
     if not _close(reward, record.reward, rtol, _atol("reward", beta)):
