@@ -35,6 +35,7 @@ for top-1 and the objective.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -579,6 +580,20 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
 
 
 # --------------------------------------------------------------------------- validation
+def checkpoint_mismatch(checkpoint: str | None, sha256: str | None) -> str | None:
+    """Why a record's network is not the one at ``checkpoint`` here (None where it is, or nothing was recorded)."""
+    if not checkpoint or not sha256:
+        return None
+    path = Path(checkpoint)
+    if not path.is_file():
+        return f"the record ran on checkpoint {checkpoint} (sha256 {sha256[:12]}...), which is not here"
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != sha256:
+        return (f"checkpoint {checkpoint} is not the file the record ran on (sha256 {actual[:12]}... here, "
+                f"{sha256[:12]}... recorded): a replay needs that exact network (a retrained one differs)")
+    return None
+
+
 def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, str]:
     """Replay the episode record of a result JSON (:func:`prune_env.replay.validate`); ``(ok, message)``."""
     from prune_env.replay import EpisodeRecord, validate
@@ -587,8 +602,11 @@ def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, 
     record = data.get("episode_record")
     if not record:
         return False, f"{path}: no episode record ({data.get('episode_record_note') or 'none stored'})"
-    result = validate(EpisodeRecord(**record), rtol=rtol)
     label = f"{data.get('suite')}/{data.get('algo')}/seed{data.get('seed')}"
+    mismatch = checkpoint_mismatch(record.get("env_kwargs", {}).get("checkpoint"), data.get("checkpoint_sha256"))
+    if mismatch:
+        return False, f"{label}: {mismatch}"
+    result = validate(EpisodeRecord(**record), rtol=rtol)
     if result.ok:
         return True, f"{label}: the recorded test episode replays exactly (reward {result.replayed_reward:.6f})"
     return False, f"{label}: replay differs: {result.mismatches}"

@@ -5,6 +5,7 @@ resume, validation, intervals, significance marks, learning curves, the explorat
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +110,28 @@ def test_validate_replays_a_claimed_result(smoke, tmp_path, capsys):
     bad.write_text(json.dumps(tampered))
     assert main(["validate", str(bad)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_validate_names_a_checkpoint_that_is_not_the_one_the_record_ran_on(tmp_path, monkeypatch):
+    import shutil
+
+    import prune_env.assets
+
+    monkeypatch.chdir(tmp_path)  # the record names the checkpoint by the relative path it was given
+    shutil.copyfile(Path(prune_env.assets.__file__).with_name("digitnet_digits.pt"), "net.pt")
+    assert main(["run", "--suite", "smoke", "--algos", "uniform", "--seeds", "0", "--checkpoint", "net.pt",
+                 "--out", "bench"]) == 0
+    path = tmp_path / "bench" / "smoke" / "runs" / "uniform" / "seed0.json"
+    assert json.loads(path.read_text())["episode_record"]["env_kwargs"]["checkpoint"] == "net.pt"
+    ok, message = validate_result(path)
+    assert ok, message
+    with open("net.pt", "ab") as f:  # another file at that path (a retrained network, say)
+        f.write(b"\0")
+    ok, message = validate_result(path)
+    assert not ok and "net.pt is not the file the record ran on" in message
+    Path("net.pt").unlink()
+    ok, message = validate_result(path)
+    assert not ok and "which is not here" in message
 
 
 def test_checkpoint_suite_is_skipped_with_a_message_without_a_checkpoint(tmp_path, capsys):
