@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import hashlib
 import json
 import multiprocessing as mp
 import shlex
@@ -63,7 +62,7 @@ from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.vec_env import BatchedPruneVecEnv
 from prune_env.envs.wrappers import DEFAULT_LEVELS, PURL_LEVELS, AMCWrapper, VecAMCWrapper
 from prune_env.ids import ENV_IDS, RUNTIME, STATIC
-from prune_env.io import versions, write_json
+from prune_env.io import file_sha256, versions, write_json
 from prune_env.leaderboard import (
     binned_curve,
     binned_curves,
@@ -580,7 +579,7 @@ def compute_result(job: Job) -> dict:
         result = run_agent(job)
     checkpoint = job.env_kwargs.get("checkpoint")
     if checkpoint and Path(checkpoint).is_file():  # which network was scored: a rewritten checkpoint shows here
-        result["checkpoint_sha256"] = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        result["checkpoint_sha256"] = file_sha256(checkpoint)
     result.update(suite=job.suite, algo=job.algo, seed=job.seed, n_envs=job.n_envs, last_n=job.last_n,
                   suite_env_kwargs=job.env_kwargs, hyperparams=job.hyperparams, command=job.command,
                   versions=versions(), status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))

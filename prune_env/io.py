@@ -13,6 +13,7 @@ agents (``agents.training.atomic_model_save``), JSON, CSV, text and ONNX files a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -84,6 +85,11 @@ def write_csv(rows: Iterable[Sequence[Any]] | Iterable[Mapping[str, Any]], path:
         writer.writeheader()
         writer.writerows(rows)
     return write_text(buffer.getvalue(), path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes (which network a result was scored on)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def versions() -> dict[str, str]:

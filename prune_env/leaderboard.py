@@ -35,7 +35,6 @@ for top-1 and the objective.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -46,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from prune_env.ids import RUNTIME
-from prune_env.io import write_csv, write_json, write_text
+from prune_env.io import file_sha256, write_csv, write_json, write_text
 
 CURVE_BINS = 40
 #: fewest seeds for which an interval is reported (below: the values)
@@ -587,7 +586,7 @@ def checkpoint_mismatch(checkpoint: str | None, sha256: str | None) -> str | Non
     path = Path(checkpoint)
     if not path.is_file():
         return f"the record ran on checkpoint {checkpoint} (sha256 {sha256[:12]}...), which is not here"
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = file_sha256(path)
     if actual != sha256:
         return (f"checkpoint {checkpoint} is not the file the record ran on (sha256 {actual[:12]}... here, "
                 f"{sha256[:12]}... recorded): a replay needs that exact network (a retrained one differs)")
