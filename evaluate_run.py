@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """``--budget``: the any-budget agent's curve (:func:`agents.training.evaluate_any_budget_run`)."""
     from agents.training import evaluate_any_budget_run
-    from prune_env.budget_sweep import SWEEP_FILES
+    from prune_env.evaluation.budget_sweep import SWEEP_FILES
 
     out = args.out or args.run_dir / "sweep"
     if not args.overwrite and (out / SWEEP_FILES[0]).exists():
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.per_budget_runs:
         parser.error("--per-budget-runs applies with --budget")
     from agents.report import evaluate_run_dir
-    from prune_env.report import LatencyConfig
+    from prune_env.evaluation.report import LatencyConfig
 
     latency = LatencyConfig(repeats=args.repeats, warmup=args.warmup, batch=args.latency_batch,
                             inputs=args.latency_inputs) if args.latency else None

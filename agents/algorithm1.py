@@ -72,15 +72,15 @@ from agents.training import (
 )
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
 from prune_env.checkpoint import save_checkpoint as save_cnn_checkpoint
+from prune_env.cnn import epochs_for_batches, train_stage
 from prune_env.data import load_dataset
-from prune_env.deploy.budget import budgeted_policy, keep_ratios_at_budget
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
-from prune_env.evaluation import evaluate_policies, write_json
+from prune_env.evaluation.at_budget import budgeted_policy, keep_ratios_at_budget
+from prune_env.evaluation.split import evaluate_policies, write_json
 from prune_env.io import write_csv
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
-from prune_env.training import epochs_for_batches, train_stage
 
 #: K iterations, N1 agent batches, N2 CNN batches per iteration (rebuttal: CIFAR-10 and ImageNet),
 #: plus small settings for the embedded default. ``static_episodes`` is the number of static
@@ -175,7 +175,7 @@ def mixed_budgets(budget_range: BudgetRange, groups: int, rng: np.random.Generat
 
 def agent_ratio_fn(task: PruningTask, runtime_policy: KeepRatioPolicy, static_ratios: Any, *,
                    budget_mix: int = 4, seed: int = 0):
-    """A ``ratio_fn`` for :func:`prune_env.training.train_stage`: the frozen agents' deterministic keep ratios.
+    """A ``ratio_fn`` for :func:`prune_env.cnn.train_stage`: the frozen agents' deterministic keep ratios.
 
     The runtime agent observes the network being fine-tuned (its current weights), as it will at
     deployment; the static ratios are fixed. An any-budget runtime agent (``task.budget_range``)
@@ -406,7 +406,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     layers = runtime_env.task.num_layers
     eval_budgets = None
     if budget_range is not None:
-        from prune_env.budget_sweep import sweep_budgets
+        from prune_env.evaluation.budget_sweep import sweep_budgets
 
         eval_budgets = cfg.eval_budgets or sweep_budgets(budget_range)
     runtime_steps = cfg.agent_batches * cfg.batch_size * layers

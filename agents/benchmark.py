@@ -13,16 +13,16 @@ Algorithms x seeds x named environment configurations (*suites*), each at a fixe
 Per ``(suite, method, seed)`` a run trains the agent for the suite's step budget on the natively
 batched VecEnv (:func:`agents.training.make_env` / :func:`~agents.training.build_model`, with the
 registry's hyper-parameters), scores its deterministic policy on the held-out test split
-(:mod:`prune_env.scoring`: top-1, the fixed-beta test objective, uniform at the run's own MACs,
+(:mod:`prune_env.benchmark.scoring`: top-1, the fixed-beta test objective, uniform at the run's own MACs,
 the run's allocations shuffled across inputs), records one deterministic test episode
-(:class:`prune_env.replay.RecordEpisode`) and writes ``<out>/<suite>/runs/<method>/seed<k>.json``
+(:class:`prune_env.benchmark.replay.RecordEpisode`) and writes ``<out>/<suite>/runs/<method>/seed<k>.json``
 with the versions, the seed, the exact command and its learning curves (against steps and
-wall-clock seconds). Baselines (:mod:`prune_env.baselines`) and references (the best static
-allocation, the per-input label oracle; :mod:`prune_env.references`) are scored the same way
+wall-clock seconds). Baselines (:mod:`prune_env.evaluation.baselines`) and references (the best static
+allocation, the per-input label oracle; :mod:`prune_env.evaluation.references`) are scored the same way
 without training. A rerun skips every run whose JSON exists (``--force`` reruns). Runs go to a
 local process pool (``--workers``; spawn context, one thread each) or, with ``--backend ray``, to
 Ray tasks (:mod:`agents.ray_backend`); either way the driver's result files are the same. Then,
-per suite, the library aggregates them (:func:`prune_env.leaderboard.write_report`):
+per suite, the library aggregates them (:func:`prune_env.benchmark.leaderboard.write_report`):
 ``results.csv``, ``summary.csv`` / ``summary.json``, ``pairwise.csv`` (Welch tests, Holm-adjusted),
 ``leaderboard.md``, ``learning_curves.png`` / ``learning_curves.csv``.
 
@@ -55,15 +55,7 @@ import prune_env
 from agents.arguments import check_env_kwargs, check_hyperparams
 from agents.registry import env_kwargs_for
 from agents.training import RunConfig, agent_policy, atomic_model_save, build_model, make_env, test_task
-from prune_env.baselines import make_baseline
-from prune_env.cli import add_threads_option, parse_key_values
-from prune_env.envs import VecDiscreteKeepRatio
-from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
-from prune_env.envs.vec_env import BatchedPruneVecEnv
-from prune_env.envs.wrappers import DEFAULT_LEVELS, PURL_LEVELS, AMCWrapper, VecAMCWrapper
-from prune_env.ids import ENV_IDS, RUNTIME, STATIC
-from prune_env.io import file_sha256, versions, write_json
-from prune_env.leaderboard import (
+from prune_env.benchmark.leaderboard import (
     binned_curve,
     binned_curves,
     fixed_scale_return,
@@ -72,9 +64,17 @@ from prune_env.leaderboard import (
     validate_result,
     write_report,
 )
+from prune_env.benchmark.replay import RecordEpisode
+from prune_env.benchmark.scoring import iso_mac_uniform, score_runtime, score_static
+from prune_env.cli import add_threads_option, parse_key_values
+from prune_env.envs import VecDiscreteKeepRatio
+from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
+from prune_env.envs.vec_env import BatchedPruneVecEnv
+from prune_env.envs.wrappers import DEFAULT_LEVELS, PURL_LEVELS, AMCWrapper, VecAMCWrapper
+from prune_env.evaluation.baselines import make_baseline
+from prune_env.ids import ENV_IDS, RUNTIME, STATIC
+from prune_env.io import file_sha256, versions, write_json
 from prune_env.policies import as_policy
-from prune_env.replay import RecordEpisode
-from prune_env.scoring import iso_mac_uniform, score_runtime, score_static
 
 DEFAULT_OUT = "benchmark_results"
 
@@ -459,7 +459,7 @@ def _extra(metrics: dict) -> dict:
 
 def run_reference(job: Job) -> dict:
     """Score a reference (:data:`REFERENCE_DESCRIPTIONS`) on the test split."""
-    from prune_env.references import level_results, oracle_choice, search_static_allocation
+    from prune_env.evaluation.references import level_results, oracle_choice, search_static_allocation
 
     start = time.time()
     test = suite_test_task(job.env_kwargs)

@@ -10,7 +10,7 @@ Accepted directories (what :func:`inspect_run` recognises):
 The network is the checkpoint named in ``run.json``'s ``env_kwargs`` (the shipped default when
 none is named) or, for Algorithm 1, ``cnn.pt``. Agents are loaded with
 :func:`agents.training.load_agent` and run deterministically (:func:`agents.training.agent_policy`).
-The evaluation itself is :func:`prune_env.report.build_report` on the test split.
+The evaluation itself is :func:`prune_env.evaluation.report.build_report` on the test split.
 
 Where a single-agent run trained against a fixed partner (``--static-agent`` /
 ``--runtime-agent``), the partner's path is read from ``run.json`` (keys ``static_agent`` /
@@ -32,7 +32,7 @@ import numpy as np
 from agents.registry import RUNTIME, STATIC, env_kwargs_for
 from agents.training import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
-from prune_env.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
+from prune_env.evaluation.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
 
 KINDS = ("runtime", "static", "joint", "algorithm1")
 CNN_FILE = "cnn.pt"
@@ -223,10 +223,10 @@ def evaluate_any_budget_pair(run_dir: str | Path, cfg: Any) -> dict:
 
 # --------------------------------------------------------------------------- the whole job
 def headroom_references(run: LoadedRun) -> dict:
-    """A runtime run's agent beside every headroom reference (:func:`prune_env.references.headroom_report`):
+    """A runtime run's agent beside every headroom reference (:func:`prune_env.evaluation.references.headroom_report`):
     the static allocation searched and the offset calibrated on the split the agent trained on."""
-    from prune_env.evaluation import rollout_split
-    from prune_env.references import headroom_report
+    from prune_env.evaluation.references import headroom_report
+    from prune_env.evaluation.split import rollout_split
 
     meta = json.loads((run.run_dir / RUN_FILE).read_text()) if (run.run_dir / RUN_FILE).is_file() else {}
     env_kwargs = env_kwargs_for(meta.get("algo", "ppo"), RUNTIME, meta.get("env_kwargs", {}))
@@ -245,11 +245,11 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
     """Evaluate ``run_dir`` on the test split, write ``report.{json,md,txt,png}`` into ``out`` (default:
     ``run_dir``), print the table (as wide as the terminal).
 
-    ``latency``: True (default :class:`~prune_env.report.LatencyConfig`) or a config measures CPU
+    ``latency``: True (default :class:`~prune_env.evaluation.report.LatencyConfig`) or a config measures CPU
     latency of dense vs the deployed model. A ``static`` run's "in budget" is judged on the parameter
     budget. ``progress`` reports each step on standard error. With ``references``, a runtime run is
     also scored beside every headroom reference (:func:`headroom_references`, ``report["references"]``).
-    Returns the report dict (see :mod:`prune_env.report`).
+    Returns the report dict (see :mod:`prune_env.evaluation.report`).
     """
     from prune_env.progress import steps
 
@@ -278,7 +278,7 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
         echo(format_text(report, width=None).rstrip())
         if headroom is not None:
             from agents.training import TABLE_ROWS
-            from prune_env.evaluation import format_table
+            from prune_env.evaluation.split import format_table
 
             rows = headroom["rows"]
             echo("\nBeside every reference at the same budget (test split):")

@@ -35,7 +35,8 @@ from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.envs.wrappers import DEFAULT_LEVELS
-from prune_env.evaluation import (
+from prune_env.evaluation.references import headroom_report
+from prune_env.evaluation.split import (
     format_table,
     plot_adaptation,
     plot_keep_ratios,
@@ -48,7 +49,6 @@ from prune_env.interrupt import deferred_interrupt
 from prune_env.io import versions
 from prune_env.policies import SB3Policy
 from prune_env.progress import bar as progress_bar
-from prune_env.references import headroom_report
 
 #: the main job's runtime environment, under the user's ``--env-kwargs``: a budget with headroom
 #: (on the embedded default, uniform keep 0.3 scores 90.8% against dense 98.9%, while at the paper's
@@ -583,7 +583,7 @@ def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict
 # --------------------------------------------------------------------------- evaluation
 def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path,
                         static_policy: Any = None, progress: Any = None, test: PruningTask | None = None) -> dict:
-    """An any-budget agent's curve on the test split (:mod:`prune_env.budget_sweep`): at each of
+    """An any-budget agent's curve on the test split (:mod:`prune_env.evaluation.budget_sweep`): at each of
     ``cfg.sweep_budgets`` (default ``cfg.sweep_points`` evenly spaced over the range), the agent
     beside uniform, the best static allocation and the calibrated agent (a runtime agent; a static one:
     beside the uniform static keep ratio), and the one-budget runs of ``cfg.per_budget_runs``.
@@ -592,7 +592,7 @@ def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: An
     itself when it is on the test split; give it when ``task``'s network is not its checkpoint's, as
     in Algorithm 1).
     """
-    from prune_env import budget_sweep
+    from prune_env.evaluation import budget_sweep
 
     test = test if test is not None else task if task.cfg.split == "test" else test_task(task)
     budgets = cfg.sweep_budgets or budget_sweep.sweep_budgets(task.budget_range, cfg.sweep_points)
@@ -713,7 +713,7 @@ TABLE_ROWS = (
 def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
     """Deterministic evaluation on the test split: table, ``metrics.json``, ``references.json``, pictures.
 
-    A runtime agent is scored beside every reference of :func:`prune_env.references.headroom_report`
+    A runtime agent is scored beside every reference of :func:`prune_env.evaluation.references.headroom_report`
     (the static allocation searched and the offset calibrated on the split it trained on).
     """
     test = task if task.cfg.split == "test" else test_task(task)

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from prune_env.cli import parse_key_values, positive_int  # noqa: E402
 
 #: (column, metrics / references key path, label)
@@ -131,7 +129,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def write_outputs(rows: list[dict], summary: dict, out: Path, command: str) -> None:
-    from prune_env.evaluation import write_json
+    from prune_env.evaluation.split import write_json
 
     write_json({"command": command, "seeds": rows, "summary": summary}, out / "summary.json")
     with open(out / "seeds.csv", "w", newline="") as f:
@@ -174,7 +172,7 @@ def _fmt(v) -> str:
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
     """Test top-1 against mean MACs: the agent per seed (raw and calibrated) beside the references."""
-    from prune_env.evaluation import _pyplot, _save
+    from prune_env.evaluation.split import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))

@@ -30,12 +30,10 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from agents.algorithm1 import AGENT_UPDATES, ALGORITHM1_STATE, PRESETS, Algorithm1Config, run_algorithm1  # noqa: E402
-from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.benchmark.leaderboard import t_interval  # noqa: E402
+from prune_env.evaluation.split import write_json  # noqa: E402
 from prune_env.io import write_csv  # noqa: E402
-from prune_env.leaderboard import t_interval  # noqa: E402
 
 BUDGET_MODES = ("per_input", "average")
 RESULT = "modes_row.json"

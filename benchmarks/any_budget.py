@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from prune_env.budget_sweep import METHODS, TOLERANCE, attach_per_budget, read_per_budget_run, summarize_sweep  # noqa: E402
+from prune_env.evaluation.budget_sweep import METHODS, TOLERANCE, attach_per_budget, read_per_budget_run, summarize_sweep  # noqa: E402
 from prune_env.io import write_json, write_text  # noqa: E402
 
 BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -178,7 +177,7 @@ def _fmt(v: float | None) -> str:
 
 
 def plot(agg: dict, path: Path) -> Path:
-    from prune_env.budget_sweep import plot_sweep
+    from prune_env.evaluation.budget_sweep import plot_sweep
 
     points = [{"budget": r["budget"], "macs_budget": r["macs_budget"],
                "rows": {m: {"accuracy": r[m]["accuracy"] / 100, "macs_ratio": r[m]["macs_ratio"]}

@@ -46,8 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import prune_env  # noqa: E402
 from prune_env.cli import add_threads_option, set_threads  # noqa: E402
 from prune_env.envs import RuntimePruneEnv  # noqa: E402

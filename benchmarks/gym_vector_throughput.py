@@ -33,8 +33,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import prune_env  # noqa: E402,F401  (registers the ids)
 from prune_env.cli import add_threads_option, parse_key_values, set_threads  # noqa: E402
 

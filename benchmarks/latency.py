@@ -39,15 +39,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from prune_env.cli import add_threads_option, non_negative_int, positive_int, set_threads  # noqa: E402
 from prune_env.costs import CostModel  # noqa: E402
 from prune_env.deploy import RuntimeExecutor, export_static  # noqa: E402
+from prune_env.evaluation.report import time_interleaved  # noqa: E402
 from prune_env.nets import build_net  # noqa: E402
 from prune_env.nets.gated import GatedNet  # noqa: E402
 from prune_env.progress import steps  # noqa: E402
-from prune_env.report import time_interleaved  # noqa: E402
 
 #: the configurations that run through the executor, whose own dense reference is ``executor@1``
 EXECUTOR_PATH = ("executor@1", "static+executor", "executor")

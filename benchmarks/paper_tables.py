@@ -37,13 +37,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from prune_env.checkpoint import read_checkpoint  # noqa: E402
 from prune_env.cli import add_threads_option, device  # noqa: E402
 from prune_env.cnn import epochs_for_batches  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
-from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.evaluation.split import write_json  # noqa: E402
 from prune_env.io import write_csv, write_text  # noqa: E402
 
 #: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
@@ -210,7 +209,7 @@ def run_jobs(todo: list[tuple[str, list[str], Path]], out: Path, workers: int, l
 def _evaluate_reference(checkpoint: Path, sparsity: float, device: str, data_root: str | None) -> dict:
     """Dense and uniform metrics of a checkpoint on the test split, at the sparsity's MAC budget."""
     from prune_env.envs.task import PruningTask, TaskConfig
-    from prune_env.evaluation import reference_metrics
+    from prune_env.evaluation.split import reference_metrics
 
     task = PruningTask(TaskConfig(checkpoint=str(checkpoint), split="test", budget=sparsity, tradeoff_rate=1.0,
                                   device=device, data_root=data_root))

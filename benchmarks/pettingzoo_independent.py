@@ -16,15 +16,11 @@ MAC ratio and stored-parameter ratio against the budgets; :func:`main` returns t
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.distributions.normal import Normal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prune_env.envs.multiagent import STATIC_AGENT, parallel_env  # noqa: E402
 

@@ -15,13 +15,10 @@ environment steps with a callback that samples memory. Writes the samples and a 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prune_env.cli import positive_int  # noqa: E402
 

@@ -33,12 +33,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from agents.algorithm1 import ALGORITHM1_STATE, Algorithm1Config, run_algorithm1  # noqa: E402
 from prune_env.assets import default_checkpoint_path  # noqa: E402
 from prune_env.cli import add_threads_option, set_threads  # noqa: E402
-from prune_env.evaluation import write_json  # noqa: E402
+from prune_env.evaluation.split import write_json  # noqa: E402
 from prune_env.io import write_csv  # noqa: E402
 
 RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -137,7 +135,7 @@ def run_one(rate: float, seed: int, settings: dict, out: Path, *, fresh: bool, l
 def starting_accuracy(checkpoint: str) -> float:
     """Test accuracy of the starting checkpoint, nothing pruned (the network before Algorithm 1)."""
     from prune_env.envs.task import PruningTask, TaskConfig
-    from prune_env.evaluation import evaluate_policies
+    from prune_env.evaluation.split import evaluate_policies
 
     task = PruningTask(TaskConfig(checkpoint=checkpoint, split="test"))
     return evaluate_policies(task, 1.0, [1.0] * task.num_layers)["accuracy"]

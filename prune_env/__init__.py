@@ -6,8 +6,7 @@ Importing the package registers ``RuntimePrune-v0`` and ``StaticPrune-v0`` with 
 from gymnasium.envs.registration import register, registry
 
 from prune_env.ids import RUNTIME, STATIC
-
-__version__ = "0.1.0"
+from prune_env.version import __version__
 
 # ``vector_entry_point``: ``gym.make_vec(id, n, vectorization_mode="vector_entry_point")`` runs the n
 # episodes as one batch (prune_env/envs/gym_vector.py), as Gymnasium's CartPole registers its own

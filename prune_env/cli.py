@@ -134,7 +134,6 @@ def env_keywords(env_id: str) -> list[str]:
     import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
-    import prune_env  # noqa: F401  (registers the environments)
     from prune_env.envs.task import TaskConfig
 
     creator = load_env_creator(gym.spec(env_id.split(":")[-1]).entry_point)

@@ -100,9 +100,9 @@ def versions() -> dict[str, str]:
     import stable_baselines3
     import torch
 
-    import prune_env
+    from prune_env.version import __version__
 
-    return {"prune_env": prune_env.__version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+    return {"prune_env": __version__, "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
             "sb3_contrib": sb3_contrib.__version__, "gymnasium": gymnasium.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
 

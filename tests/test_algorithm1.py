@@ -11,10 +11,10 @@ import finetune_cnn
 from agents.algorithm1 import Algorithm1Config, agent_ratio_fn, run_algorithm1
 from prune_env.assets import default_checkpoint_path
 from prune_env.checkpoint import save_checkpoint
+from prune_env.cnn import epochs_for_batches, train_stage
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.nets import build_net
 from prune_env.policies import PerLayerPolicy
-from prune_env.training import epochs_for_batches, train_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

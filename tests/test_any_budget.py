@@ -15,9 +15,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import prune_env  # noqa: F401
-from prune_env.deploy.budget import budgeted_policy
 from prune_env.envs import BatchedPruneVecEnv, RuntimePruneEnv, StaticPruneEnv
 from prune_env.envs.budgets import BudgetRange
+from prune_env.evaluation.at_budget import budgeted_policy
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, LossNormalizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,8 +274,9 @@ def test_check_env_with_a_range(env_id, kwargs):
 
 # --------------------------------------------------------------------------- deployment and evaluation
 def test_budget_at_deployment_and_out_of_range():
-    from prune_env.deploy import RuntimeExecutor, budgeted_policy, export_static, keep_ratios_at_budget, run_at_budget
+    from prune_env.deploy import RuntimeExecutor, export_static
     from prune_env.envs.task import PruningTask, TaskConfig
+    from prune_env.evaluation.at_budget import budgeted_policy, keep_ratios_at_budget, run_at_budget
 
     task = PruningTask(TaskConfig(budget=RANGE, split="test"))
     images, labels = task.source.get(np.arange(16))
@@ -386,7 +387,7 @@ def test_tiny_static_any_budget_run_sweeps_parameter_budgets(tmp_path):
 
 # --------------------------------------------------------------------------- what does not take a range
 def test_replay_validates_an_any_budget_episode_at_its_drawn_budget():
-    from prune_env.replay import RecordEpisode, validate
+    from prune_env.benchmark.replay import RecordEpisode, validate
 
     kwargs = dict(budget=RANGE, budget_mode="average", dual_batch=1)
     env = RecordEpisode(gym.make("RuntimePrune-v0", **kwargs), "RuntimePrune-v0", kwargs)
@@ -405,7 +406,7 @@ def test_replay_validates_an_any_budget_episode_at_its_drawn_budget():
 
 def test_joint_environment_and_report_refuse_a_range():
     from prune_env.envs.task import PruningTask, TaskConfig
-    from prune_env.report import build_report
+    from prune_env.evaluation.report import build_report
 
     pytest.importorskip("pettingzoo")
     from prune_env.envs.multiagent import parallel_env

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from prune_env.baselines import (
+from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.envs.vec_env import BatchedPruneVecEnv
+from prune_env.envs.wrappers import AMC_FEATURES, AMCFeatures, AMCWrapper, VecAMCWrapper
+from prune_env.evaluation.baselines import (
     RandomKeepRatioPolicy,
     bn_static_baseline,
     l1_filter_norms,
@@ -20,9 +23,6 @@ from prune_env.baselines import (
     uniform_baseline,
     uniform_static_ratio,
 )
-from prune_env.envs.task import PruningTask, TaskConfig
-from prune_env.envs.vec_env import BatchedPruneVecEnv
-from prune_env.envs.wrappers import AMC_FEATURES, AMCFeatures, AMCWrapper, VecAMCWrapper
 from prune_env.nets.backbones import sequential_net
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

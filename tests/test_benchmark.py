@@ -1,4 +1,4 @@
-"""The benchmark runner (agents.benchmark) and its results (prune_env.leaderboard): the smoke suite end to end,
+"""The benchmark runner (agents.benchmark) and its results (prune_env.benchmark.leaderboard): the smoke suite end to end,
 the scores of every row (fixed-beta objective, uniform at the same MACs, shuffled control, headroom, references),
 resume, validation, intervals, significance marks, learning curves, the exploration noise applied once."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agents.benchmark import DETERMINISTIC, build_jobs, get_suite, main, run_agent
-from prune_env.leaderboard import CURVE_BINS, binned_curve, summarize, t_interval, validate_result
+from prune_env.benchmark.leaderboard import CURVE_BINS, binned_curve, summarize, t_interval, validate_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -220,7 +220,7 @@ def _result(algo, seed, acc, *, macs=0.1, kind="agent", objective=None):
 
 
 def test_marks_show_which_methods_beat_uniform_significantly():
-    from prune_env.leaderboard import leaderboard_markdown
+    from prune_env.benchmark.leaderboard import leaderboard_markdown
 
     results = [_result("uniform", s, 0.9083, kind="baseline") for s in range(5)]
     results += [_result("agent", s, a) for s, a in enumerate([0.936, 0.942, 0.950, 0.947, 0.947])]  # +3.6 points
@@ -275,7 +275,7 @@ def test_a_deterministic_row_is_scored_once_and_copied_to_the_other_seeds(smoke,
 
 
 def test_rows_scored_on_different_networks_are_flagged():
-    from prune_env.leaderboard import leaderboard_markdown
+    from prune_env.benchmark.leaderboard import leaderboard_markdown
 
     results = [{**_result("uniform", s, 0.9, kind="baseline"), "beta0": 0.52} for s in range(3)]
     results += [{**_result("agent", s, 0.95), "beta0": 0.44} for s in range(3)]

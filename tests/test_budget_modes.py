@@ -207,7 +207,7 @@ def test_reset_seed_and_reward_state_reproduce_rewards():
 
 
 def test_replay_validates_an_episode_under_a_moved_lambda():
-    from prune_env.replay import RecordEpisode, validate
+    from prune_env.benchmark.replay import RecordEpisode, validate
 
     kwargs = dict(budget=0.3, budget_mode="average", dual_batch=1, dual_lr=3.0)
     env = RecordEpisode(gym.make("RuntimePrune-v0", **kwargs), "RuntimePrune-v0", kwargs)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from prune_env.baselines import rerank_static
 from prune_env.costs import CostModel
 from prune_env.deploy import RuntimeExecutor, StaticGraph, export_static
+from prune_env.evaluation.baselines import rerank_static
 from prune_env.nets import build_net
 from prune_env.nets.gated import GatedConv, GatedNet, SequentialStage, Stage
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import prune_env.curves as curves
+import prune_env.benchmark.curves as curves
 
 
 def test_y_range_clips_exploration_but_not_a_methods_end():

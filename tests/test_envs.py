@@ -10,9 +10,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import prune_env
+from prune_env.benchmark.replay import RecordEpisode, validate
 from prune_env.envs import DiscreteKeepRatio, RuntimePruneEnv, StaticPruneEnv, VecDiscreteKeepRatio
 from prune_env.envs.vec_env import BatchedPruneVecEnv, EpisodeMonitor, IndexStreams
-from prune_env.replay import RecordEpisode, validate
 from prune_env.rewards import LossNormalizer, budget_penalty
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -302,7 +302,7 @@ def test_recorded_episode_replays_and_validates(env_id, kwargs, tmp_path):
 
 def test_replay_tolerates_float32_noise_on_a_near_zero_loss_and_no_more():
     """Another CPU's kernels move a confident prediction's loss (~1e-3) by ~1e-7: a relative 1e-4."""
-    from prune_env.replay import LOSS_ATOL
+    from prune_env.benchmark.replay import LOSS_ATOL
 
     kwargs = {"budget": 0.6}
     env = RecordEpisode(gym.make("RuntimePrune-v0", **kwargs), "RuntimePrune-v0", kwargs)

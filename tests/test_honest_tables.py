@@ -13,7 +13,7 @@ import pytest
 
 import prune_env  # noqa: F401
 from agents.training import RunConfig, evaluate_run
-from prune_env.report import LatencyConfig, PolicyPair, build_report, format_table, format_text
+from prune_env.evaluation.report import LatencyConfig, PolicyPair, build_report, format_table, format_text
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_report_table_fits_the_width(width):
 
 # --------------------------------------------------------------------------- leaderboard
 def _result(out, algo, seed, acc, *, kind="agent", env="RuntimePrune-v0", constraint="macs", curve=True):
-    from prune_env.leaderboard import result_path
+    from prune_env.benchmark.leaderboard import result_path
 
     steps = [float(s) for s in np.linspace(10, 400, 8)]
     r = {"status": "done", "suite": "s", "algo": algo, "kind": kind, "env_id": env, "seed": seed, "timesteps": 400,
@@ -83,7 +83,7 @@ def _result(out, algo, seed, acc, *, kind="agent", env="RuntimePrune-v0", constr
 
 
 def test_intervals_stay_in_range_and_need_three_seeds():
-    from prune_env.leaderboard import MIN_SEEDS, bootstrap_interval
+    from prune_env.benchmark.leaderboard import MIN_SEEDS, bootstrap_interval
 
     point, lo, hi = bootstrap_interval([0.99, 0.2], bounds=(0.0, 1.0))  # the t-interval of these ran past 0-100%
     assert point == pytest.approx(0.595) and math.isnan(lo) and math.isnan(hi) and MIN_SEEDS == 3
@@ -97,7 +97,7 @@ def test_intervals_stay_in_range_and_need_three_seeds():
 
 
 def test_leaderboard_shows_values_below_three_seeds_and_states_its_ranking(tmp_path):
-    from prune_env.leaderboard import RANKING_RULE, write_report
+    from prune_env.benchmark.leaderboard import RANKING_RULE, write_report
 
     for seed in range(3):
         _result(tmp_path, "ppo", seed, [0.9, 0.8, 0.95][seed])

@@ -1,4 +1,4 @@
-"""The statistics of the leaderboard (prune_env.significance) on hand-built samples with known answers."""
+"""The statistics of the leaderboard (prune_env.benchmark.statistics) on hand-built samples with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prune_env.significance import compare_to, holm, mark, pairwise, welch_test
+from prune_env.benchmark.statistics import compare_to, holm, mark, pairwise, welch_test
 
 
 @pytest.mark.parametrize("a, b", [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agents.benchmark import get_suite
-from prune_env.leaderboard import checkpoint_mismatch, load_results, suite_leaderboard, validate_result
+from prune_env.benchmark.leaderboard import checkpoint_mismatch, load_results, suite_leaderboard, validate_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmark_results"

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from prune_env.envs.task import PruningTask, TaskConfig
-from prune_env.evaluation import rollout_split
-from prune_env.references import (
+from prune_env.evaluation.references import (
     OffsetPolicy,
     adaptation_controls,
     calibrate_offset,
@@ -19,6 +18,7 @@ from prune_env.references import (
     oracle_choice,
     search_static_allocation,
 )
+from prune_env.evaluation.split import rollout_split
 
 
 def brute_force(values, costs, capacity):
@@ -154,7 +154,7 @@ def test_calibrated_offset_meets_the_budget_and_refuses_test(train_task):
 def test_calibration_out_of_reach_takes_the_cheapest_offset(train_task, monkeypatch):
     """A recurrent agent may answer a lower keep ratio in one layer with higher ones after: when no
     offset meets the budget, the one that spends least, not the most negative one."""
-    import prune_env.references as references
+    import prune_env.evaluation.references as references
 
     budget = train_task.macs_budget
 

@@ -304,11 +304,3 @@ def test_method_runs_its_stages_by_calling_functions(tmp_path, monkeypatch):
         out / "importance.pt", 0.2, {"epochs": 3}, 1.0)
     assert all(j.dataset == "digits" and j.seed == 2 and j.threads == 1 and not j.progress and not j.resume for j in jobs)
     assert seen["cfg"].checkpoint == str(out / "warmup.pt")
-
-
-def test_the_old_module_name_still_imports_the_cnn_phase():
-    import prune_env.cnn as cnn
-    import prune_env.training as old
-
-    for name in cnn.__all__:
-        assert getattr(old, name) is getattr(cnn, name)

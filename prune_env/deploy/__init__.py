@@ -1,8 +1,7 @@
 """Deployment: static export with the permanent sets removed (Sec. 3.4), a runtime executor that
-computes only the kept channels, and ONNX export of the static part; an any-budget agent's budget
-as a deployment-time argument (:mod:`prune_env.deploy.budget`)."""
+computes only the kept channels and ONNX export of the static part (an any-budget agent held at one budget:
+:mod:`prune_env.evaluation.at_budget`)."""
 
-from prune_env.deploy.budget import BudgetedPolicy, budgeted_policy, keep_ratios_at_budget, run_at_budget
 from prune_env.deploy.executor import RuntimeExecutor
 from prune_env.deploy.export import (
     DeployedNet,
@@ -15,7 +14,6 @@ from prune_env.deploy.export import (
 from prune_env.deploy.onnx_export import StaticGraph, export_onnx
 
 __all__ = [
-    "BudgetedPolicy", "DeployedNet", "DeployedOutput", "RuntimeExecutor", "StaticGraph",
-    "assemble", "budgeted_policy", "export_onnx", "export_static", "keep_ratios_at_budget", "load_deployed",
-    "run_at_budget", "save_deployed",
+    "DeployedNet", "DeployedOutput", "RuntimeExecutor", "StaticGraph",
+    "assemble", "export_onnx", "export_static", "load_deployed", "save_deployed",
 ]

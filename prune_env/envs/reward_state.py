@@ -4,7 +4,7 @@
 observations, but not its reward: the reward scale ``beta`` (Eq. 9, unless ``loss_scale="fixed"``)
 and the dual variable ``lambda`` (``budget_mode="average"``) move as episodes finish. To reproduce
 rewards too, snapshot this state and put it back (:meth:`RewardStateMixin.reward_state`,
-:meth:`RewardStateMixin.set_reward_state`); :class:`~prune_env.replay.RecordEpisode` records it.
+:meth:`RewardStateMixin.set_reward_state`); :class:`~prune_env.benchmark.replay.RecordEpisode` records it.
 """
 
 from __future__ import annotations

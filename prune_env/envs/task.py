@@ -316,7 +316,7 @@ class PruningTask:
         uniformly at its own budget, as a one-budget agent starts at its budget's keep ratio; the
         agent learns offsets from there (a residual on the uniform policy). The environments apply
         the shift; outside them (:meth:`rollout`, evaluation, deployment) the agent's policy carries
-        it: :func:`prune_env.deploy.budgeted_policy`.
+        it: :func:`prune_env.evaluation.at_budget.budgeted_policy`.
         """
         if self.action_reference is None or self.budget_action != "relative":
             return None

@@ -178,7 +178,7 @@ class AMCWrapper(gym.Wrapper):
     :meth:`AMCFeatures.max_keep_ratio` before the environment sees it, so that every episode
     meets the budget (AMC, Sec. 3.3: "if the budget cannot be satisfied even if all the following
     layers are pruned to the maximum, the action is limited"). The applied ratio is reported in
-    ``info["applied_action"]``. Wrap a :class:`~prune_env.replay.RecordEpisode` *inside* this
+    ``info["applied_action"]``. Wrap a :class:`~prune_env.benchmark.replay.RecordEpisode` *inside* this
     wrapper to record the applied (clamped) actions.
     """
 

@@ -1,6 +1,6 @@
 """Which differences between benchmark methods are significant: Welch's t-test, Holm's correction.
 
-The leaderboard (:mod:`prune_env.leaderboard`) reports per method the mean over seeds with its 95%
+The leaderboard (:mod:`prune_env.benchmark.leaderboard`) reports per method the mean over seeds with its 95%
 Student-t interval; this module says which of those means differ by more than seed noise.
 
 * :func:`welch_test`: Welch's unequal-variance t-test of two samples (the per-seed values of two

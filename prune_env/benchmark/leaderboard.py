@@ -7,9 +7,9 @@ are laid out as ``<out>/<suite>/runs/<method>/seed<k>.json`` (:func:`result_path
 ``(suite, method, seed)``, and aggregated per suite (:func:`write_report`) into ``results.csv``
 (one row per run), ``summary.csv`` / ``summary.json`` (per method: mean and 95% interval over
 seeds, tests against uniform), ``pairwise.csv`` (every pair of methods), ``leaderboard.md`` and
-``learning_curves.png`` / ``learning_curves.csv`` (:mod:`prune_env.curves`).
+``learning_curves.png`` / ``learning_curves.csv`` (:mod:`prune_env.benchmark.curves`).
 
-Reported per run (scored by :mod:`prune_env.scoring` on the held-out test split):
+Reported per run (scored by :mod:`prune_env.benchmark.scoring` on the held-out test split):
 
 * top-1 accuracy and the **fixed-β test objective** ``-mean(L) / beta0``, ``beta0`` fixed for the
   suite (:func:`reference_beta`); mean MAC ratio, stored-parameter ratio, the fraction of inputs
@@ -27,7 +27,7 @@ Reported per run (scored by :mod:`prune_env.scoring` on the held-out test split)
 Aggregation over seeds: the mean and its 95% Student-t interval, clipped to the metric's range
 (:data:`RANGES`), from :data:`MIN_SEEDS` seeds; below that the per-seed values (a t-interval of 2
 seeds is 12.7 standard errors wide). Whether a method differs from ``uniform`` is Welch's t-test
-over seeds with Holm's correction over the methods of the suite (:mod:`prune_env.significance`),
+over seeds with Holm's correction over the methods of the suite (:mod:`prune_env.benchmark.statistics`),
 marked ▲ / ▼ in the leaderboard; every pair is in ``pairwise.csv``. The interquartile mean with
 its stratified-bootstrap interval (rliable; :func:`bootstrap_interval`) is kept in ``summary.json``
 for top-1 and the objective.
@@ -247,7 +247,7 @@ def _add_headroom(by_algo: dict[str, list[dict]]) -> None:
     """Per run, in place: ``headroom``, the share of the gap from uniform to the oracle it closes, on top-1
     (``headroom_accuracy``) and on the objective (``headroom_objective``), from the suite's uniform and
     oracle rows (means over their seeds); NaN without them or without a gap."""
-    from prune_env.references import headroom_captured
+    from prune_env.evaluation.references import headroom_captured
 
     if REFERENCE_METHOD not in by_algo or ORACLE_METHOD not in by_algo:
         return
@@ -262,8 +262,8 @@ def _add_headroom(by_algo: dict[str, list[dict]]) -> None:
 
 def within(row: dict) -> bool:
     """Whether a summary row meets its budget at equal cost: mean MACs (runtime methods) or stored
-    parameters (static methods) at most the budget x :data:`prune_env.scoring.BUDGET_TOLERANCE`."""
-    from prune_env.scoring import BUDGET_TOLERANCE
+    parameters (static methods) at most the budget x :data:`prune_env.benchmark.scoring.BUDGET_TOLERANCE`."""
+    from prune_env.benchmark.scoring import BUDGET_TOLERANCE
 
     if row["constraint"] == "params":
         return bool(row["params_ratio"] <= row["params_budget"] * BUDGET_TOLERANCE + 1e-12)
@@ -275,10 +275,10 @@ def summarize(results: list[dict]) -> list[dict]:
     (NaN below :data:`MIN_SEEDS` seeds; clipped to :data:`RANGES`), its IQM with the stratified-bootstrap
     interval (``<metric>_iqm``, ``_iqm_low``, ``_iqm_high``) and the per-seed values (``<metric>_values``,
     by seed); headroom captured; Welch tests against :data:`REFERENCE_METHOD` with Holm's correction
-    (``vs_uniform``: metric -> :class:`prune_env.significance.Comparison` as a dict); ranked by
+    (``vs_uniform``: metric -> :class:`prune_env.benchmark.statistics.Comparison` as a dict); ranked by
     :data:`RANKING_RULE`.
     """
-    from prune_env.significance import compare_to
+    from prune_env.benchmark.statistics import compare_to
 
     by_algo: dict[str, list[dict]] = {}
     for r in results:
@@ -326,7 +326,7 @@ def _deterministic(rows: list[dict]) -> set[str]:
 
 def pairwise_table(rows: list[dict]) -> list[dict]:
     """Welch tests of every pair of methods on each tested metric, Holm-adjusted over the pairs of a metric."""
-    from prune_env.significance import pairwise
+    from prune_env.benchmark.statistics import pairwise
 
     out = []
     for metric in TESTED:
@@ -358,7 +358,7 @@ def _pm(row: dict, key: str, scale: float = 1.0, digits: int = 3, sign: bool = F
 
 def _vs(row: dict, metric: str, scale: float, digits: int, reference: str = REFERENCE_METHOD) -> str:
     """``+3.61 ▲ p=0.002``: the difference of the means to ``reference``, its mark and Holm-adjusted p."""
-    from prune_env.significance import Comparison, mark
+    from prune_env.benchmark.statistics import Comparison, mark
 
     found = row.get(f"vs_{reference}", {}).get(metric)
     if not found or not math.isfinite(found["diff"]):
@@ -547,7 +547,7 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
                  figure: str | None = None) -> dict[str, Path]:
     """Aggregate the finished runs of ``suite`` under ``out`` into CSV, JSON, markdown and PNG (each
     written atomically); ``description`` heads the leaderboard; returns the paths."""
-    from prune_env.curves import plot_curves, write_curves_csv
+    from prune_env.benchmark.curves import plot_curves, write_curves_csv
 
     results = load_results(out, suite)
     if not results:
@@ -594,8 +594,8 @@ def checkpoint_mismatch(checkpoint: str | None, sha256: str | None) -> str | Non
 
 
 def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, str]:
-    """Replay the episode record of a result JSON (:func:`prune_env.replay.validate`); ``(ok, message)``."""
-    from prune_env.replay import EpisodeRecord, validate
+    """Replay the episode record of a result JSON (:func:`prune_env.benchmark.replay.validate`); ``(ok, message)``."""
+    from prune_env.benchmark.replay import EpisodeRecord, validate
 
     data = json.loads(Path(path).read_text())
     record = data.get("episode_record")

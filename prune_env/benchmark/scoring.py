@@ -4,18 +4,18 @@ Per run (:func:`score_runtime`, :func:`score_static`), on the test split of the 
 
 * ``objective``: the *fixed-β test objective* ``-mean(L) / beta0``, the accuracy term of the
   environments' reward with the loss scale frozen at the suite's ``beta0``
-  (:func:`prune_env.leaderboard.reference_beta`: the calibration loss of the uniform network at
+  (:func:`prune_env.benchmark.leaderboard.reference_beta`: the calibration loss of the uniform network at
   the budget). It is the same number for every method, budget mode and algorithm; the budget is
   not in it but in the ranking: methods whose mean cost exceeds the budget x
   :data:`BUDGET_TOLERANCE` are ranked after those within it ("at equal budget");
 * ``iso_mac``: uniform pruning at the run's own mean MACs (the largest uniform keep ratio that
   does not spend more; FBS-like): what the same compute buys without an agent;
 * ``adaptation`` (runtime agents): the run's own per-input allocations shuffled across inputs
-  (same allocations, same mean MACs, no input dependence; as :func:`prune_env.references.adaptation_controls`)
+  (same allocations, same mean MACs, no input dependence; as :func:`prune_env.evaluation.references.adaptation_controls`)
   and the gain over them, the control that tells per-input adaptation from a better fixed allocation.
 
 Headroom captured needs the suite's uniform and oracle rows and is computed when the leaderboard
-is built (:mod:`prune_env.leaderboard`).
+is built (:mod:`prune_env.benchmark.leaderboard`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
-from prune_env.evaluation import SplitResults, rollout_split, summarize
-from prune_env.references import iso_mac_uniform_ratio
+from prune_env.evaluation.references import iso_mac_uniform_ratio
+from prune_env.evaluation.split import SplitResults, rollout_split, summarize
 
 #: a method is within its budget when its mean cost is at most the budget times this
 BUDGET_TOLERANCE = 1.01

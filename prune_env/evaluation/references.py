@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
-from prune_env.evaluation import SplitResults, rollout_split, summarize
+from prune_env.evaluation.split import SplitResults, rollout_split, summarize
 from prune_env.nets.masks import keep_count
 from prune_env.policies import KeepRatioPolicy, as_policy
 
@@ -291,7 +291,7 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
     Returns ``{"rows": name -> metrics, "summary": {...}, "static_search": ..., "oracle": ...}``;
     every row is scored on ``test``'s split, with ``test``'s budget.
     """
-    from prune_env.evaluation import reference_metrics
+    from prune_env.evaluation.split import reference_metrics
 
     ones = np.ones(test.num_layers)
     rows = {"agent": summarize(test, agent, static_ratios)}

@@ -2,7 +2,7 @@
 
 :func:`build_report` evaluates one or more policy pairs (a runtime policy and static keep ratios)
 on a :class:`~prune_env.envs.task.PruningTask` (normally the test split) beside the references of
-:func:`~prune_env.evaluation.reference_metrics`, and returns a JSON-ready dict whose ``rows`` are
+:func:`~prune_env.evaluation.split.reference_metrics`, and returns a JSON-ready dict whose ``rows`` are
 the rows of the paper's tables (Tables 1-3):
 
 * ``dense``: the gated network at keep ratio 1 (nothing pruned);
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from prune_env.envs.task import PruningTask
-from prune_env.evaluation import evaluate_policies, reference_metrics, write_json
+from prune_env.evaluation.split import evaluate_policies, reference_metrics, write_json
 from prune_env.io import write_text
 
 REPORT_JSON, REPORT_MD, REPORT_TXT, REPORT_PNG = "report.json", "report.md", "report.txt", "report.png"
@@ -252,7 +252,7 @@ def build_report(task: PruningTask, pairs: Mapping[str, PolicyPair], *, batch_si
         overhead = 0.0 if name == "dense" else task.costs.overhead_params(task.stored_counts(statics[name][None])[0])
         rows.append(_row(name, labels[name], m, metrics["dense"], overhead, dense_params))
     report: dict[str, Any] = {
-        "format": "prune_env.report", "version": 1,
+        "format": "prune_env.evaluation.report", "version": 1,
         "run": dict(info or {}),
         "task": {
             "dataset": task.dataset_name, "network": task.net.config.get("name"), "split": task.cfg.split,

@@ -6,9 +6,9 @@ budgets on the test split and puts beside it, at each budget,
 
 * **uniform**: the largest uniform keep ratio meeting the budget (FBS-like);
 * **best static**: the per-layer allocation of lowest loss under the budget, the same for every input,
-  searched on the split the agent trained on (:func:`~prune_env.references.search_static_allocation`);
+  searched on the split the agent trained on (:func:`~prune_env.evaluation.references.search_static_allocation`);
 * **agent, calibrated**: the agent with the additive offset on its actions that brings its mean MACs
-  to the budget on that split (:func:`~prune_env.references.calibrate_offset`);
+  to the budget on that split (:func:`~prune_env.evaluation.references.calibrate_offset`);
 * **per-budget agents** (optional): agents trained at one budget each, read from their run
   directories' ``metrics.json`` (their own test-split evaluation at their budget).
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
-from prune_env.evaluation import reference_metrics, rollout_split, summarize
+from prune_env.evaluation.split import reference_metrics, rollout_split, summarize
 
 #: budgets a sweep evaluates over a continuous range unless told: evenly spaced, both ends included
 DEFAULT_POINTS = 5
@@ -72,8 +72,8 @@ def evaluate_at_budget(test: PruningTask, budget: float, runtime_policy: Any, st
 
     Returns ``{"budget", "macs_budget", "rows": {method: {accuracy, loss, macs_ratio, within_budget, ...}}}``.
     """
-    from prune_env.deploy.budget import budgeted_policy
-    from prune_env.references import OffsetPolicy, calibrate_offset, search_static_allocation
+    from prune_env.evaluation.at_budget import budgeted_policy
+    from prune_env.evaluation.references import OffsetPolicy, calibrate_offset, search_static_allocation
 
     ones = np.ones(test.num_layers)
     runtime_policy = budgeted_policy(test, runtime_policy, budget)  # observes the budget, relative actions shifted
@@ -99,7 +99,7 @@ def evaluate_static_at_budget(test: PruningTask, budget: float, static_policy: A
     """An any-budget *static* agent at one parameter ``budget``: its static keep ratios chosen under
     that budget, beside the largest uniform static keep ratio meeting it (same runtime partner and
     ``R_r``), judged on stored parameters (``within_budget``: whether they meet the budget)."""
-    from prune_env.deploy.budget import budgeted_policy
+    from prune_env.evaluation.at_budget import budgeted_policy
 
     runtime = 1.0 if runtime_policy is None else runtime_policy
     static_policy = budgeted_policy(test, static_policy, budget, "params")
@@ -238,7 +238,7 @@ def sweep_csv(result: dict) -> str:
 def plot_sweep(result: dict, path: str | os.PathLike, *, title: str = "") -> Path:
     """Top-1 against mean MACs (or stored parameters for a static sweep), one line per method, with
     each budget as a vertical tick; to PNG."""
-    from prune_env.evaluation import _pyplot, _save
+    from prune_env.evaluation.split import _pyplot, _save
 
     plt = _pyplot()
     static = "params_budget" in result["points"][0]

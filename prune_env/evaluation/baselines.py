@@ -1,13 +1,13 @@
 """Baselines for the pruning environments under the same budget.
 
 Every baseline is a pair the evaluation accepts, ``(runtime policy, static keep ratios)`` on a
-:class:`~prune_env.envs.task.PruningTask` (see :func:`prune_env.evaluation.evaluate_policies`),
+:class:`~prune_env.envs.task.PruningTask` (see :func:`prune_env.evaluation.split.evaluate_policies`),
 bundled as a :class:`Baseline`:
 
 * ``uniform`` (FBS-like; Gao et al. 2019, *Dynamic Channel Pruning: Feature Boosting and
   Suppression*): every layer keeps the same runtime fraction of channels, the largest uniform
   keep ratio whose MAC ratio meets the budget, chosen per input by the learned runtime
-  importance ``u_r`` (:func:`prune_env.evaluation.uniform_keep_ratio`);
+  importance ``u_r`` (:func:`prune_env.evaluation.split.uniform_keep_ratio`);
 * ``l1_static`` (Li et al. 2017, *Pruning Filters for Efficient ConvNets*): static pruning with
   the uniform keep ratio that meets the parameter budget, channels ranked by the L1 norm of
   their conv filters instead of the learned static importance ``u_s`` (pure static pruning,
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask
-from prune_env.evaluation import evaluate_policies, uniform_keep_ratio
+from prune_env.evaluation.split import evaluate_policies, uniform_keep_ratio
 from prune_env.nets.gated import GatedConv, GatedNet
 from prune_env.nets.masks import keep_count
 from prune_env.policies import KeepRatioPolicy
@@ -240,7 +240,7 @@ class Baseline:
         runtime_policy: anything :func:`~prune_env.policies.as_policy` accepts.
         static_ratios: ``(L,)`` static keep ratios.
         env_kwargs: ``RuntimePrune-v0`` keywords under which ``gym.make`` reproduces the
-            baseline's episodes (recorded for :func:`prune_env.replay.validate`), or None when
+            baseline's episodes (recorded for :func:`prune_env.benchmark.replay.validate`), or None when
             no environment keyword can (the L1 ranking changes the network).
         net_transform: applied to an environment's network to reproduce the baseline (L1).
         constraint: the budget the baseline is built to meet: ``"macs"`` (runtime) or ``"params"`` (static).
@@ -257,7 +257,7 @@ class Baseline:
     constraint: str = "macs"
 
     def evaluate(self, batch_size: int = 512) -> dict:
-        """:func:`~prune_env.evaluation.evaluate_policies` on :attr:`task`, plus the parameter-budget check."""
+        """:func:`~prune_env.evaluation.split.evaluate_policies` on :attr:`task`, plus the parameter-budget check."""
         metrics = evaluate_policies(self.task, self.runtime_policy, self.static_ratios, batch_size=batch_size)
         metrics["params_within_budget"] = float(metrics["params_ratio"] <= metrics["params_budget"] + 1e-9)
         metrics.update(self.info)

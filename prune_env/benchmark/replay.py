@@ -127,8 +127,6 @@ def validate(record: EpisodeRecord, rtol: float = 1e-5) -> ValidationResult:
     :data:`LOSS_ATOL` (divided by the reward scale ``beta`` for the reward), the float32 noise
     between CPUs on a near-zero loss.
     """
-    import prune_env  # noqa: F401  (registers the ids)
-
     env = gym.make(record.env_id, **record.env_kwargs)
     if record.reward_state is not None:
         env.unwrapped.set_reward_state(record.reward_state)
