@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """``--budget``: the any-budget agent's curve (:func:`agents.training.evaluate_any_budget_run`)."""
-    from agents.training import evaluate_any_budget_run
+    """``--budget``: the any-budget agent's curve (:func:`agents.evaluate.evaluate_any_budget_run`)."""
+    from agents.evaluate import evaluate_any_budget_run
     from prune_env.evaluation.budget_sweep import SWEEP_FILES
 
     out = args.out or args.run_dir / "sweep"
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    from agents.training import trained_budget_range
+    from agents.evaluate import trained_budget_range
 
     budget_range = trained_budget_range(args.run_dir)
     if args.budget is not None:
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"(one or more, inside that range) to evaluate it")
     if args.per_budget_runs:
         parser.error("--per-budget-runs applies with --budget")
-    from agents.report import evaluate_run_dir
-    from prune_env.evaluation.report import LatencyConfig
+    from agents.evaluate import evaluate_run_dir
+    from prune_env.evaluation.latency import LatencyConfig
 
     latency = LatencyConfig(repeats=args.repeats, warmup=args.warmup, batch=args.latency_batch,
                             inputs=args.latency_inputs) if args.latency else None

@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "(a single agent learns alone)")
     agent_update = None
     if args.joint:
+        from agents.config import on_policy
         from agents.joint import resolve_agent_update
-        from agents.training import JOINT_RUN_DEFAULT_UPDATE, on_policy
+        from agents.training import JOINT_RUN_DEFAULT_UPDATE
 
         try:  # one budget here (check_budget_range refused a range with --joint)
             agent_update = resolve_agent_update(args.agent_update, on_policy=on_policy(args.algo), algo=args.algo,
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     refusal = refuse_overwrite(out, kind="dir", resume=args.resume, overwrite=args.overwrite)
     if refusal:
         parser.error(refusal)
-    from agents.training import RunConfig, run, started_agent_update
+    from agents.config import RunConfig
+    from agents.training import run, started_agent_update
 
     started = started_agent_update(out) if args.joint and args.resume else None
     if started is not None and args.agent_update is None:  # a resumed run continues with the update it started with

@@ -2,7 +2,7 @@
 
 A typo in ``--hyperparams``, ``--env-kwargs`` or ``--preset`` must end in a usage error (exit 2)
 that names the key, the accepted ones and the closest match, not in a traceback after the run
-directory was made. :func:`check_run_arguments` does that for :class:`agents.training.RunConfig`'s
+directory was made. :func:`check_run_arguments` does that for :class:`agents.config.RunConfig`'s
 fields; ``train_agents.py``, ``finetune_cnn.py algorithm1`` and ``python -m agents.benchmark``
 call it (or its parts) before writing anything.
 """

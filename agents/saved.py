@@ -1,4 +1,11 @@
-"""A saved agent and the environment it was trained on, recovered in one call.
+"""Saved agents: what a run directory holds, how an agent is saved, loaded and run again.
+
+A training run's directory holds ``model.zip`` (the agent, SB3's format), ``run.json`` (what was
+run: :func:`agents.config.run_record`), ``env_spec.json`` (the environment it was trained on),
+``metrics.json`` and, while it trains, ``checkpoint.zip`` + ``checkpoint_state.json`` (the agent
+and the environments' reward state, written atomically; ``--resume`` continues from them).
+
+A saved agent and the environment it was trained on are recovered in one call.
 
 Every training run writes, beside its ``model.zip``, ``env_spec.json``: the Gymnasium
 :class:`~gymnasium.envs.registration.EnvSpec` of the environment the agent was trained on, its
@@ -38,11 +45,18 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, WrapperSpec
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env  # noqa: F401  (registers the environment ids)
-from agents.registry import RUNTIME, STATIC
-from prune_env.io import write_text
+from agents.registry import RUNTIME, STATIC, get_spec
+from prune_env.checkpoint import atomic_write
+from prune_env.envs.wrappers import DEFAULT_LEVELS
+from prune_env.io import write_json, write_text
+from prune_env.policies import SB3Policy
 
+#: the files of a run directory: the agent, its last checkpoint, the checkpoint's reward state, the run's record
+MODEL_FILE, CHECKPOINT_FILE, STATE_FILE, RUN_FILE = "model.zip", "checkpoint.zip", "checkpoint_state.json", "run.json"
 #: the Gymnasium spec of the environment, beside the agent's ``model.zip``
 ENV_SPEC_FILE = "env_spec.json"
 #: the keyword through which each environment takes the other agent
@@ -116,6 +130,51 @@ def record_joint_envs(models: dict, venvs: dict, out: str | os.PathLike, env_kwa
         models[env_id].trained_on = trained_on(venvs[env_id], env_id, f"../{subs[STATIC if env_id == RUNTIME else RUNTIME]}")
 
 
+# --------------------------------------------------------------------------- saving and loading agents
+def atomic_model_save(model: BaseAlgorithm, path: Path) -> Path:
+    """``model.save`` through :func:`prune_env.checkpoint.atomic_write`: a kill or a full disk never corrupts ``path``."""
+    return atomic_write(path, model.save)
+
+
+def reward_state(venv: VecEnv) -> dict:
+    """The environment's shared reward state: ``beta`` (Eq. 9) and, under an average budget, ``lambda``."""
+    return venv.unwrapped.env.reward_state()
+
+
+def load_reward_state(venv: VecEnv, state: dict) -> None:
+    """Restore what :func:`reward_state` saved."""
+    venv.unwrapped.env.set_reward_state(state)
+
+
+def save_agent_checkpoint(model: BaseAlgorithm, venv: VecEnv, out: Path) -> None:
+    """``out/checkpoint.zip`` and ``out/checkpoint_state.json`` (steps, reward state), each written atomically."""
+    atomic_model_save(model, out / CHECKPOINT_FILE)
+    write_json({"num_timesteps": model.num_timesteps, **reward_state(venv)}, out / STATE_FILE)
+
+
+def load_agent(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict]:
+    """Load a saved agent: a run directory (``model.zip`` + ``run.json``) or a ``.zip`` beside its ``run.json``."""
+    path = Path(path)
+    zip_path = path / MODEL_FILE if path.is_dir() else path
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"agent: no saved model at {str(zip_path)!r}")
+    meta_path = zip_path.parent / RUN_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    algo = meta.get("algo")
+    if algo is None:
+        raise ValueError(f"agent: {str(meta_path)!r} missing; cannot tell which algorithm saved {str(zip_path)!r}")
+    model = get_spec(algo).cls.load(zip_path, device=device)
+    return model, meta
+
+
+def agent_policy(model: BaseAlgorithm, meta: dict | None = None) -> SB3Policy:
+    """The deterministic keep-ratio policy of a trained model (discrete ones mapped to their levels)."""
+    levels = (meta or {}).get("levels")
+    if levels is None and get_spec((meta or {}).get("algo", "ppo")).discrete:
+        levels = list(DEFAULT_LEVELS)
+    return SB3Policy(model, levels=levels)
+
+
 # --------------------------------------------------------------------------- reading
 def read_env_spec(run_dir: str | os.PathLike) -> EnvSpec:
     """The spec in ``run_dir/env_spec.json``; for runs saved before it existed, rebuilt from ``run.json``."""
@@ -171,8 +230,6 @@ def load_agent_and_env(run_dir: str | os.PathLike, device: str = "cpu", *, partn
         ``(model, env)``: the SB3 model (``model.trained_on`` says where it was trained) and a
         single environment whose observations and actions are the ones it was trained on.
     """
-    from agents.training import agent_policy, load_agent
-
     path = Path(run_dir)
     folder = path if path.is_dir() else path.parent
     try:

@@ -1,9 +1,13 @@
-"""Train the runtime and/or static agent on the batched environments, checkpoint, resume, evaluate.
+"""Train the runtime and/or static agent on the batched environments, checkpoint, resume, then evaluate.
 
 This is the engine behind ``train_agents.py``; it can be driven from Python as well::
 
-    from agents.training import RunConfig, run
+    from agents.config import RunConfig
+    from agents.training import run
     metrics = run(RunConfig(env_id="RuntimePrune-v0", out="runs/demo"))
+
+The run's configuration is :mod:`agents.config`, its files :mod:`agents.saved`, its callbacks
+:mod:`agents.callbacks` and its evaluation on the test split :mod:`agents.evaluate`.
 """
 
 from __future__ import annotations
@@ -13,192 +17,51 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
+from agents.callbacks import AtomicCheckpointCallback, PruningLogCallback
+from agents.config import (
+    MAIN_JOB_ENV_KWARGS,
+    STATIC_ONLY,
+    RunConfig,
+    default_timesteps,
+    on_policy,
+    run_record,
+)
+from agents.evaluate import evaluate_any_budget, evaluate_run
 from agents.joint import JointEpisodes, JointTrainer, joint_models_ok, off_policy_refusal, resolve_agent_update, rollout_batches
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
-from agents.saved import record_env, record_joint_envs
+from agents.saved import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    STATE_FILE,
+    agent_policy,
+    atomic_model_save,
+    load_agent,
+    load_reward_state,
+    record_env,
+    record_joint_envs,
+    save_agent_checkpoint,
+)
 from agents.steps import StepsProgress, fit_rollout
-from prune_env.checkpoint import atomic_write
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.budgets import BudgetRange
-from prune_env.envs.task import JOINT_TRADEOFF_RATE, STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
+from prune_env.envs.task import JOINT_TRADEOFF_RATE
 from prune_env.envs.wrappers import DEFAULT_LEVELS
-from prune_env.evaluation.references import headroom_report
-from prune_env.evaluation.split import (
-    format_table,
-    plot_adaptation,
-    plot_keep_ratios,
-    reference_metrics,
-    rollout_split,
-    summarize,
-    write_json,
-)
 from prune_env.interrupt import deferred_interrupt
-from prune_env.io import versions
-from prune_env.policies import SB3Policy
+from prune_env.io import write_json
 from prune_env.progress import bar as progress_bar
-
-#: the main job's runtime environment, under the user's ``--env-kwargs``: a budget with headroom
-#: (on the embedded default, uniform keep 0.3 scores 90.8% against dense 98.9%, while at the paper's
-#: 0.5 uniform is 3 images from dense) held on *average* over inputs, so that compute can move from
-#: easy inputs to hard ones. ``budget=0.5 budget_mode=per_input`` is the paper's setting.
-MAIN_JOB_ENV_KWARGS = {RUNTIME: {"budget": 0.3, "budget_mode": "average"}}
-#: keywords only StaticPrune-v0 takes (dropped for the runtime env in joint runs)
-STATIC_ONLY = ("eval_batch",)
-MODEL_FILE, CHECKPOINT_FILE, STATE_FILE, RUN_FILE = "model.zip", "checkpoint.zip", "checkpoint_state.json", "run.json"
-
-
-@dataclass
-class RunConfig:
-    """Everything a training run needs (the command line's options)."""
-
-    env_id: str = RUNTIME
-    algo: str = "recurrent_ppo"
-    timesteps: int | None = None
-    seed: int = 0
-    n_envs: int = 64
-    env_kwargs: dict = field(default_factory=dict)
-    hyperparams: dict = field(default_factory=dict)
-    preset: str = "fast"
-    out: str = "runs/agent"
-    device: str = "auto"
-    resume: bool = False
-    static_agent: str | None = None
-    runtime_agent: str | None = None
-    joint: bool = False
-    #: ``joint``: how the two agents learn, ``"joint"`` (one reward batch updates both, Algorithm 1's
-    #: lines 12-15 as the paper runs them) or ``"alternating"`` (four rounds, each agent's ``learn()``
-    #: against the other's frozen policy); None: :func:`joint_agent_update`'s default
-    agent_update: str | None = None
-    #: ``joint`` with the joint update: static episodes per joint batch, the ``n_envs`` images split
-    #: among them (None: :func:`joint_plan`'s choice)
-    joint_groups: int | None = None
-    progress: bool = True
-    checkpoint_every: int = 20_000
-    command: str = ""
-    #: score a runtime agent beside every headroom reference (static search, oracle, controls)
-    references: bool = True
-    #: rounds of the best-static-allocation search (each tries every ordered pair of layers)
-    search_rounds: int = 40
-    #: an any-budget agent (``budget`` a range): the budgets its evaluation sweeps (None: evenly spaced)
-    sweep_budgets: list[float] | None = None
-    #: ... how many evenly spaced ones (both ends of the range included)
-    sweep_points: int = 5
-    #: ... and the one-budget runs (directories) put beside it on the curve
-    per_budget_runs: list[str] = field(default_factory=list)
-    #: ... with the agent calibrated to each budget too (an offset search per budget on the training split)
-    sweep_calibrate: bool = True
-
-
-# --------------------------------------------------------------------------- callbacks
-class PruningLogCallback(BaseCallback):
-    """Logs the episode results the environments report (reward parts, MAC / parameter ratios,
-    accuracy, per-layer keep ratios) to the SB3 logger (TensorBoard) at every rollout end."""
-
-    KEYS = ("reward_acc", "reward_budget", "macs_ratio", "params_ratio", "correct", "accuracy", "within_budget", "lambda")
-
-    def __init__(self, prefix: str = "prune"):
-        super().__init__()
-        self.prefix = prefix
-        self._values: dict[str, list[float]] = {}
-        self._keep: list[list[float]] = []
-        self._relative: list[float] = []  # each episode's cost / its budget
-
-    def _on_step(self) -> bool:
-        for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
-            if not done:
-                continue
-            for key in self.KEYS:
-                if key in info:
-                    self._values.setdefault(key, []).append(float(info[key]))
-            if "keep_ratios" in info:
-                self._keep.append(info["keep_ratios"])
-            cost = "params_ratio" if self.prefix.startswith("Static") else "macs_ratio"
-            if "budget" in info and cost in info:  # a budget range: each episode against its own budget
-                self._relative.append(float(info[cost]) / float(info["budget"]))
-        return True
-
-    def _on_rollout_end(self) -> None:
-        for key, values in self._values.items():
-            self.logger.record(f"{self.prefix}/{key}", float(np.mean(values)))
-        if self._relative:  # the budget's relative violation (what lambda acts on)
-            self.logger.record(f"{self.prefix}/violation", float(np.mean(self._relative)) - 1.0)
-        self._relative = []
-        if self._keep:
-            for t, v in enumerate(np.mean(self._keep, axis=0)):
-                self.logger.record(f"{self.prefix}/keep_layer{t}", float(v))
-        self._values, self._keep = {}, []
-
-
-class AtomicCheckpointCallback(BaseCallback):
-    """Saves the model (and the environment's reward scale) atomically every ``every`` steps."""
-
-    def __init__(self, out: Path, venv: VecEnv, every: int):
-        super().__init__()
-        self.out, self.venv, self.every = out, venv, max(1, int(every))
-        self._last = 0
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps - self._last >= self.every:
-            self._last = self.num_timesteps
-            save_checkpoint(self.model, self.venv, self.out)
-        return True
-
-
-# --------------------------------------------------------------------------- saving / loading
-def atomic_model_save(model: BaseAlgorithm, path: Path) -> Path:
-    """``model.save`` through :func:`prune_env.checkpoint.atomic_write`: a kill or a full disk never corrupts ``path``."""
-    return atomic_write(path, model.save)
-
-
-def reward_state(venv: VecEnv) -> dict:
-    """The environment's shared reward state: ``beta`` (Eq. 9) and, under an average budget, ``lambda``."""
-    return venv.unwrapped.env.reward_state()
-
-
-def load_reward_state(venv: VecEnv, state: dict) -> None:
-    """Restore what :func:`reward_state` saved."""
-    venv.unwrapped.env.set_reward_state(state)
-
-
-def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, out: Path) -> None:
-    atomic_model_save(model, out / CHECKPOINT_FILE)
-    write_json({"num_timesteps": model.num_timesteps, **reward_state(venv)}, out / STATE_FILE)
-
-
-def load_agent(path: str | os.PathLike, device: str = "cpu") -> tuple[BaseAlgorithm, dict]:
-    """Load a saved agent: a run directory (``model.zip`` + ``run.json``) or a ``.zip`` beside its ``run.json``."""
-    path = Path(path)
-    zip_path = path / MODEL_FILE if path.is_dir() else path
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"agent: no saved model at {str(zip_path)!r}")
-    meta_path = zip_path.parent / RUN_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    algo = meta.get("algo")
-    if algo is None:
-        raise ValueError(f"agent: {str(meta_path)!r} missing; cannot tell which algorithm saved {str(zip_path)!r}")
-    model = get_spec(algo).cls.load(zip_path, device=device)
-    return model, meta
-
-
-def agent_policy(model: BaseAlgorithm, meta: dict | None = None) -> SB3Policy:
-    """The deterministic keep-ratio policy of a trained model (discrete ones mapped to their levels)."""
-    levels = (meta or {}).get("levels")
-    if levels is None and get_spec((meta or {}).get("algo", "ppo")).discrete:
-        levels = list(DEFAULT_LEVELS)
-    return SB3Policy(model, levels=levels)
 
 
 # --------------------------------------------------------------------------- building
@@ -213,7 +76,7 @@ def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -
 
 def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) -> BaseAlgorithm:
     """A new model of ``cfg.algo`` on ``venv`` with the registry's hyper-parameters and the overrides."""
-    spec = get_spec(cfg.algo)
+    spec = cfg.spec
     params = resolve_schedules(hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams))
     fit_rollout(params, spec.cls, default_timesteps(cfg, env_id), venv.num_envs)  # --timesteps honoured (agents/steps.py)
     policy_kwargs = params.setdefault("policy_kwargs", {})
@@ -236,10 +99,6 @@ def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) 
                     tensorboard_log=None if tb_dir is None else str(tb_dir), **params)
 
 
-def default_timesteps(cfg: RunConfig, env_id: str) -> int:
-    return cfg.timesteps if cfg.timesteps is not None else get_spec(cfg.algo).timesteps[env_id]
-
-
 # --------------------------------------------------------------------------- training
 def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunConfig, *, reset: bool, prefix: str) -> None:
     """``model.learn`` up to ``total`` steps with logging and checkpoints; Ctrl-C saves first."""
@@ -251,11 +110,11 @@ def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCon
     try:
         model.learn(remaining, callback=callbacks, progress_bar=False, reset_num_timesteps=reset, tb_log_name=prefix)
     except KeyboardInterrupt:
-        save_checkpoint(model, venv, out)
+        save_agent_checkpoint(model, venv, out)
         print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume",
               file=sys.stderr)
         raise
-    save_checkpoint(model, venv, out)
+    save_agent_checkpoint(model, venv, out)
 
 
 def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
@@ -263,7 +122,7 @@ def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> t
     venv = make_env(env_id, cfg.algo, cfg.n_envs, cfg.seed, env_kwargs)
     ckpt = out / CHECKPOINT_FILE
     if cfg.resume and ckpt.is_file():
-        model = get_spec(cfg.algo).cls.load(ckpt, env=venv, device=cfg.device)
+        model = cfg.spec.cls.load(ckpt, env=venv, device=cfg.device)
         state = json.loads((out / STATE_FILE).read_text())
         load_reward_state(venv, state)
         model.tensorboard_log = str(out / "tb")  # learn(reset_num_timesteps=False) continues the run's tb/<prefix>_N
@@ -271,27 +130,6 @@ def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> t
     if cfg.resume:
         print(f"--resume: no checkpoint at {ckpt}; starting afresh", file=sys.stderr)
     return build_model(cfg, env_id, venv, out / "tb"), venv, True
-
-
-def json_budget(env_kwargs: dict) -> dict:
-    """``env_kwargs`` with a budget range in the form JSON keeps (``"low:high"`` or a list; a tuple
-    would come back from ``run.json`` / ``env_spec.json`` as a list, a set of values)."""
-    if "budget" not in env_kwargs:
-        return env_kwargs
-    budget_range = BudgetRange.parse(env_kwargs["budget"])
-    return env_kwargs if budget_range is None else {**env_kwargs, "budget": budget_range.to_json()}
-
-
-def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
-    spec = get_spec(cfg.algo)
-    return {
-        "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
-        "env_kwargs": json_budget(env_kwargs_for(cfg.algo, env_id, env_kwargs)), "hyperparams": cfg.hyperparams,
-        "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
-        "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
-        **({"agent_update": cfg.agent_update} if cfg.joint else {}),
-        "versions": versions(),
-    }
 
 
 def _policy_kwargs_from(env_kwargs: dict, path: str | None, device: str, key: str) -> dict:
@@ -348,12 +186,6 @@ def run(cfg: RunConfig) -> dict:
 #: the fewest images a static episode of a joint batch is scored on when :func:`joint_plan` chooses
 #: the groups (Algorithm 1's digits preset: 64 images a batch, 8 static episodes of 8 images)
 MIN_GROUP_IMAGES = 8
-
-
-def on_policy(algo: str) -> bool:
-    """Whether ``algo``'s class is an SB3 on-policy algorithm (what the joint update can train)."""
-    cls = get_spec(algo).cls
-    return isinstance(cls, type) and issubclass(cls, OnPolicyAlgorithm)
 
 
 #: the agent update of ``train_agents.py --joint`` when none is asked for. Without the CNN phase the
@@ -477,13 +309,13 @@ def learn_jointly(joint: JointTrainer, models: dict, venvs: dict, out: Path, bat
             joint.learn(batches, after_update)
     except KeyboardInterrupt:
         for env_id, sub in subs.items():
-            save_checkpoint(models[env_id], venvs[env_id], out / sub)
+            save_agent_checkpoint(models[env_id], venvs[env_id], out / sub)
         print(f"\ninterrupted at {models[RUNTIME].num_timesteps} runtime / {models[STATIC].num_timesteps} static steps; "
               f"saved {out / 'runtime' / CHECKPOINT_FILE} and {out / 'static' / CHECKPOINT_FILE}; continue with --resume",
               file=sys.stderr)
         raise
     for env_id, sub in subs.items():
-        save_checkpoint(models[env_id], venvs[env_id], out / sub)
+        save_agent_checkpoint(models[env_id], venvs[env_id], out / sub)
 
 
 def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
@@ -571,7 +403,7 @@ def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict
         if runtime.num_timesteps - saved["at"] >= cfg.checkpoint_every:
             saved["at"] = int(runtime.num_timesteps)
             for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
-                save_checkpoint(models[env_id], venvs[env_id], out / sub)
+                save_agent_checkpoint(models[env_id], venvs[env_id], out / sub)
 
     try:
         learn_jointly(joint, models, venvs, out, left, after_update)
@@ -580,193 +412,3 @@ def _train_jointly(cfg: RunConfig, models: dict, venvs: dict, out: Path) -> dict
     return {**asdict(plan), "runtime_steps": plan.runtime_steps, "static_steps": plan.static_steps}
 
 
-# --------------------------------------------------------------------------- evaluation
-def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path,
-                        static_policy: Any = None, progress: Any = None, test: PruningTask | None = None) -> dict:
-    """An any-budget agent's curve on the test split (:mod:`prune_env.evaluation.budget_sweep`): at each of
-    ``cfg.sweep_budgets`` (default ``cfg.sweep_points`` evenly spaced over the range), the agent
-    beside uniform, the best static allocation and the calibrated agent (a runtime agent; a static one:
-    beside the uniform static keep ratio), and the one-budget runs of ``cfg.per_budget_runs``.
-    Writes ``any_budget.{json,csv,png}`` into ``out``, prints the table; returns the metrics.
-    ``test``: the task on the test split (default: built from ``task``'s configuration, or ``task``
-    itself when it is on the test split; give it when ``task``'s network is not its checkpoint's, as
-    in Algorithm 1).
-    """
-    from prune_env.evaluation import budget_sweep
-
-    test = test if test is not None else task if task.cfg.split == "test" else test_task(task)
-    budgets = cfg.sweep_budgets or budget_sweep.sweep_budgets(task.budget_range, cfg.sweep_points)
-    if static_policy is not None:
-        budgets = [test.check_budget(b) for b in budgets]
-        points = [budget_sweep.evaluate_static_at_budget(test, b, static_policy, runtime_policy) for b in budgets]
-        result = {"budget_range": str(test.budget_range), "budget_kind": test.cfg.budget_kind, "split": "test",
-                  "points": points, "per_budget_runs": [], "summary": {}}
-    else:
-        search = task if task.cfg.split != "test" else None
-        result = budget_sweep.sweep(test, budgets, runtime_policy, static_ratios, search=search,
-                                    calibrate=cfg.sweep_calibrate, search_rounds=cfg.search_rounds, seed=cfg.seed,
-                                    per_budget_runs=cfg.per_budget_runs, progress=progress)
-    title = f"{cfg.algo} on {cfg.env_id}, budgets {test.budget_range} (test split)"
-    files = budget_sweep.write_sweep(result, out, title=title)
-    print()
-    print(f"One agent for budgets {test.budget_range} ({test.cfg.budget_kind}), test split:")
-    print(budget_sweep.format_sweep(result))
-    print(f"results in {out}/ ({', '.join(Path(f).name for f in files.values())})")
-    return {"any_budget": True, "budget_range": result["budget_range"], "budget_kind": result["budget_kind"],
-            "sweep": [{"budget": p["budget"], **{m: r for m, r in p["rows"].items()}} for p in result["points"]],
-            "summary": result["summary"]}
-
-
-def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
-    """The budget range a ``train_agents.py`` run trained its agent over (``run.json``; an Algorithm 1 or
-    joint run: its runtime agent's, ``runtime/run.json``), None for one budget."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        path = Path(run_dir) / "runtime" / RUN_FILE
-    if not path.is_file():
-        return None
-    return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
-
-
-def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
-                            per_budget_runs: list[str] = (), out: str | os.PathLike | None = None,
-                            static_agent: str | os.PathLike | None = None,
-                            runtime_agent: str | os.PathLike | None = None, calibrate: bool = True) -> dict:
-    """The curve of a saved any-budget agent (a ``train_agents.py`` run over a budget range) at
-    ``budgets`` (default: five evenly spaced over its range) on the test split, as its training run
-    writes it (:func:`evaluate_any_budget`), into ``out`` (default ``run_dir``). A budget outside the
-    range, or a run trained at one budget, is a ValueError naming the range.
-
-    The other agent: ``static_agent`` / ``runtime_agent`` where given, else the one the run recorded.
-    ``calibrate=False`` skips the calibrated agent (an offset search per budget).
-    """
-    from dataclasses import fields
-
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else {}
-    budget_range = trained_budget_range(run_dir)
-    if budget_range is None:
-        raise ValueError(f"{str(run_dir)!r} holds an agent trained at one budget "
-                         f"({meta.get('env_kwargs', {}).get('budget', 0.5)!r}), not over a range: evaluate it without --budget")
-    budgets = [budget_range.check(b) for b in budgets] if budgets else None
-    if not (run_dir / RUN_FILE).is_file():  # finetune_cnn.py algorithm1 (or --joint): both agents and the CNN
-        if static_agent is not None or runtime_agent is not None:
-            raise ValueError("an Algorithm 1 run holds both agents; --runtime-agent / --static-agent apply to single-agent runs")
-        from agents.report import evaluate_any_budget_pair
-
-        rt_meta = json.loads((run_dir / "runtime" / RUN_FILE).read_text())
-        cfg = RunConfig(env_id=RUNTIME, algo=rt_meta["algo"], seed=int(rt_meta.get("seed", 0)), out=str(out or run_dir),
-                        sweep_budgets=budgets, per_budget_runs=list(per_budget_runs),
-                        sweep_calibrate=calibrate)
-        return evaluate_any_budget_pair(run_dir, cfg)
-    env_id = meta["env_id"]
-    model, meta = load_agent(run_dir if (run_dir / MODEL_FILE).is_file() else run_dir / CHECKPOINT_FILE)
-    policy = agent_policy(model, meta)
-    env_kwargs = env_kwargs_for(meta["algo"], env_id, meta.get("env_kwargs", {}))
-    names = {f.name for f in fields(TaskConfig)}
-    config = {k: v for k, v in env_kwargs.items() if k in names}
-    if env_id == STATIC:
-        config.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
-    config.update(device="cpu", split="val" if config.get("split") == "test" else config.get("split", "val"))
-    task = PruningTask(TaskConfig(**config))
-    cfg = RunConfig(env_id=env_id, algo=meta["algo"], seed=int(meta.get("seed", 0)), out=str(out or run_dir),
-                    sweep_budgets=budgets, per_budget_runs=list(per_budget_runs), sweep_calibrate=calibrate)
-    partner = static_agent or meta.get("static_agent") if env_id == RUNTIME else runtime_agent or meta.get("runtime_agent")
-    other = None
-    if partner is not None:
-        other_model, other_meta = load_agent(partner)
-        other = agent_policy(other_model, other_meta)
-    if env_id == STATIC:
-        return evaluate_any_budget(cfg, task, runtime_policy=other, static_ratios=None, static_policy=policy,
-                                   out=Path(cfg.out))
-    static = np.ones(task.num_layers) if other is None else task.static_ratios_of(other)
-    return evaluate_any_budget(cfg, task, runtime_policy=policy, static_ratios=static, out=Path(cfg.out))
-
-
-def static_references(test: PruningTask, runtime_policy: Any) -> dict[str, dict]:
-    """What a static agent is compared with: the dense network and the largest uniform static keep ratio
-    meeting the parameter budget (with the agent's runtime partner, at the task's ``R_r``), both judged
-    on the parameter budget (``within_budget``)."""
-    ones = np.ones(test.num_layers)
-    ratio = test.uniform_static_ratio()
-    uniform = np.full(test.num_layers, ratio)
-    refs = {"dense": summarize(test, rollout_split(test, 1.0, ones), ones, within="params"),
-            "uniform": summarize(test, rollout_split(test, runtime_policy, uniform), uniform, within="params")}
-    refs["uniform"].update(uniform_keep_ratio=ratio, uniform_static_ratio=ratio)
-    return refs
-
-
-def test_task(task: PruningTask) -> PruningTask:
-    """The same task on the held-out test split (the agents never saw it)."""
-    cfg = TaskConfig(**{**asdict(task.cfg), "split": "test"})
-    return PruningTask(cfg)
-
-
-#: the rows of the evaluation table of a runtime agent, in order, with their labels
-TABLE_ROWS = (
-    ("agent", "agent"), ("agent_calibrated", "agent, calibrated"), ("uniform", "uniform @ budget"),
-    ("uniform_iso_mac", "uniform @ agent MACs"), ("best_static", "best static"), ("shuffled", "agent shuffled"),
-    ("layer_mean", "agent layer mean"), ("oracle_accuracy", "oracle (labels)"), ("dense", "dense"),
-)
-
-
-def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
-    """Deterministic evaluation on the test split: table, ``metrics.json``, ``references.json``, pictures.
-
-    A runtime agent is scored beside every reference of :func:`prune_env.evaluation.references.headroom_report`
-    (the static allocation searched and the offset calibrated on the split it trained on).
-    """
-    test = task if task.cfg.split == "test" else test_task(task)
-    agent = rollout_split(test, runtime_policy, static_ratios)
-    runtime_run = cfg.env_id.split(":")[-1] != STATIC or cfg.joint
-    # a static agent is held to the parameter budget ("in budget"), a runtime one to the MAC budget
-    metrics = summarize(test, agent, static_ratios, within="macs" if runtime_run else "params")
-    if runtime_run and cfg.references:
-        search = task if task.cfg.split != "test" else None
-        report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True,
-                                 search_rounds=cfg.search_rounds, seed=cfg.seed)
-        rows = report["rows"]
-        metrics.update(report["summary"])
-        if "agent_calibrated" in rows:
-            calibrated = rows["agent_calibrated"]
-            metrics.update(calibrated_accuracy=calibrated["accuracy"], calibrated_macs_ratio=calibrated["macs_ratio"],
-                           calibration_offset=calibrated["offset"])
-        references = {**{k: v for k, v in report.items() if k != "rows"}, **{k: v for k, v in rows.items() if k != "agent"}}
-    elif runtime_run:
-        references = reference_metrics(test)
-        rows = {"agent": metrics, **references}
-    else:  # static: against the uniform d_s meeting the parameter budget, same runtime partner and R_r
-        references = static_references(test, runtime_policy)
-        rows = {"agent": metrics, **references}
-    metrics["dense_accuracy"] = rows["dense"]["accuracy"]
-    metrics["uniform_accuracy"] = rows["uniform"]["accuracy"]
-    metrics["uniform_keep_ratio"] = rows["uniform"]["uniform_keep_ratio"]
-    write_json(references, out / "references.json")
-    title = f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)"
-    if runtime_run:
-        plot_keep_ratios(agent.keep, out / "keep_ratios.png", uniform=rows["uniform"]["uniform_keep_ratio"], title=title)
-    else:  # what the static agent chose: d_s per layer, beside the uniform d_s at the parameter budget
-        plot_keep_ratios(np.asarray(static_ratios, dtype=np.float64).reshape(1, -1), out / "keep_ratios.png",
-                         uniform=rows["uniform"]["uniform_keep_ratio"], title=f"static keep ratios d_s: {title}")
-    if runtime_run:
-        difficulty = rollout_split(test, rows["uniform"]["uniform_keep_ratio"], np.ones(test.num_layers)).losses
-        plot_adaptation(agent, difficulty, test.macs_budget, out / "adaptation.png", title=title)
-    print()
-    print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
-          f"parameter budget {metrics['params_budget']:.3f}:")
-    print(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
-    if not runtime_run:
-        print(f"in budget: stored parameters within the parameter budget; uniform @ budget: d_s = "
-              f"{rows['uniform']['uniform_keep_ratio']:.3f} in every layer, the largest meeting it "
-              f"(R_r = {test.tradeoff_rate:g})")
-    print("per-layer keep ratio (mean ± std over inputs): " + ", ".join(
-        f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
-    if "adaptation_gain_shuffled" in metrics:
-        captured = metrics["headroom_captured_accuracy"]
-        print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations, "
-              f"{100 * metrics['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
-              + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
-    written = ["metrics.json", "references.json", "keep_ratios.png", "adaptation.png", MODEL_FILE,
-               f"runtime/{MODEL_FILE}", f"static/{MODEL_FILE}", "history.csv", "history.png"]
-    print(f"results in {out}/ ({', '.join(['metrics.json'] + [f for f in written[1:] if (out / f).exists()])})")
-    return metrics

@@ -51,7 +51,8 @@ def run_seed(seed: int, args_dict: dict) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    from agents.training import RunConfig, run
+    from agents.config import RunConfig
+    from agents.training import run
 
     out = Path(args_dict["out"]) / f"seed{seed}"
     if (out / "metrics.json").is_file():
@@ -69,8 +70,10 @@ def rescore_seed(run_dir: Path) -> Path:
     import torch
 
     torch.set_num_threads(1)
+    from agents.config import RunConfig
+    from agents.evaluate import evaluate_run
     from agents.registry import RUNTIME, env_kwargs_for
-    from agents.training import RunConfig, agent_policy, evaluate_run, load_agent
+    from agents.saved import agent_policy, load_agent
     from prune_env.envs.task import PruningTask, TaskConfig
     from prune_env.io import write_json
 
@@ -129,7 +132,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def write_outputs(rows: list[dict], summary: dict, out: Path, command: str) -> None:
-    from prune_env.evaluation.split import write_json
+    from prune_env.io import write_json
 
     write_json({"command": command, "seeds": rows, "summary": summary}, out / "summary.json")
     with open(out / "seeds.csv", "w", newline="") as f:
@@ -172,7 +175,8 @@ def _fmt(v) -> str:
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
     """Test top-1 against mean MACs: the agent per seed (raw and calibrated) beside the references."""
-    from prune_env.evaluation.split import _pyplot, _save
+    from prune_env.evaluation.plots import pyplot as _pyplot
+    from prune_env.evaluation.plots import save_figure as _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))

@@ -31,9 +31,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from agents.algorithm1 import AGENT_UPDATES, ALGORITHM1_STATE, PRESETS, Algorithm1Config, run_algorithm1  # noqa: E402
-from prune_env.benchmark.leaderboard import t_interval  # noqa: E402
-from prune_env.evaluation.split import write_json  # noqa: E402
-from prune_env.io import write_csv  # noqa: E402
+from prune_env.benchmark.statistics import t_interval  # noqa: E402
+from prune_env.io import write_csv, write_json  # noqa: E402
 
 BUDGET_MODES = ("per_input", "average")
 RESULT = "modes_row.json"
@@ -112,11 +111,11 @@ def jobs_of(args: argparse.Namespace, checkpoint: Path) -> list[dict]:
 
 def prepare(out: Path) -> Path:
     """The digits CNN stages of ``finetune_cnn.py method`` (pre-training, importance, warm-up) into ``out/stages``."""
-    import finetune_cnn
+    from agents.cnn_stages import run_method_stages
 
-    return finetune_cnn.run_method_stages(out / "stages", model="digitnet", width=1.0, warmup_epochs=25, resume=True,
-                                          dataset="digits", seed=0, threads=1, device="cpu", data_on_device=False,
-                                          data_root=None, progress=False)
+    return run_method_stages(out / "stages", model="digitnet", width=1.0, warmup_epochs=25, resume=True,
+                             dataset="digits", seed=0, threads=1, device="cpu", data_on_device=False,
+                             data_root=None, progress=False)
 
 
 def _mean_sd(values: list[float]) -> str:

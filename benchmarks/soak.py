@@ -74,6 +74,7 @@ def soak_train(steps: int, seed: int, out_dir: str) -> Sampler:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import agents.training as training
+    from agents.config import RunConfig
 
     sampler = Sampler()
 
@@ -89,7 +90,7 @@ def soak_train(steps: int, seed: int, out_dir: str) -> Sampler:
 
     training.CallbackList = with_sampler
     try:
-        training.run(training.RunConfig(timesteps=steps, seed=seed, out=out_dir, progress=False, references=False,
+        training.run(RunConfig(timesteps=steps, seed=seed, out=out_dir, progress=False, references=False,
                                         checkpoint_every=100_000))
     finally:
         training.CallbackList = original

@@ -9,8 +9,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from agents.ars import BatchedARS
+from agents.config import RunConfig
 from agents.registry import get_spec
-from agents.training import RunConfig, build_model, make_env
+from agents.training import build_model, make_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 import prune_env  # noqa: F401
-from agents.training import RunConfig, evaluate_run
-from prune_env.evaluation.report import LatencyConfig, PolicyPair, build_report, format_table, format_text
+from agents.config import RunConfig
+from agents.evaluate import evaluate_run
+from prune_env.evaluation.latency import LatencyConfig
+from prune_env.evaluation.report import PolicyPair, build_report
+from prune_env.evaluation.tables import format_report_table as format_table
+from prune_env.evaluation.tables import format_text
 
 
 @pytest.fixture(scope="module")

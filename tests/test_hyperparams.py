@@ -9,8 +9,8 @@ import gymnasium as gym
 import pytest
 import yaml
 
+from agents.config import RunConfig
 from agents.registry import ENV_IDS, get_spec, hyperparameters
-from agents.training import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the zoo's algorithm names -> the registry's

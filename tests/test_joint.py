@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from agents.config import RunConfig
 from agents.joint import JointEpisodes, JointTrainer
 from agents.registry import RUNTIME, STATIC
-from agents.training import RunConfig, joint_env_kwargs, prepare_agent
+from agents.training import joint_env_kwargs, prepare_agent
 from prune_env.envs.runtime import RuntimeEpisodes
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

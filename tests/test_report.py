@@ -1,4 +1,4 @@
-"""evaluate_run.py / agents.report / prune_env.evaluation.report, and the trade-off sweep's --quick mode."""
+"""evaluate_run.py / agents.evaluate / prune_env.evaluation.report, and the trade-off sweep's --quick mode."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import torch
 import evaluate_run
 import train_agents
 from agents.algorithm1 import Algorithm1Config, run_algorithm1
-from agents.report import evaluate_run_dir, inspect_run
+from agents.evaluate import evaluate_run_dir, inspect_run
 from prune_env.assets import default_checkpoint_path
 from prune_env.cnn import epochs_for_batches
 from prune_env.data import load_dataset
 from prune_env.envs.task import PruningTask, TaskConfig
-from prune_env.evaluation.report import ROW_KEYS, LatencyConfig, PolicyPair, build_report, format_markdown, format_text
+from prune_env.evaluation.latency import LatencyConfig
+from prune_env.evaluation.report import ROW_KEYS, PolicyPair, build_report
+from prune_env.evaluation.tables import format_markdown, format_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ def _check_rows(report: dict) -> dict[str, dict]:
 
 
 def test_evaluate_run_writes_consistent_report(runtime_run, capsys, monkeypatch):
-    from prune_env.evaluation.report import TEXT_WIDTH
+    from prune_env.evaluation.tables import TEXT_WIDTH
 
     monkeypatch.setenv("COLUMNS", str(TEXT_WIDTH))  # the terminal's width is the file's: the printed text is the file's
     assert inspect_run(runtime_run) == "runtime"

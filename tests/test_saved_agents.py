@@ -87,12 +87,12 @@ def test_an_agent_on_another_networks_observations_names_where_it_was_trained(ma
 
 
 def test_a_missing_agents_package_is_named(main_job_run, monkeypatch):
-    import agents.training
+    import agents.saved
 
     def fail(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'agents.policies'")
 
-    monkeypatch.setattr(agents.training, "load_agent", fail)
+    monkeypatch.setattr(agents.saved, "load_agent", fail)
     with pytest.raises(ImportError, match=r"agents\.policies.*pip install -e \."):
         load_agent_and_env(main_job_run)
 

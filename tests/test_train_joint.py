@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import agents.joint
+import agents.saved
 import agents.training
 import train_agents
+from agents.config import RunConfig
 from agents.registry import RUNTIME, STATIC
-from agents.training import RunConfig, joint_agent_update, joint_plan, run
+from agents.training import joint_agent_update, joint_plan, run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -56,7 +58,7 @@ def test_joint_update_trains_both_agents(tmp_path, monkeypatch, capsys, algo):
     for sub in ("runtime", "static"):
         assert json.loads((out / sub / "run.json").read_text())["agent_update"] == "joint"
     for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
-        model, _ = agents.training.load_agent(out / sub)
+        model, _ = agents.saved.load_agent(out / sub)
         assert model.num_timesteps == (RUNTIME_STEPS if env_id == RUNTIME else STATIC_STEPS)
         trained = _params(model)
         moved = [k for k, v in initial[env_id].items() if not torch.equal(v, trained[k])]

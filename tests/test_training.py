@@ -289,11 +289,12 @@ def test_data_on_device_trains_exactly_as_the_data_loader(splits):
 
 
 def test_method_runs_its_stages_by_calling_functions(tmp_path, monkeypatch):
-    """``method`` builds each stage's job and calls :func:`finetune_cnn.run_stage`, no argument strings."""
+    """``method`` builds each stage's job and calls :func:`agents.cnn_stages.run_stage`, no argument strings."""
     import agents.algorithm1 as alg1
+    import agents.cnn_stages
 
     jobs, seen = [], {}
-    monkeypatch.setattr(finetune_cnn, "run_stage", lambda job: jobs.append(job) or {})
+    monkeypatch.setattr(agents.cnn_stages, "run_stage", lambda job: jobs.append(job) or {})
     monkeypatch.setattr(alg1, "run_algorithm1", lambda cfg: seen.setdefault("cfg", cfg) and {})
     out = tmp_path / "m"
     finetune_cnn.main(["method", "--out", str(out), "--warmup-epochs", "3", "--seed", "2", "--width", "0.5", "--no-progress"])

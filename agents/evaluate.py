@@ -1,4 +1,13 @@
-"""Evaluate a run directory: find its network and agents, build the paper-style report, write it.
+"""Evaluate trained agents on the held-out test split: at the end of a training run, and a run directory later.
+
+* At the end of a run (:func:`evaluate_run`, :func:`evaluate_any_budget`): the agent beside every
+  reference at the same budget (uniform at equal MACs, the best static allocation, its shuffled
+  allocations, the label oracle), a table, ``metrics.json``, ``references.json`` and pictures.
+* A run directory (:func:`evaluate_run_dir`, ``evaluate_run.py``): find its network and agents, build
+  the paper-style report, write it.
+
+This module never imports the trainer (:mod:`agents.training` imports it).
+
 
 Accepted directories (what :func:`inspect_run` recognises):
 
@@ -9,7 +18,7 @@ Accepted directories (what :func:`inspect_run` recognises):
 
 The network is the checkpoint named in ``run.json``'s ``env_kwargs`` (the shipped default when
 none is named) or, for Algorithm 1, ``cnn.pt``. Agents are loaded with
-:func:`agents.training.load_agent` and run deterministically (:func:`agents.training.agent_policy`).
+:func:`agents.saved.load_agent` and run deterministically (:func:`agents.saved.agent_policy`).
 The evaluation itself is :func:`prune_env.evaluation.report.build_report` on the test split.
 
 Where a single-agent run trained against a fixed partner (``--static-agent`` /
@@ -21,18 +30,28 @@ is gone falls back to the static keep ratios recorded in ``metrics.json``.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from agents.config import RunConfig
 from agents.registry import RUNTIME, STATIC, env_kwargs_for
-from agents.training import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
+from agents.saved import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
+from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
-from prune_env.evaluation.report import LatencyConfig, PolicyPair, build_report, format_text, write_report
+from prune_env.evaluation.latency import LatencyConfig
+from prune_env.evaluation.plots import plot_adaptation, plot_keep_ratios
+from prune_env.evaluation.references import headroom_report
+from prune_env.evaluation.report import PolicyPair, build_report, write_report
+from prune_env.evaluation.split import reference_metrics, rollout_split, summarize
+from prune_env.evaluation.tables import format_reference_table as format_table
+from prune_env.evaluation.tables import format_text
+from prune_env.io import write_json
 
 KINDS = ("runtime", "static", "joint", "algorithm1")
 CNN_FILE = "cnn.pt"
@@ -207,13 +226,11 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict, split: str = "
     return task
 
 
-def evaluate_any_budget_pair(run_dir: str | Path, cfg: Any) -> dict:
+def evaluate_any_budget_pair(run_dir: str | Path, cfg: RunConfig) -> dict:
     """An ``algorithm1`` (or ``joint``) run whose runtime agent trained over a budget range, at
-    ``cfg.sweep_budgets`` on the test split (:func:`agents.training.evaluate_any_budget`, on the run's
+    ``cfg.sweep_budgets`` on the test split (:func:`evaluate_any_budget`, on the run's
     fine-tuned network): the best static allocation searched and the offsets calibrated on the
     validation split, the static agent's ratios as the run deployed them."""
-    from agents.training import evaluate_any_budget
-
     run = load_run(run_dir)
     meta = json.loads((run.run_dir / "runtime" / RUN_FILE).read_text())
     search = _build_task(run.run_dir, run.kind, meta, {}, split="val")
@@ -277,8 +294,7 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
     if echo is not None:
         echo(format_text(report, width=None).rstrip())
         if headroom is not None:
-            from agents.training import TABLE_ROWS
-            from prune_env.evaluation.split import format_table
+            from prune_env.evaluation.tables import format_reference_table as format_table
 
             rows = headroom["rows"]
             echo("\nBeside every reference at the same budget (test split):")
@@ -293,4 +309,195 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
     return report
 
 
-__all__ = ["KINDS", "LoadedRun", "evaluate_any_budget_pair", "evaluate_run_dir", "inspect_run", "load_run"]
+# --------------------------------------------------------------------------- at the end of a training run
+def evaluate_any_budget(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path,
+                        static_policy: Any = None, progress: Any = None, test: PruningTask | None = None) -> dict:
+    """An any-budget agent's curve on the test split (:mod:`prune_env.evaluation.budget_sweep`): at each of
+    ``cfg.sweep_budgets`` (default ``cfg.sweep_points`` evenly spaced over the range), the agent
+    beside uniform, the best static allocation and the calibrated agent (a runtime agent; a static one:
+    beside the uniform static keep ratio), and the one-budget runs of ``cfg.per_budget_runs``.
+    Writes ``any_budget.{json,csv,png}`` into ``out``, prints the table; returns the metrics.
+    ``test``: the task on the test split (default: built from ``task``'s configuration, or ``task``
+    itself when it is on the test split; give it when ``task``'s network is not its checkpoint's, as
+    in Algorithm 1).
+    """
+    from prune_env.evaluation import budget_sweep
+
+    test = test if test is not None else task if task.cfg.split == "test" else test_task(task)
+    budgets = cfg.sweep_budgets or budget_sweep.sweep_budgets(task.budget_range, cfg.sweep_points)
+    if static_policy is not None:
+        budgets = [test.check_budget(b) for b in budgets]
+        points = [budget_sweep.evaluate_static_at_budget(test, b, static_policy, runtime_policy) for b in budgets]
+        result = {"budget_range": str(test.budget_range), "budget_kind": test.cfg.budget_kind, "split": "test",
+                  "points": points, "per_budget_runs": [], "summary": {}}
+    else:
+        search = task if task.cfg.split != "test" else None
+        result = budget_sweep.sweep(test, budgets, runtime_policy, static_ratios, search=search,
+                                    calibrate=cfg.sweep_calibrate, search_rounds=cfg.search_rounds, seed=cfg.seed,
+                                    per_budget_runs=cfg.per_budget_runs, progress=progress)
+    title = f"{cfg.algo} on {cfg.env_id}, budgets {test.budget_range} (test split)"
+    files = budget_sweep.write_sweep(result, out, title=title)
+    print()
+    print(f"One agent for budgets {test.budget_range} ({test.cfg.budget_kind}), test split:")
+    print(budget_sweep.format_sweep(result))
+    print(f"results in {out}/ ({', '.join(Path(f).name for f in files.values())})")
+    return {"any_budget": True, "budget_range": result["budget_range"], "budget_kind": result["budget_kind"],
+            "sweep": [{"budget": p["budget"], **{m: r for m, r in p["rows"].items()}} for p in result["points"]],
+            "summary": result["summary"]}
+
+
+def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
+    """The budget range a ``train_agents.py`` run trained its agent over (``run.json``; an Algorithm 1 or
+    joint run: its runtime agent's, ``runtime/run.json``), None for one budget."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        path = Path(run_dir) / "runtime" / RUN_FILE
+    if not path.is_file():
+        return None
+    return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
+
+
+def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
+                            per_budget_runs: list[str] = (), out: str | os.PathLike | None = None,
+                            static_agent: str | os.PathLike | None = None,
+                            runtime_agent: str | os.PathLike | None = None, calibrate: bool = True) -> dict:
+    """The curve of a saved any-budget agent (a ``train_agents.py`` run over a budget range) at
+    ``budgets`` (default: five evenly spaced over its range) on the test split, as its training run
+    writes it (:func:`evaluate_any_budget`), into ``out`` (default ``run_dir``). A budget outside the
+    range, or a run trained at one budget, is a ValueError naming the range.
+
+    The other agent: ``static_agent`` / ``runtime_agent`` where given, else the one the run recorded.
+    ``calibrate=False`` skips the calibrated agent (an offset search per budget).
+    """
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else {}
+    budget_range = trained_budget_range(run_dir)
+    if budget_range is None:
+        raise ValueError(f"{str(run_dir)!r} holds an agent trained at one budget "
+                         f"({meta.get('env_kwargs', {}).get('budget', 0.5)!r}), not over a range: evaluate it without --budget")
+    budgets = [budget_range.check(b) for b in budgets] if budgets else None
+    if not (run_dir / RUN_FILE).is_file():  # finetune_cnn.py algorithm1 (or --joint): both agents and the CNN
+        if static_agent is not None or runtime_agent is not None:
+            raise ValueError("an Algorithm 1 run holds both agents; --runtime-agent / --static-agent apply to single-agent runs")
+        rt_meta = json.loads((run_dir / "runtime" / RUN_FILE).read_text())
+        cfg = RunConfig(env_id=RUNTIME, algo=rt_meta["algo"], seed=int(rt_meta.get("seed", 0)), out=str(out or run_dir),
+                        sweep_budgets=budgets, per_budget_runs=list(per_budget_runs),
+                        sweep_calibrate=calibrate)
+        return evaluate_any_budget_pair(run_dir, cfg)
+    env_id = meta["env_id"]
+    model, meta = load_agent(run_dir if (run_dir / MODEL_FILE).is_file() else run_dir / CHECKPOINT_FILE)
+    policy = agent_policy(model, meta)
+    env_kwargs = env_kwargs_for(meta["algo"], env_id, meta.get("env_kwargs", {}))
+    names = {f.name for f in fields(TaskConfig)}
+    config = {k: v for k, v in env_kwargs.items() if k in names}
+    if env_id == STATIC:
+        config.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
+    config.update(device="cpu", split="val" if config.get("split") == "test" else config.get("split", "val"))
+    task = PruningTask(TaskConfig(**config))
+    cfg = RunConfig(env_id=env_id, algo=meta["algo"], seed=int(meta.get("seed", 0)), out=str(out or run_dir),
+                    sweep_budgets=budgets, per_budget_runs=list(per_budget_runs), sweep_calibrate=calibrate)
+    partner = static_agent or meta.get("static_agent") if env_id == RUNTIME else runtime_agent or meta.get("runtime_agent")
+    other = None
+    if partner is not None:
+        other_model, other_meta = load_agent(partner)
+        other = agent_policy(other_model, other_meta)
+    if env_id == STATIC:
+        return evaluate_any_budget(cfg, task, runtime_policy=other, static_ratios=None, static_policy=policy,
+                                   out=Path(cfg.out))
+    static = np.ones(task.num_layers) if other is None else task.static_ratios_of(other)
+    return evaluate_any_budget(cfg, task, runtime_policy=policy, static_ratios=static, out=Path(cfg.out))
+
+
+def static_references(test: PruningTask, runtime_policy: Any) -> dict[str, dict]:
+    """What a static agent is compared with: the dense network and the largest uniform static keep ratio
+    meeting the parameter budget (with the agent's runtime partner, at the task's ``R_r``), both judged
+    on the parameter budget (``within_budget``)."""
+    ones = np.ones(test.num_layers)
+    ratio = test.uniform_static_ratio()
+    uniform = np.full(test.num_layers, ratio)
+    refs = {"dense": summarize(test, rollout_split(test, 1.0, ones), ones, within="params"),
+            "uniform": summarize(test, rollout_split(test, runtime_policy, uniform), uniform, within="params")}
+    refs["uniform"].update(uniform_keep_ratio=ratio, uniform_static_ratio=ratio)
+    return refs
+
+
+def test_task(task: PruningTask) -> PruningTask:
+    """The same task on the held-out test split (the agents never saw it)."""
+    cfg = TaskConfig(**{**asdict(task.cfg), "split": "test"})
+    return PruningTask(cfg)
+
+
+#: the rows of the evaluation table of a runtime agent, in order, with their labels
+TABLE_ROWS = (
+    ("agent", "agent"), ("agent_calibrated", "agent, calibrated"), ("uniform", "uniform @ budget"),
+    ("uniform_iso_mac", "uniform @ agent MACs"), ("best_static", "best static"), ("shuffled", "agent shuffled"),
+    ("layer_mean", "agent layer mean"), ("oracle_accuracy", "oracle (labels)"), ("dense", "dense"),
+)
+
+
+def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, static_ratios: Any, out: Path) -> dict:
+    """Deterministic evaluation on the test split: table, ``metrics.json``, ``references.json``, pictures.
+
+    A runtime agent is scored beside every reference of :func:`prune_env.evaluation.references.headroom_report`
+    (the static allocation searched and the offset calibrated on the split it trained on).
+    """
+    test = task if task.cfg.split == "test" else test_task(task)
+    agent = rollout_split(test, runtime_policy, static_ratios)
+    runtime_run = cfg.env_id.split(":")[-1] != STATIC or cfg.joint
+    # a static agent is held to the parameter budget ("in budget"), a runtime one to the MAC budget
+    metrics = summarize(test, agent, static_ratios, within="macs" if runtime_run else "params")
+    if runtime_run and cfg.references:
+        search = task if task.cfg.split != "test" else None
+        report = headroom_report(test, agent, static_ratios, search=search, policy=runtime_policy, calibrate=True,
+                                 search_rounds=cfg.search_rounds, seed=cfg.seed)
+        rows = report["rows"]
+        metrics.update(report["summary"])
+        if "agent_calibrated" in rows:
+            calibrated = rows["agent_calibrated"]
+            metrics.update(calibrated_accuracy=calibrated["accuracy"], calibrated_macs_ratio=calibrated["macs_ratio"],
+                           calibration_offset=calibrated["offset"])
+        references = {**{k: v for k, v in report.items() if k != "rows"}, **{k: v for k, v in rows.items() if k != "agent"}}
+    elif runtime_run:
+        references = reference_metrics(test)
+        rows = {"agent": metrics, **references}
+    else:  # static: against the uniform d_s meeting the parameter budget, same runtime partner and R_r
+        references = static_references(test, runtime_policy)
+        rows = {"agent": metrics, **references}
+    metrics["dense_accuracy"] = rows["dense"]["accuracy"]
+    metrics["uniform_accuracy"] = rows["uniform"]["accuracy"]
+    metrics["uniform_keep_ratio"] = rows["uniform"]["uniform_keep_ratio"]
+    write_json(references, out / "references.json")
+    title = f"{cfg.algo} on {cfg.env_id if not cfg.joint else 'joint'} (test split)"
+    if runtime_run:
+        plot_keep_ratios(agent.keep, out / "keep_ratios.png", uniform=rows["uniform"]["uniform_keep_ratio"], title=title)
+    else:  # what the static agent chose: d_s per layer, beside the uniform d_s at the parameter budget
+        plot_keep_ratios(np.asarray(static_ratios, dtype=np.float64).reshape(1, -1), out / "keep_ratios.png",
+                         uniform=rows["uniform"]["uniform_keep_ratio"], title=f"static keep ratios d_s: {title}")
+    if runtime_run:
+        difficulty = rollout_split(test, rows["uniform"]["uniform_keep_ratio"], np.ones(test.num_layers)).losses
+        plot_adaptation(agent, difficulty, test.macs_budget, out / "adaptation.png", title=title)
+    print()
+    print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
+          f"parameter budget {metrics['params_budget']:.3f}:")
+    print(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+    if not runtime_run:
+        print(f"in budget: stored parameters within the parameter budget; uniform @ budget: d_s = "
+              f"{rows['uniform']['uniform_keep_ratio']:.3f} in every layer, the largest meeting it "
+              f"(R_r = {test.tradeoff_rate:g})")
+    print("per-layer keep ratio (mean ± std over inputs): " + ", ".join(
+        f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
+    if "adaptation_gain_shuffled" in metrics:
+        captured = metrics["headroom_captured_accuracy"]
+        print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations, "
+              f"{100 * metrics['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
+              + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
+    written = ["metrics.json", "references.json", "keep_ratios.png", "adaptation.png", MODEL_FILE,
+               f"runtime/{MODEL_FILE}", f"static/{MODEL_FILE}", "history.csv", "history.png"]
+    print(f"results in {out}/ ({', '.join(['metrics.json'] + [f for f in written[1:] if (out / f).exists()])})")
+    return metrics
+
+
+__all__ = [
+    "KINDS", "TABLE_ROWS", "LoadedRun", "evaluate_any_budget", "evaluate_any_budget_pair", "evaluate_any_budget_run",
+    "evaluate_run", "evaluate_run_dir", "inspect_run", "load_run", "static_references", "test_task", "trained_budget_range",
+]
