@@ -11,7 +11,7 @@ from functools import cached_property
 
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
-from agents.registry import RUNTIME, AlgoSpec, env_kwargs_for, get_spec
+from agents.registry import RUNTIME, AlgoSpec, as_spec, env_kwargs_for, get_spec
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.wrappers import DEFAULT_LEVELS
 from prune_env.io import versions
@@ -82,9 +82,10 @@ def default_timesteps(cfg: RunConfig, env_id: str) -> int:
     return cfg.timesteps if cfg.timesteps is not None else cfg.spec.timesteps[env_id]
 
 
-def on_policy(algo: str) -> bool:
-    """Whether ``algo``'s class is an SB3 on-policy algorithm (what the joint update can train)."""
-    cls = get_spec(algo).cls
+def on_policy(algo: str | AlgoSpec) -> bool:
+    """Whether ``algo``'s class (a name or its resolved spec) is an SB3 on-policy algorithm (what the
+    joint update can train)."""
+    cls = as_spec(algo).cls
     return isinstance(cls, type) and issubclass(cls, OnPolicyAlgorithm)
 
 
@@ -102,7 +103,7 @@ def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
     spec = cfg.spec
     return {
         "env_id": env_id, "algo": cfg.algo, "seed": cfg.seed, "n_envs": cfg.n_envs, "preset": cfg.preset,
-        "env_kwargs": json_budget(env_kwargs_for(cfg.algo, env_id, env_kwargs)), "hyperparams": cfg.hyperparams,
+        "env_kwargs": json_budget(env_kwargs_for(spec, env_id, env_kwargs)), "hyperparams": cfg.hyperparams,
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
         **({"agent_update": cfg.agent_update} if cfg.joint else {}),

@@ -127,10 +127,10 @@ if hasattr(sb3_contrib, "CrossQ"):
 DEFAULT_ALGO = "recurrent_ppo"
 
 
-def env_kwargs_for(algo: str, env_id: str, user_kwargs: dict | None = None) -> dict:
-    """The environment keywords ``algo`` trains ``env_id`` with: the registry's (e.g. raw
-    observations for the paper's layer encoders), then the user's on top."""
-    return {**get_spec(algo).env_kwargs.get(env_id.split(":")[-1], {}), **(user_kwargs or {})}
+def env_kwargs_for(algo: str | AlgoSpec, env_id: str, user_kwargs: dict | None = None) -> dict:
+    """The environment keywords ``algo`` (a name or its resolved spec) trains ``env_id`` with: the
+    registry's (e.g. raw observations for the paper's layer encoders), then the user's on top."""
+    return {**as_spec(algo).env_kwargs.get(env_id.split(":")[-1], {}), **(user_kwargs or {})}
 
 
 def available_algorithms() -> list[str]:
@@ -160,13 +160,19 @@ def load_class(path: str) -> type:
 
 
 def get_spec(algo: str) -> AlgoSpec:
-    """The registry entry, or a generic one for a ``module:Class`` name."""
+    """The registry entry, or a generic one for a ``module:Class`` name (imported on each call:
+    resolve it once, as :attr:`agents.config.RunConfig.spec` does, and pass the spec on)."""
     if algo in ALGORITHMS:
         return ALGORITHMS[algo]
     if ":" in algo:
         cls = load_class(algo)
         return AlgoSpec(cls, hyperparams=_both({}))
     raise ValueError(f"algo must be one of {available_algorithms()} or 'module:Class', got {algo!r}")
+
+
+def as_spec(algo: str | AlgoSpec) -> AlgoSpec:
+    """``algo`` itself when it is a resolved spec, else :func:`get_spec` of the name."""
+    return algo if isinstance(algo, AlgoSpec) else get_spec(algo)
 
 
 class LinearSchedule:
@@ -202,21 +208,23 @@ def resolve_schedules(params: dict) -> dict:
     return params
 
 
-def hyperparameters(algo: str, env_id: str, preset: str = "fast", overrides: dict | None = None) -> dict:
-    """The keyword arguments to build ``algo`` on ``env_id``: preset defaults, then ``overrides``.
+def hyperparameters(algo: str | AlgoSpec, env_id: str, preset: str = "fast", overrides: dict | None = None) -> dict:
+    """The keyword arguments to build ``algo`` (a name or its resolved spec) on ``env_id``: preset
+    defaults, then ``overrides``.
 
     Overrides may reach into ``policy_kwargs`` with dotted keys, e.g. ``policy_kwargs.lstm_hidden_size``.
     """
     env_id = env_id.split(":")[-1]
     if env_id not in ENV_IDS:
         raise ValueError(f"env must be one of {list(ENV_IDS)}, got {env_id!r}")
-    spec = get_spec(algo)
+    spec = as_spec(algo)
     if preset == "fast":
         params = copy.deepcopy(spec.hyperparams.get(env_id, {}))
     elif preset in spec.presets:
         params = copy.deepcopy(spec.presets[preset][env_id])
     else:
-        raise ValueError(f"preset must be one of {['fast', *spec.presets]} for algo {algo!r}, got {preset!r}")
+        name = algo if isinstance(algo, str) else spec.cls.__name__
+        raise ValueError(f"preset must be one of {['fast', *spec.presets]} for algo {name!r}, got {preset!r}")
     for key, value in (overrides or {}).items():
         target = params
         *parents, leaf = key.split(".")

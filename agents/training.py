@@ -40,7 +40,7 @@ from agents.config import (
 from agents.evaluate import evaluate_any_budget, evaluate_run
 from agents.joint import JointEpisodes, JointTrainer, joint_models_ok, off_policy_refusal, resolve_agent_update, rollout_batches
 from agents.policies import LayerEncoderExtractor
-from agents.registry import RUNTIME, STATIC, env_kwargs_for, get_spec, hyperparameters, resolve_schedules
+from agents.registry import RUNTIME, STATIC, AlgoSpec, as_spec, env_kwargs_for, hyperparameters, resolve_schedules
 from agents.saved import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -65,10 +65,11 @@ from prune_env.progress import bar as progress_bar
 
 
 # --------------------------------------------------------------------------- building
-def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -> VecEnv:
-    """The batched, monitored training VecEnv for ``algo`` (discrete algorithms get the level wrapper)."""
-    spec = get_spec(algo)
-    venv = prune_env.make_vec_env(env_id, n_envs, seed=seed, **env_kwargs_for(algo, env_id, env_kwargs))
+def make_env(env_id: str, algo: str | AlgoSpec, n_envs: int, seed: int, env_kwargs: dict) -> VecEnv:
+    """The batched, monitored training VecEnv for ``algo``, a name or its resolved spec (discrete
+    algorithms get the level wrapper)."""
+    spec = as_spec(algo)
+    venv = prune_env.make_vec_env(env_id, n_envs, seed=seed, **env_kwargs_for(spec, env_id, env_kwargs))
     if spec.discrete:
         venv = VecDiscreteKeepRatio(venv, DEFAULT_LEVELS)
     return venv
@@ -77,7 +78,7 @@ def make_env(env_id: str, algo: str, n_envs: int, seed: int, env_kwargs: dict) -
 def build_model(cfg: RunConfig, env_id: str, venv: VecEnv, tb_dir: Path | None) -> BaseAlgorithm:
     """A new model of ``cfg.algo`` on ``venv`` with the registry's hyper-parameters and the overrides."""
     spec = cfg.spec
-    params = resolve_schedules(hyperparameters(cfg.algo, env_id, cfg.preset, cfg.hyperparams))
+    params = resolve_schedules(hyperparameters(cfg.spec, env_id, cfg.preset, cfg.hyperparams))
     fit_rollout(params, spec.cls, default_timesteps(cfg, env_id), venv.num_envs)  # --timesteps honoured (agents/steps.py)
     policy_kwargs = params.setdefault("policy_kwargs", {})
     if policy_kwargs.get("features_extractor_class") is LayerEncoderExtractor:
@@ -119,7 +120,7 @@ def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCon
 
 def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
     """Build (or, with ``--resume``, reload) one agent and its training env."""
-    venv = make_env(env_id, cfg.algo, cfg.n_envs, cfg.seed, env_kwargs)
+    venv = make_env(env_id, cfg.spec, cfg.n_envs, cfg.seed, env_kwargs)
     ckpt = out / CHECKPOINT_FILE
     if cfg.resume and ckpt.is_file():
         model = cfg.spec.cls.load(ckpt, env=venv, device=cfg.device)
@@ -203,7 +204,7 @@ def joint_agent_update(cfg: RunConfig, option: str = "agent_update") -> str:
     budget = cfg.env_kwargs.get("budget", 0.5)
     ranged = BudgetRange.parse(budget) is not None
     return resolve_agent_update(cfg.agent_update, budget_range=budget if ranged else None,
-                                on_policy=on_policy(cfg.algo), algo=cfg.algo, option=option,
+                                on_policy=on_policy(cfg.spec), algo=cfg.algo, option=option,
                                 default=JOINT_RUN_DEFAULT_UPDATE)
 
 
@@ -318,7 +319,7 @@ def learn_jointly(joint: JointTrainer, models: dict, venvs: dict, out: Path, bat
         save_agent_checkpoint(models[env_id], venvs[env_id], out / sub)
 
 
-def joint_env_kwargs(algo: str, env_kwargs: dict) -> dict[str, dict]:
+def joint_env_kwargs(algo: str | AlgoSpec, env_kwargs: dict) -> dict[str, dict]:
     """Keywords of the runtime and the static env when both agents train together.
 
     The static env runs the runtime agent to evaluate its choices, so it must build the runtime
@@ -346,8 +347,8 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
         (out / sub).mkdir(exist_ok=True)
         write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
         models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub,
-                                                             joint_env_kwargs(cfg.algo, env_kwargs)[env_id])
-    record_joint_envs(models, venvs, out, joint_env_kwargs(cfg.algo, env_kwargs), record["levels"])  # env_spec.json, trained_on
+                                                             joint_env_kwargs(cfg.spec, env_kwargs)[env_id])
+    record_joint_envs(models, venvs, out, joint_env_kwargs(cfg.spec, env_kwargs), record["levels"])  # env_spec.json, trained_on
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))
     if "static_policy" not in cfg.env_kwargs:  # until the static agent acts: the budget's uniform static ratio
