@@ -9,7 +9,7 @@
     python train_agents.py --joint --agent-update joint               # ... or Algorithm 1's joint update (l. 12-15)
     python train_agents.py --env-kwargs budget=0.3:0.7                # one agent for every budget in a range
 
-One agent for every budget (docs/any_budget.md): --env-kwargs budget=LOW:HIGH trains over a range
+One agent for every budget (docs/guide/any_budget.md): --env-kwargs budget=LOW:HIGH trains over a range
 (each episode draws its budget in [LOW, HIGH]; budget=LOW,HIGH is the same range), budget=[B1,B2,...]
 over a set of budgets (or budget=B1,B2,B3 with three or more). The budget is then part of the agent's observation and its
 evaluation sweeps the range on the test split (--sweep-budgets / --sweep-points), writing
@@ -19,10 +19,10 @@ best static allocation and the calibrated agent; --per-budget-runs adds one-budg
 Both agents (--joint) learn, by default, in four rounds of alternation, each agent's learn() against
 the other's frozen policy. --agent-update joint trains them as the paper's Algorithm 1 (lines 12-15)
 does: both act in the same episodes, and one reward batch, from one forward pass, updates both
-(agents/joint.py; docs/algorithm1.md). A joint batch is --n-envs images split into --joint-groups
+(agents/joint.py; docs/results/algorithm1.md). A joint batch is --n-envs images split into --joint-groups
 static episodes; the runtime agent gets its default steps (or --timesteps), the static agent
 joint-groups / n-envs of them (agents.training.joint_plan). Without the CNN phase the joint update
-overspent the MAC budget on 2 of 3 seeds where the alternation held it (docs/algorithm1.md), hence
+overspent the MAC budget on 2 of 3 seeds where the alternation held it (docs/results/algorithm1.md), hence
 the default here; in finetune_cnn.py algorithm1 the joint update is the default. Off-policy
 algorithms train only in alternation.
 """

@@ -18,7 +18,7 @@ How the agents learn in lines 12-15 (``agent_update``):
   static agent's frozen policy (in the first iteration: the budget's uniform static ratio), then
   the static agent for N1 batches of ``static_episodes`` episodes against the runtime agent's.
 
-One runtime agent for a range of MAC budgets (``budget="0.3:0.7"`` or a list, issue 18): the
+One runtime agent for a range of MAC budgets (``budget="0.3:0.7"`` or a list): the
 runtime agent trains over the range (each episode draws its budget, ``agent_update="alternating"``,
 the default of a range), the static agent at the range's middle (:func:`check_reachable`: under
 ``R_r`` a layer keeps about ``R_r d_r + (1 - R_r) d_s`` of its channels where the runtime agent keeps
@@ -50,26 +50,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.config import RunConfig, run_record
+from agents.evaluate import evaluate_any_budget, evaluate_run, test_task
 from agents.joint import AGENT_UPDATES, JointTrainer, resolve_agent_update, rollout_batches  # noqa: F401 (AGENT_UPDATES: re-exported)
 from agents.registry import RUNTIME, STATIC
-from agents.training import (
-    CHECKPOINT_FILE,
-    MODEL_FILE,
-    STATE_FILE,
-    RunConfig,
-    agent_policy,
-    atomic_model_save,
-    build_joint_trainer,
-    evaluate_any_budget,
-    evaluate_run,
-    joint_env_kwargs,
-    learn,
-    learn_jointly,
-    prepare_agent,
-    reward_state,
-    run_record,
-    test_task,
-)
+from agents.saved import CHECKPOINT_FILE, MODEL_FILE, STATE_FILE, agent_policy, atomic_model_save, reward_state
+from agents.training import build_joint_trainer, joint_env_kwargs, learn, learn_jointly, prepare_agent
 from prune_env.checkpoint import load_checkpoint, read_checkpoint
 from prune_env.checkpoint import save_checkpoint as save_cnn_checkpoint
 from prune_env.cnn import epochs_for_batches, train_stage
@@ -77,8 +63,8 @@ from prune_env.data import load_dataset
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation.at_budget import budgeted_policy, keep_ratios_at_budget
-from prune_env.evaluation.split import evaluate_policies, write_json
-from prune_env.io import write_csv
+from prune_env.evaluation.split import evaluate_policies
+from prune_env.io import write_csv, write_json
 from prune_env.nets.gated import GatedNet
 from prune_env.policies import KeepRatioPolicy
 
@@ -130,7 +116,7 @@ class Algorithm1Config:
     command: str = ""
     #: lines 12-15: ``"joint"`` (both agents in one episode, one reward batch updates both; the
     #: default: as accurate as the alternation on digits, never over the MAC budget there, with one
-    #: forward pass for both agents, docs/algorithm1.md) or ``"alternating"`` (each agent against
+    #: forward pass for both agents, docs/results/algorithm1.md) or ``"alternating"`` (each agent against
     #: the other's frozen policy)
     agent_update: str | None = None  # None: "joint" for one budget, "alternating" for a range
     #: joint batches per update of both agents (None: as many as fill the static agent's rollout

@@ -60,7 +60,7 @@ def _recurrent(extractor: type, policy: dict | None = None, **settings) -> dict:
     return dict(_ON_POLICY_COMMON, **settings, policy_kwargs={k: v for k, v in policy_kwargs.items() if v is not None})
 
 
-#: The runtime agent (docs/benchmarks.md, "Runtime agents that adapt"): the LSTM and the layer
+#: The runtime agent (docs/results/benchmarks.md, "Runtime agents that adapt"): the LSTM and the layer
 #: encoders trained by the value loss too (``critic_trains_lstm``: sb3-contrib's ``shared_lstm``
 #: detaches the critic's input), exploration scaled to the budget (``relative_std``: the initial
 #: std of the Gaussian is 0.3 x the budget's keep ratio, so that a small budget is not drowned in
@@ -98,7 +98,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {
         hyperparams=_both(_RECURRENT_RUNTIME, _RECURRENT_STATIC),
         # rewards on the training split: on the embedded default the validation split has 144
         # images, and the allocations of lowest loss there score worst on the test split
-        # (docs/benchmarks.md, section 1); the training split's 1,293 images generalise
+        # (docs/results/benchmarks.md, section 1); the training split's 1,293 images generalise
         env_kwargs={RUNTIME: {"observation": "raw", "split": "train"}},
         presets={"paper": _both(_paper(_RECURRENT_RUNTIME), _paper(_RECURRENT_STATIC))},
     ),

@@ -192,7 +192,7 @@ MIN_GROUP_IMAGES = 8
 #: the agent update of ``train_agents.py --joint`` when none is asked for. Without the CNN phase the
 #: joint update spent 0.252-0.265 of dense MACs against the 0.253 per-input budget and scored 0.3-0.6
 #: points below the alternation (0.233-0.245 MACs) over 3 seeds of the embedded default
-#: (docs/algorithm1.md); in Algorithm 1, with the CNN phase, the joint update is the default.
+#: (docs/results/algorithm1.md); in Algorithm 1, with the CNN phase, the joint update is the default.
 JOINT_RUN_DEFAULT_UPDATE = "alternating"
 
 

@@ -1,4 +1,4 @@
-"""Algorithm 1's agent update, joint against alternating, in both budget modes (docs/algorithm1.md).
+"""Algorithm 1's agent update, joint against alternating, in both budget modes (docs/results/algorithm1.md).
 
 For every budget mode (``per_input``: the paper's Eq. 10 / 15 on each episode; ``average``: the
 mean cost held to the budget by a dual variable), agent update (``joint``: both agents act in one

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One agent for every budget against one agent per budget (issue 18), on the embedded default.
+"""One agent for every budget against one agent per budget, on the embedded default.
 
     python benchmarks/any_budget.py                                   # seed 0: 1 any-budget + 5 per-budget agents
     python benchmarks/any_budget.py --seeds 0 1 2 --figures docs/figures

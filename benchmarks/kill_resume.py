@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""SIGKILL a training run at random moments, resume it, and measure what was lost (issue 14).
+"""SIGKILL a training run at random moments, resume it, and measure what was lost.
 
 Each trial starts ``train_agents.py`` (PPO, small rollouts, a checkpoint every ``--every`` steps),
 kills it with SIGKILL a random time after it has written its first checkpoints, checks that the

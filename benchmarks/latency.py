@@ -42,7 +42,7 @@ from torch import nn
 from prune_env.cli import add_threads_option, non_negative_int, positive_int, set_threads  # noqa: E402
 from prune_env.costs import CostModel  # noqa: E402
 from prune_env.deploy import RuntimeExecutor, export_static  # noqa: E402
-from prune_env.evaluation.report import time_interleaved  # noqa: E402
+from prune_env.evaluation.latency import time_interleaved  # noqa: E402
 from prune_env.nets import build_net  # noqa: E402
 from prune_env.nets.gated import GatedNet  # noqa: E402
 from prune_env.progress import steps  # noqa: E402

@@ -42,10 +42,9 @@ from prune_env.checkpoint import read_checkpoint  # noqa: E402
 from prune_env.cli import add_threads_option, device  # noqa: E402
 from prune_env.cnn import epochs_for_batches  # noqa: E402
 from prune_env.data import load_dataset  # noqa: E402
-from prune_env.evaluation.split import write_json  # noqa: E402
-from prune_env.io import write_csv, write_text  # noqa: E402
+from prune_env.io import write_csv, write_json, write_text  # noqa: E402
 
-#: The documented schedule for Fashion-MNIST on a GPU machine (see docs/benchmarks.md).
+#: The documented schedule for Fashion-MNIST on a GPU machine (see docs/results/benchmarks.md).
 DEFAULT = dict(pretrain_epochs=20, importance_epochs=6, warmup_epochs=10, iterations=10, agent_batches=120,
                cnn_batches=400, final_cnn_batches=2000, batch_size=128, n_envs=64, steps_per_epoch=None)
 #: --quick: a few seconds per step on digits (tests)
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset root (see prune_env.data)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7], help="sparsities (default 0.5 0.7)")
     p.add_argument("--agent-update", choices=("joint", "alternating"), default="alternating",
-                   help="Algorithm 1's agent update (default alternating: the tables of docs/benchmarks.md section 6 "
+                   help="Algorithm 1's agent update (default alternating: the tables of docs/results/benchmarks.md section 6 "
                         "were measured with it; joint is the paper's and finetune_cnn.py's default)")
     p.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.5],
                    help="R_r of the Algorithm 1 rows (default 1.0 0.5)")

@@ -15,7 +15,7 @@ Each run lives in ``<out>/rr<R_r>-s<seed>/`` (a normal Algorithm 1 run directory
 resumable: a run whose result exists with the same settings is skipped, an interrupted run
 continues from its last finished iteration.
 
-    python benchmarks/tradeoff_sweep.py                       # the documented sweep (docs/benchmarks_tradeoff.md)
+    python benchmarks/tradeoff_sweep.py                       # the documented sweep (docs/results/tradeoff.md)
     python benchmarks/tradeoff_sweep.py --quick --rates 0 1 --out /tmp/sweep --figures /tmp/sweep
 """
 
@@ -36,13 +36,12 @@ import torch
 from agents.algorithm1 import ALGORITHM1_STATE, Algorithm1Config, run_algorithm1  # noqa: E402
 from prune_env.assets import default_checkpoint_path  # noqa: E402
 from prune_env.cli import add_threads_option, set_threads  # noqa: E402
-from prune_env.evaluation.split import write_json  # noqa: E402
-from prune_env.io import write_csv  # noqa: E402
+from prune_env.io import write_csv, write_json  # noqa: E402
 
 RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: the documented sweep: the digits schedule of agents.algorithm1.PRESETS, shortened to fit
 #: about 10-15 minutes on two loaded CPU cores; the agents alternate (Algorithm1Config.agent_update), as
-#: when the sweep in docs/benchmarks_tradeoff.md was recorded
+#: when the sweep in docs/results/tradeoff.md was recorded
 DEFAULT = dict(iterations=3, agent_batches=60, cnn_batches=60, batch_size=64, static_episodes=8, n_envs=64,
                algo="recurrent_ppo", agent_update="alternating")
 #: --quick: seconds per rate (tests)

@@ -1,4 +1,4 @@
-"""Algorithm 1 with one runtime agent for a range of budgets (issue 18): the CNN fine-tunes under a mix
+"""Algorithm 1 with one runtime agent for a range of budgets: the CNN fine-tunes under a mix
 of budgets (the sandwich rule), the static agent at the range's middle, every iteration evaluated at
 each budget, and the final sweep on the fine-tuned network."""
 

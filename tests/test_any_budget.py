@@ -1,4 +1,4 @@
-"""One agent for every budget (issue 18): budget ranges in both environments, beta and lambda per
+"""One agent for every budget: budget ranges in both environments, beta and lambda per
 budget bin, the batched VecEnv with mixed budgets, the budget as a deployment-time argument, and the
 sweep an any-budget training run writes."""
 
@@ -298,7 +298,8 @@ def test_budget_at_deployment_and_out_of_range():
 @pytest.fixture(scope="module")
 def any_budget_run(tmp_path_factory):
     """A tiny any-budget training run (the sweep without the offset calibration, to stay fast)."""
-    from agents.training import RunConfig, run
+    from agents.config import RunConfig
+    from agents.training import run
 
     out = tmp_path_factory.mktemp("any") / "run"
     metrics = run(RunConfig(env_id="RuntimePrune-v0", algo="ppo", timesteps=256, n_envs=8, out=str(out), progress=False,
@@ -354,7 +355,7 @@ def test_evaluate_run_budget_argument(any_budget_run):
 
 
 def test_sweep_of_a_saved_run_with_per_budget_runs(any_budget_run, tmp_path):
-    from agents.training import evaluate_any_budget_run
+    from agents.evaluate import evaluate_any_budget_run
 
     out, _ = any_budget_run
     per = tmp_path / "per-0.5"  # a finished one-budget run, as train_agents.py leaves it
@@ -372,7 +373,8 @@ def test_sweep_of_a_saved_run_with_per_budget_runs(any_budget_run, tmp_path):
 
 
 def test_tiny_static_any_budget_run_sweeps_parameter_budgets(tmp_path):
-    from agents.training import RunConfig, run
+    from agents.config import RunConfig
+    from agents.training import run
 
     metrics = run(RunConfig(env_id="StaticPrune-v0", algo="ppo", timesteps=64, n_envs=4, out=str(tmp_path), progress=False,
                             env_kwargs={"budget": "0.3:0.7", "eval_batch": 8}, sweep_budgets=[0.3, 0.7], device="cpu"))

@@ -1,4 +1,4 @@
-"""One set of flags (issue 16): --timesteps honoured, progress totals that say where a run ends, TensorBoard
+"""One set of flags: --timesteps honoured, progress totals that say where a run ends, TensorBoard
 continued by --resume, and the same options across the scripts."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tables that do not mislead (issue 16): a static agent judged on the parameter budget beside the uniform
+"""Tables that do not mislead: a static agent judged on the parameter budget beside the uniform
 d_s that meets it; the pruning's latency gain apart from the executor's; tables that fit a terminal;
 leaderboard intervals inside the metric's range."""
 

@@ -1,4 +1,4 @@
-"""Both agents as one PettingZoo ParallelEnv (issue 15); skipped where PettingZoo is not installed
+"""Both agents as one PettingZoo ParallelEnv; skipped where PettingZoo is not installed
 (the ``test`` extra installs it, so CI runs these)."""
 
 import copy

@@ -1,4 +1,4 @@
-"""A saved agent runs where a user expects it to (issue 15): the README's plain SB3 loop on the
+"""A saved agent runs where a user expects it to: the README's plain SB3 loop on the
 environment recovered from ``env_spec.json``, ``load_agent_and_env``, and an agent given another
 network's observations refused with a message naming where it was trained."""
 

@@ -1,4 +1,4 @@
-"""Messages that lead somewhere (issue 16): typos end in a usage error naming the key, the accepted ones and
+"""Messages that lead somewhere: typos end in a usage error naming the key, the accepted ones and
 the closest match, before anything is created; one syntax for KEY=VALUE options; clean device errors."""
 
 from __future__ import annotations
