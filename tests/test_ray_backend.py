@@ -1,4 +1,4 @@
-"""The benchmark's Ray backend (agents.ray_backend) on a local Ray instance with the smoke suite: the same result
+"""The benchmark's Ray backend (agents.benchmark.ray_backend) on a local Ray instance with the smoke suite: the same result
 files as the local pool, resumed the same way, the same leaderboard.
 
 Ray is an optional extra (``pip install -e ".[ray]"``, an 80 MB wheel), not in ``.[test]``: without it these

@@ -1,6 +1,6 @@
 """The benchmark's runs as Ray tasks: ``python -m agents.benchmark run --backend ray [--address ADDRESS]``.
 
-Each :class:`agents.benchmark.Job` becomes one Ray task that reserves ``cpus_per_run`` CPUs (and
+Each :class:`agents.benchmark.jobs.Job` becomes one Ray task that reserves ``cpus_per_run`` CPUs (and
 ``gpus_per_run`` GPUs) and *returns* its result; the driver writes the result file itself, atomically,
 exactly where and as the local pool writes it (``<out>/<suite>/runs/<method>/seed<k>.json``). So the
 results, the resume rule (a run whose file exists is skipped) and the leaderboard are the same
@@ -15,7 +15,9 @@ On a cluster (``pip install -e ".[ray]"`` on every node, the same versions)::
     python -m agents.benchmark run --suite default --backend ray --address auto
 
 Without ``--address`` the driver starts a local Ray instance (the test does, with the smoke suite).
-Ray is an optional dependency: this module imports it only when called.
+Ray is an optional dependency: this module imports it only when called. It takes jobs
+(:mod:`agents.benchmark.jobs`) as the local pool does (:mod:`agents.benchmark.pool`); the command line
+(:mod:`agents.benchmark.cli`) chooses between them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import traceback
 from typing import Any, Callable, Sequence
 
-from agents.benchmark import Job, Outcome, compute_result, outcome_line
+from agents.benchmark.jobs import Job, Outcome, compute_result, outcome_line, prepare_worker
 from prune_env.io import write_json
 
 #: what ``--backend ray`` says when Ray is missing
@@ -41,12 +43,7 @@ def _import_ray() -> Any:
 
 def _execute(job: Job, threads: int) -> tuple[dict | None, str | None, float]:
     """In the Ray worker: one thread (or ``threads``) for torch, run the job, return ``(result, error, seconds)``."""
-    import warnings
-
-    from prune_env.cli import set_threads
-
-    set_threads(threads)
-    warnings.filterwarnings("ignore")
+    prepare_worker(threads)
     start = time.time()
     try:
         return compute_result(job), None, time.time() - start

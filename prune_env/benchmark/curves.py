@@ -1,6 +1,6 @@
 """Learning curves of benchmark runs: against environment steps and against wall-clock seconds (PNG + CSV).
 
-Each agent's result holds ``curves`` (:meth:`agents.benchmark.EpisodeLog.curves`): the training
+Each agent's result holds ``curves`` (:meth:`agents.benchmark.jobs.EpisodeLog.curves`): the training
 episodes' fixed-beta objective ``-L / beta0`` (the suite's ``beta0``, the same scale for every method
 and for the leaderboard's test objective) and their mean MAC ratio, binned against steps and against
 seconds since training began. Training episodes run the *stochastic* policy on the training split, so
@@ -14,6 +14,10 @@ the curves show learning, not the deterministic test scores of the leaderboard.
   the objective panels; the budget as a horizontal line on the MAC panels;
 * every method keeps one colour and dash pattern (:func:`method_style`) in every suite's figure, and no
   two methods share one; the paper's method, recurrent PPO, is drawn thickest.
+
+Records of older versions hold only ``curve`` (the sparse training return against steps); a suite none
+of whose records has ``curves`` is drawn by the same :func:`plot_curves` as one panel of that return
+against steps (:data:`LEGACY_PANELS`). The interval is :func:`prune_env.benchmark.statistics.t_interval`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prune_env.benchmark.statistics import t_interval
 from prune_env.io import write_csv
 
 #: fewest seeds for a shaded interval
@@ -53,9 +58,7 @@ def method_style(algo: str, algos: list[str] | tuple[str, ...] = ()) -> dict:
 
 def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column of ``curves`` ``(seeds, bins)``: the mean over finite values and its 95% Student-t interval
-    (NaN below :data:`MIN_SEEDS_BAND` finite values)."""
-    from scipy import stats
-
+    (:func:`~prune_env.benchmark.statistics.t_interval`; NaN below :data:`MIN_SEEDS_BAND` finite values)."""
     curves = np.asarray(curves, dtype=np.float64)
     point = np.full(curves.shape[1], np.nan)
     lo, hi = point.copy(), point.copy()
@@ -63,10 +66,9 @@ def mean_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         col = curves[:, j][np.isfinite(curves[:, j])]
         if col.size == 0:
             continue
-        point[j] = col.mean()
+        point[j], low, high = t_interval(col)
         if col.size >= MIN_SEEDS_BAND:
-            half = stats.t.ppf(0.975, col.size - 1) * col.std(ddof=1) / math.sqrt(col.size)
-            lo[j], hi[j] = point[j] - half, point[j] + half
+            lo[j], hi[j] = low, high
     return point, lo, hi
 
 
@@ -81,11 +83,30 @@ def y_range(points: list[float], finals: list[float], low_percentile: float = 2.
     return float(low - pad), float(high + pad)
 
 
+#: the panels of a figure: per metric (a row) its y label and the baselines' key for their horizontal line;
+#: the axes (columns) the curves are drawn against
+PANELS = {"objective": ("training episodes: objective -L / beta0", "train_objective"),
+          "macs_ratio": ("training episodes: MAC ratio of dense", "train_macs_ratio")}
+AXES = ("steps", "seconds")
+#: records of older versions (``curve`` only): the sparse training return against steps
+LEGACY_PANELS = {"return": ("training episodes: sparse return R_acc + R_bud", "final_return")}
+
+
 def _agents(results: list[dict]) -> dict[str, list[dict]]:
     by_algo: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
         if r.get("curves"):
             by_algo.setdefault(r["algo"], []).append(r)
+    return by_algo
+
+
+def _legacy_agents(results: list[dict]) -> dict[str, list[dict]]:
+    """Records of older versions with their ``curve`` in the form of ``curves`` (one axis, one metric)."""
+    by_algo: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
+        if r.get("curve"):
+            curve = {"steps": {"x": r["curve"]["steps"], "return": r["curve"]["return"]}}
+            by_algo.setdefault(r["algo"], []).append({**r, "curves": curve})
     return by_algo
 
 
@@ -102,19 +123,24 @@ def write_curves_csv(results: list[dict], path: Path) -> Path:
 
 
 def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
-    """A 2 x 2 figure: objective and MAC ratio (rows) against steps and seconds (columns)."""
+    """A 2 x 2 figure: objective and MAC ratio (rows) against steps and seconds (columns); records of older
+    versions only (no ``curves``): one panel, their sparse return against steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     by_algo = _agents(results)
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex="col")
-    shown: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
-    finals: dict[str, list[float]] = {"objective": [], "macs_ratio": []}
+    panels, axes_of = PANELS, AXES
+    if not by_algo:
+        by_algo, panels, axes_of = _legacy_agents(results), LEGACY_PANELS, AXES[:1]
+    fig, axes = plt.subplots(len(panels), len(axes_of), figsize=(6.5 * len(axes_of), 4.25 * len(panels)), sharex="col",
+                             squeeze=False)
+    shown: dict[str, list[float]] = {metric: [] for metric in panels}
+    finals: dict[str, list[float]] = {metric: [] for metric in panels}
     for algo, runs in by_algo.items():
         style = method_style(algo, list(by_algo))
-        for row, metric in enumerate(("objective", "macs_ratio")):
+        for row, metric in enumerate(panels):
             ax = axes[row, 0]
             x = np.asarray(runs[0]["curves"]["steps"]["x"])
             curves = np.asarray([r["curves"]["steps"][metric] for r in runs if len(r["curves"]["steps"][metric]) == len(x)],
@@ -127,38 +153,42 @@ def plot_curves(results: list[dict], path: Path, title: str = "") -> Path:
             finite = point[np.isfinite(point)]
             shown[metric].extend(finite.tolist())
             finals[metric].extend(finite[-1:].tolist())
+            if "seconds" not in axes_of:
+                continue
             for k, r in enumerate(runs):
                 c = r["curves"]["seconds"]
                 axes[row, 1].plot(c["x"], c[metric], color=style["color"], ls=style["ls"], lw=0.6 * style["lw"], alpha=0.8,
                                   label=algo if k == 0 else None)
-    bases = sorted({r["algo"] for r in results if r["kind"] == "baseline" and r.get("constraint", "macs") == "macs"
-                    and math.isfinite(r.get("train_objective", math.nan))})
+    columns = range(len(axes_of))
     styles = [(0, (6, 2)), (0, (2, 2)), (0, (6, 2, 1, 2)), (0, (1, 1))]
+    first_key = next(iter(panels.values()))[1]
+    bases = sorted({r["algo"] for r in results if r["kind"] == "baseline" and r.get("constraint", "macs") == "macs"
+                    and math.isfinite(r.get(first_key, math.nan))})
     for j, name in enumerate(bases):
         runs = [r for r in results if r["algo"] == name]
-        for col in (0, 1):
-            axes[0, col].axhline(float(np.mean([r["train_objective"] for r in runs])), color="0.2", ls=styles[j % 4], lw=1.1,
-                                 label=f"{name} (baseline)" if col == 0 else None)
-            axes[1, col].axhline(float(np.mean([r["train_macs_ratio"] for r in runs])), color="0.2", ls=styles[j % 4], lw=1.1)
+        for row, (_, key) in enumerate(panels.values()):
+            for col in columns:
+                axes[row, col].axhline(float(np.mean([r[key] for r in runs])), color="0.2", ls=styles[j % 4], lw=1.1,
+                                       label=f"{name} (baseline)" if row == 0 and col == 0 else None)
     budgets = [r["test"]["budget"] for r in results if "test" in r]
-    for col in (0, 1):
-        if budgets:
+    if budgets and "macs_ratio" in panels:
+        for col in columns:
             axes[1, col].axhline(budgets[0], color="red", lw=1.0, alpha=0.6, label="MAC budget" if col == 0 else None)
-    for metric, row in (("objective", 0), ("macs_ratio", 1)):
+    for row, metric in enumerate(panels):
         if shown[metric]:  # the means decide the range; early exploration is clipped, no method's end
             limits = y_range(shown[metric], finals[metric])
-            for col in (0, 1):
+            for col in columns:
                 axes[row, col].set_ylim(*limits)
-    axes[0, 0].set_ylabel("training episodes: objective -L / beta0")
-    axes[1, 0].set_ylabel("training episodes: MAC ratio of dense")
-    axes[1, 0].set_xlabel("environment steps (layer decisions)")
-    axes[1, 1].set_xlabel("wall-clock seconds of training (each seed its own line)")
+        axes[row, 0].set_ylabel(panels[metric][0])
+    axes[-1, 0].set_xlabel("environment steps (layer decisions)")
     axes[0, 0].set_title("against steps (mean over seeds, 95% t-interval from 3 seeds)", fontsize=9)
-    axes[0, 1].set_title("against wall-clock seconds", fontsize=9)
+    if "seconds" in axes_of:
+        axes[-1, 1].set_xlabel("wall-clock seconds of training (each seed its own line)")
+        axes[0, 1].set_title("against wall-clock seconds", fontsize=9)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    h2, l2 = axes[1, 0].get_legend_handles_labels()
+    h2, l2 = axes[-1, 0].get_legend_handles_labels()
     budget = [(h, lab) for h, lab in zip(h2, l2) if lab == "MAC budget"]
     handles, labels = handles + [h for h, _ in budget], labels + [lab for _, lab in budget]
     fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), fontsize=8, frameon=False)

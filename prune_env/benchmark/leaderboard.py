@@ -1,13 +1,15 @@
-"""Benchmark results: scores on one scale, intervals over seeds, significance, leaderboard tables, replay validation.
+"""Benchmark results: scores on one scale, intervals over seeds, significance, leaderboard tables.
 
 The runner that produces the results trains agents, so it lives on the agents' side
-(``python -m agents.benchmark``, :mod:`agents.benchmark`); this module is what the library knows of
-its results and imports nothing of ``agents`` (DESIGN.md: imports point down). A suite's results
+(``python -m agents.benchmark``, :mod:`agents.benchmark.jobs`); this module is what the library knows of
+its results and imports nothing of ``agents`` (imports point down, ``docs/design.md``). A suite's results
 are laid out as ``<out>/<suite>/runs/<method>/seed<k>.json`` (:func:`result_path`), one JSON per
 ``(suite, method, seed)``, and aggregated per suite (:func:`write_report`) into ``results.csv``
 (one row per run), ``summary.csv`` / ``summary.json`` (per method: mean and 95% interval over
 seeds, tests against uniform), ``pairwise.csv`` (every pair of methods), ``leaderboard.md`` and
-``learning_curves.png`` / ``learning_curves.csv`` (:mod:`prune_env.benchmark.curves`).
+``learning_curves.png`` / ``learning_curves.csv`` (:mod:`prune_env.benchmark.curves`). Whether a
+record's figures hold (its test episode replayed, its headline re-derived from its per-input actions)
+is :mod:`prune_env.benchmark.validate`.
 
 Reported per run (scored by :mod:`prune_env.benchmark.scoring` on the held-out test split):
 
@@ -44,8 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prune_env.ids import RUNTIME
-from prune_env.io import file_sha256, write_csv, write_json, write_text
+from prune_env.benchmark.statistics import t_interval
+from prune_env.io import write_csv, write_json, write_text
 
 CURVE_BINS = 40
 #: fewest seeds for which an interval is reported (below: the values)
@@ -141,20 +143,6 @@ def fixed_scale_return(task: Any, runtime_policy: Any, static_ratios: Any, beta0
 
 
 # --------------------------------------------------------------------------- aggregation
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the Student-t interval of the mean (NaN bounds for fewer than 2 values)."""
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(a.mean())
-    if a.size < 2:
-        return mean, float("nan"), float("nan")
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
-    return mean, mean - half, mean + half
-
-
 def iqm(values: Any, axis: int | None = None) -> Any:
     """Interquartile mean: the mean of the middle 50% (:func:`scipy.stats.trim_mean` at 25%; the plain
     mean for fewer than 4 values)."""
@@ -443,88 +431,6 @@ def write_summary_csv(rows: list[dict], path: Path) -> Path:
     return write_csv(flat, path, fieldnames=cols)
 
 
-def curve_band(curves: np.ndarray, *, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per step: the IQM over seeds of ``curves`` ``(seeds, steps)`` and its 95% bootstrap interval
-    (NaN below :data:`MIN_SEEDS` seeds); NaN entries (before a seed's first episode) are left out."""
-    curves = np.asarray(curves, dtype=np.float64)
-    point = np.full(curves.shape[1], np.nan)
-    lo, hi = point.copy(), point.copy()
-    rng = np.random.default_rng(seed)
-    for j in range(curves.shape[1]):
-        col = curves[:, j][np.isfinite(curves[:, j])]
-        if col.size == 0:
-            continue
-        point[j] = iqm(col)
-        if col.size >= MIN_SEEDS:
-            stats = iqm(col[rng.integers(0, col.size, size=(reps, col.size))], axis=1)
-            lo[j], hi[j] = np.percentile(stats, [2.5, 97.5])
-    return point, lo, hi
-
-
-def plot_learning_curves(results: list[dict], path: Path, title: str = "") -> Path:
-    """Sparse episode return vs environment steps, one panel per environment trained on: per method the IQM
-    over seeds, shaded with its 95% bootstrap interval from :data:`MIN_SEEDS` seeds (the legend says so);
-    baselines as horizontal lines, each its own colour and dash, in the panel of their constraint (MAC
-    baselines with the runtime methods, parameter ones with the static methods)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    agents = [r for r in results if r.get("curve")]
-    envs = sorted({r["env_id"] for r in agents}) or [RUNTIME]
-    widths = [1.0 if env_id == RUNTIME else 0.6 for env_id in envs]
-    fig, axes = plt.subplots(1, len(envs), figsize=(6.0 * sum(widths) + 1.0, 5.8), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})
-    cmap = plt.get_cmap("tab10")
-    base_colors = ["black", "tab:gray", "saddlebrown", "darkgoldenrod", "darkslategray", "indigo"]
-    dashes = [(0, (6, 2)), (0, (2, 2)), (0, (6, 2, 1, 2)), (0, (1, 1)), (0, (8, 3, 1, 3, 1, 3)), (0, (4, 4))]
-    for ax, env_id in zip(axes[0], envs):
-        algos = sorted({r["algo"] for r in agents if r["env_id"] == env_id})
-        shown: list[float] = []
-        banded = False
-        for i, algo in enumerate(algos):
-            runs = [r for r in agents if r["algo"] == algo and r["env_id"] == env_id]
-            steps = np.asarray(runs[0]["curve"]["steps"])
-            curves = np.asarray([r["curve"]["return"] for r in runs if len(r["curve"]["return"]) == len(steps)], dtype=np.float64)
-            point, lo, hi = curve_band(curves)
-            color = cmap(i % 10)
-            ax.plot(steps, point, color=color, lw=1.5, ls="-" if i < 10 else "--", label=f"{algo} (n={len(curves)})")
-            ok = np.isfinite(lo) & np.isfinite(hi)
-            if ok.any():
-                ax.fill_between(steps[ok], lo[ok], hi[ok], color=color, alpha=0.15, linewidth=0)
-                banded = True
-            shown.extend(point[np.isfinite(point)].tolist())
-        constraint = "macs" if env_id == RUNTIME else "params"
-        bases = sorted({r["algo"] for r in results if r["kind"] == "baseline" and r.get("constraint", "macs") == constraint})
-        for j, name in enumerate(bases):
-            value = float(iqm([r["final_return"] for r in results if r["algo"] == name]))
-            ax.axhline(value, color=base_colors[j % len(base_colors)], ls=dashes[j % len(dashes)], lw=1.3,
-                       label=f"{name} (baseline)")
-            shown.append(value)
-        if shown:  # the curves decide the range; a wide band of few seeds is clipped, not the curves
-            low, high = min(shown), max(shown)
-            ax.set_ylim(low - 0.6 * abs(low) - 0.1, high + 0.6 * abs(high) + 0.1)
-        ax.set_yscale("symlog", linthresh=1.0)  # budget penalties are exponential: keep -1 and -100 readable
-        ax.set_xlabel("environment steps (layer decisions)")
-        ax.set_ylabel("episode return R_acc + R_bud (symlog)")
-        ax.set_title(f"{title} {env_id}".strip(), fontsize=10)
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        note = (f"shaded: 95% bootstrap interval of the IQM over seeds (n >= {MIN_SEEDS})" if banded
-                else f"lines: IQM over seeds (no interval below {MIN_SEEDS} seeds)")
-        handles.append(Patch(facecolor="0.6", alpha=0.3 if banded else 0.0, edgecolor="none"))
-        labels.append(note)
-        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-                  ncol=2 if env_id == RUNTIME else 1, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 #: how ``summary.json`` names its intervals
 INTERVAL = (f"mean over seeds, 95% Student-t interval from {MIN_SEEDS} seeds; <metric>_iqm: IQM with its 95% "
             "stratified-bootstrap percentile interval")
@@ -563,11 +469,9 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
         "summary_json": write_json({"suite": suite, "commands": commands, "interval": INTERVAL, "ranking": RANKING_RULE,
                                     "marks": MARKS, "rows": rows, "pairwise": pairs}, root / "summary.json"),
     }
+    paths["curves_png"] = plot_curves(results, root / "learning_curves.png", title=f"suite {suite}: learning curves")
     if any(r.get("curves") for r in results):
-        paths["curves_png"] = plot_curves(results, root / "learning_curves.png", title=f"suite {suite}: learning curves")
         paths["curves_csv"] = write_curves_csv(results, root / "learning_curves.csv")
-    else:  # results of older versions: the sparse return against steps
-        paths["curves_png"] = plot_learning_curves(results, root / "learning_curves.png", title=f"suite {suite}:")
     paths["leaderboard_md"] = write_text(leaderboard_markdown(rows, suite, description, commands), root / "leaderboard.md")
     if figure:
         import shutil
@@ -576,36 +480,3 @@ def write_report(out: str | os.PathLike, suite: str, *, description: str = "", c
         shutil.copyfile(paths["curves_png"], figure)
         paths["figure"] = Path(figure)
     return paths
-
-
-# --------------------------------------------------------------------------- validation
-def checkpoint_mismatch(checkpoint: str | None, sha256: str | None) -> str | None:
-    """Why a record's network is not the one at ``checkpoint`` here (None where it is, or nothing was recorded)."""
-    if not checkpoint or not sha256:
-        return None
-    path = Path(checkpoint)
-    if not path.is_file():
-        return f"the record ran on checkpoint {checkpoint} (sha256 {sha256[:12]}...), which is not here"
-    actual = file_sha256(path)
-    if actual != sha256:
-        return (f"checkpoint {checkpoint} is not the file the record ran on (sha256 {actual[:12]}... here, "
-                f"{sha256[:12]}... recorded): a replay needs that exact network (a retrained one differs)")
-    return None
-
-
-def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, str]:
-    """Replay the episode record of a result JSON (:func:`prune_env.benchmark.replay.validate`); ``(ok, message)``."""
-    from prune_env.benchmark.replay import EpisodeRecord, validate
-
-    data = json.loads(Path(path).read_text())
-    record = data.get("episode_record")
-    if not record:
-        return False, f"{path}: no episode record ({data.get('episode_record_note') or 'none stored'})"
-    label = f"{data.get('suite')}/{data.get('algo')}/seed{data.get('seed')}"
-    mismatch = checkpoint_mismatch(record.get("env_kwargs", {}).get("checkpoint"), data.get("checkpoint_sha256"))
-    if mismatch:
-        return False, f"{label}: {mismatch}"
-    result = validate(EpisodeRecord(**record), rtol=rtol)
-    if result.ok:
-        return True, f"{label}: the recorded test episode replays exactly (reward {result.replayed_reward:.6f})"
-    return False, f"{label}: replay differs: {result.mismatches}"

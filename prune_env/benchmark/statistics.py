@@ -1,8 +1,12 @@
-"""Which differences between benchmark methods are significant: Welch's t-test, Holm's correction.
+"""Intervals over seeds and which differences between benchmark methods are significant: the Student-t
+interval of a mean, Welch's t-test, Holm's correction.
 
 The leaderboard (:mod:`prune_env.benchmark.leaderboard`) reports per method the mean over seeds with its 95%
-Student-t interval; this module says which of those means differ by more than seed noise.
+Student-t interval and the learning curves (:mod:`prune_env.benchmark.curves`) shade the same interval per
+bin, both from :func:`t_interval`; the rest of this module says which of those means differ by more than
+seed noise.
 
+* :func:`t_interval`: the mean of a sample and its Student-t interval (the one t-interval of the package);
 * :func:`welch_test`: Welch's unequal-variance t-test of two samples (the per-seed values of two
   methods), two-sided, with the Welch-Satterthwaite degrees of freedom and the 95% interval of the
   difference of the means. The p-value is the one ``scipy.stats.ttest_ind(a, b, equal_var=False)``
@@ -56,6 +60,19 @@ class Comparison:
 
 def _clean(values: Sequence[float]) -> np.ndarray:
     return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of the finite ``values`` and its Student-t interval at ``confidence``
+    (``t(0.5 + confidence / 2, n - 1) * s / sqrt(n)`` either side; NaN bounds below 2 values, all NaN for none)."""
+    a = _clean(values)
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return mean, mean - half, mean + half
 
 
 Welch = tuple[float, float, float, float, float, float]
