@@ -41,6 +41,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
+from prune_env.envs.joint_batch import group_static_rewards
 from prune_env.envs.runtime import RuntimeEpisodes
 from prune_env.envs.task import PruningTask
 from prune_env.interrupt import check_interrupt
@@ -181,26 +182,9 @@ class JointEpisodes:
 
     def _static_rewards(self, runtime_infos: list[dict]) -> tuple[np.ndarray, list[dict]]:
         """Eq. 14-15 (line 14): each group's mean loss against the static ``beta``, plus the parameter budget term."""
-        task, m = self.task, self.images
-        losses = np.array([info["loss"] for info in runtime_infos]).reshape(self.groups, m).mean(1)
-        accuracy = np.array([info["correct"] for info in runtime_infos], dtype=np.float64).reshape(self.groups, m).mean(1)
-        macs = np.array([info["macs_ratio"] for info in runtime_infos]).reshape(self.groups, m).mean(1)
         params = np.array([episodes.params_ratio for episodes in self.runtime])
-        beta, lam = self.static_normalizer.beta, (self.static_dual.lam if self.static_dual is not None else 0.0)
-        r_acc = self.static_normalizer.reward(losses)
-        r_par = task.budget_reward(params, task.params_budget, self.static_dual)
-        self.static_normalizer.observe(losses)
-        if self.static_dual is not None:
-            self.static_dual.observe(params)
-        infos = [
-            {"loss": float(losses[g]), "accuracy": float(accuracy[g]), "macs_ratio": float(macs[g]),
-             "params_ratio": float(params[g]), "budget": task.params_budget,
-             "within_budget": bool(params[g] <= task.params_budget + 1e-9), "keep_ratios": self.static_ratios[g].tolist(),
-             "reward_acc": float(r_acc[g]), "reward_budget": float(r_par[g]), "beta": beta, "lambda": lam,
-             "indices": [info["index"] for info in runtime_infos[g * m:(g + 1) * m]]}
-            for g in range(self.groups)
-        ]
-        return r_acc + r_par, infos
+        return group_static_rewards(self.task, runtime_infos, params, self.static_ratios, self.static_normalizer,
+                                    self.static_dual)
 
 
 # --------------------------------------------------------------------------- the agents' side
@@ -322,7 +306,7 @@ class JointTrainer:
         batches_per_update: joint batches per rollout (the last update of a phase may be shorter).
         seed: seeds the images of every update, with the runtime model's step count (reproducible on resume).
         callbacks: per agent (``"runtime"``, ``"static"``), SB3 callbacks fed each step's
-            ``infos`` and ``dones`` (e.g. :class:`agents.training.PruningLogCallback`).
+            ``infos`` and ``dones`` (e.g. :class:`agents.callbacks.PruningLogCallback`).
     """
 
     def __init__(self, runtime_model: OnPolicyAlgorithm, static_model: OnPolicyAlgorithm, episodes: JointEpisodes, *,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 
-def _number(kind: type, text: str) -> Any:
+def _parse_number(kind: type, text: str) -> Any:
+    """``text`` as ``kind`` (int or float), else the ``argparse.ArgumentTypeError`` that says which was expected."""
     try:
         return kind(text)
     except ValueError:
@@ -18,28 +19,28 @@ def _number(kind: type, text: str) -> Any:
 
 
 def positive_int(text: str) -> int:
-    value = _number(int, text)
+    value = _parse_number(int, text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = _number(int, text)
+    value = _parse_number(int, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    value = _number(float, text)
+    value = _parse_number(float, text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    value = _number(float, text)
+    value = _parse_number(float, text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -47,7 +48,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """A number in ``(0, 1]``: a keep ratio, a decay factor."""
-    value = _number(float, text)
+    value = _parse_number(float, text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
@@ -71,7 +72,7 @@ def budget_value(text: str) -> float | str:
 
 
 def unit_interval(text: str) -> float:
-    value = _number(float, text)
+    value = _parse_number(float, text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value

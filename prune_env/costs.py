@@ -1,6 +1,6 @@
 """Exact cost accounting: per-sample MACs under runtime masks, stored parameters after static removal.
 
-Rules (DESIGN.md, "Cost accounting"):
+Rules (``docs/design.md``, "Cost accounting"):
 
 * MACs of a conv: ``k_h * k_w * (C_in_active / groups) * C_out_active * H_out * W_out``, where
   ``C_in_active`` is what the producing prunable layer kept for this sample; linear layers

@@ -329,14 +329,8 @@ def _digits_tensor_dataset(images: np.ndarray, labels: np.ndarray, mean: float, 
     return _ImageTensorDataset(x, torch.tensor(labels))
 
 
-def _build_digits(
-    root: str | os.PathLike | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    download: bool,
-    augment: bool,
-) -> DatasetSplits:
+def _build_digits(root: str | os.PathLike | None, *, val_fraction: float, seed: int, download: bool,
+                  augment: bool) -> DatasetSplits:
     """scikit-learn's 8x8 digits, normalised with the mean/std of the non-test images."""
     del root, download, augment  # embedded data; no augmentation
     pool_x, test_x, pool_y, test_y = _digits_arrays()
@@ -414,14 +408,8 @@ def _find_fashion_mnist_root(root: str | os.PathLike | None, download: bool) -> 
     )
 
 
-def _build_fashion_mnist(
-    root: str | os.PathLike | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    download: bool,
-    augment: bool,
-) -> DatasetSplits:
+def _build_fashion_mnist(root: str | os.PathLike | None, *, val_fraction: float, seed: int, download: bool,
+                         augment: bool) -> DatasetSplits:
     """Fashion-MNIST through ``torchvision.datasets.FashionMNIST``."""
     tv_root = _find_fashion_mnist_root(root, download)
     train_base = torchvision.datasets.FashionMNIST(tv_root, train=True, download=download)
@@ -477,15 +465,8 @@ def _open_cifar10(cls: type, root: Path, train: bool, download: bool):
         ) from err
 
 
-def _build_cifar10(
-    root: str | os.PathLike | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    download: bool,
-    augment: bool,
-    verify: bool = True,
-) -> DatasetSplits:
+def _build_cifar10(root: str | os.PathLike | None, *, val_fraction: float, seed: int, download: bool, augment: bool,
+                   verify: bool = True) -> DatasetSplits:
     """CIFAR-10 through ``torchvision.datasets.CIFAR10``; ``verify=False`` skips md5 checks."""
     root = Path(root) if root is not None else cache_dir() / "cifar10"
     folder = root / _CIFAR10_DIR
@@ -517,15 +498,8 @@ def _image_folder(directory: Path) -> torchvision.datasets.ImageFolder:
     return torchvision.datasets.ImageFolder(directory)
 
 
-def _build_imagenet(
-    root: str | os.PathLike | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    download: bool,
-    augment: bool,
-    image_size: int = 224,
-) -> DatasetSplits:
+def _build_imagenet(root: str | os.PathLike | None, *, val_fraction: float, seed: int, download: bool, augment: bool,
+                    image_size: int = 224) -> DatasetSplits:
     """ImageNet-style ``ImageFolder`` data; the ``val`` folder is the test split."""
     if root is None:
         raise ValueError("root is required for 'imagenet': a directory holding train/ and val/")
@@ -567,18 +541,9 @@ def _synthetic_tensor_dataset(
     return _ImageTensorDataset(images, labels)
 
 
-def _build_synthetic(
-    root: str | os.PathLike | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    download: bool,
-    augment: bool,
-    shape: Sequence[int] = (3, 32, 32),
-    num_classes: int = 10,
-    size: int = 2048,
-    test_size: int = 512,
-) -> DatasetSplits:
+def _build_synthetic(root: str | os.PathLike | None, *, val_fraction: float, seed: int, download: bool, augment: bool,
+                     shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, size: int = 2048,
+                     test_size: int = 512) -> DatasetSplits:
     """Seeded random images with learnable labels (see the module docstring)."""
     del root, download, augment  # generated data; no augmentation
     try:

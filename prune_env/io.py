@@ -7,7 +7,7 @@ are :func:`atomic_write` with a given content: what to write first, then where (
 and ``torch.save`` take them).
 
 This is the one place of atomic writes: checkpoints (:func:`prune_env.checkpoint.atomic_save`),
-agents (``agents.training.atomic_model_save``), JSON, CSV, text and ONNX files all go through it.
+agents (``agents.saved.atomic_model_save``), JSON, CSV, text and ONNX files all go through it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """The agents' rewards: paper Eq. 7-11 (runtime) and 14-15 (static), with the signs corrected.
 
 As printed, Eq. 9 averages ``-L`` (so the normalised reward is positive and *rises* with the
-loss) and Eq. 10 / 15 lack a minus (rewarding going over budget). DESIGN.md fixes the intent:
+loss) and Eq. 10 / 15 lack a minus (rewarding going over budget). Implemented is the intent
+(``docs/design.md``, "Rewards"):
 
 * ``R_acc = -L / beta_b`` with ``beta_b = lambda * beta_{b-1} + (1 - lambda) * mean(L over batch b)``,
   a moving average of the positive loss (Eq. 7-9);
 * ``R_bud = -(exp(alpha * (B - B_bar)) - 1)`` when ``B > B_bar``, else 0 (Eq. 10 and 15);
 * sparse: their sum at the last step, 0 before (Eq. 11).
+
+These are the terms and the state they carry (``beta``, ``lambda``); :mod:`prune_env.envs.reward`
+assembles them into each environment's reward.
 
 One choice of ours: a reward uses the moving average of the batches *completed before* its
 episode, and the average is updated after. A reward then depends only on its own episode and the
@@ -227,12 +231,31 @@ def _check_bins(bins: np.ndarray, count: int) -> np.ndarray:
 
 
 class _PerBin:
-    """The saved state shared by the per-bin reward states: each bin's own state, the centres, the clock."""
+    """What the per-bin reward states share: each bin's own state (a :class:`LossNormalizer` or a
+    :class:`DualVariable`), the centres, the one clock of their updates, and the saved state of all three."""
 
     _label = ""  # what each bin holds, for the error message
+    centers: list[float]
+    _clock: _BinClock
 
     def _per_bin(self) -> list:
         raise NotImplementedError
+
+    @property
+    def updates(self) -> int:
+        return sum(b.updates for b in self._per_bin())
+
+    def _bins(self, bins: np.ndarray) -> np.ndarray:
+        """``bins`` as an int array, each checked to be a bin of this state."""
+        return _check_bins(bins, len(self._per_bin()))
+
+    def _step(self, values: np.ndarray, bins: np.ndarray) -> None:
+        """Queue finished episodes' values on the clock; at each tick the bins that received some step
+        with the mean of their own."""
+        per_bin = self._per_bin()
+        for tick in self._clock.add(values, self._bins(bins)):
+            for b, mean in tick.items():
+                per_bin[b].step(mean)
 
     def state_dict(self) -> dict:
         return {"centers": list(self.centers), "bins": [b.state_dict() for b in self._per_bin()],
@@ -269,16 +292,17 @@ class BinnedLossNormalizer(_PerBin):
         self.centers = [float(c) for c in centers]
         self._clock = _BinClock(self.normalizers[0].batch_size)
 
+    _label = "beta"
+
+    def _per_bin(self) -> list:
+        return self.normalizers
+
     @property
     def betas(self) -> list[float]:
         return [n.beta for n in self.normalizers]
 
-    @property
-    def updates(self) -> int:
-        return sum(n.updates for n in self.normalizers)
-
     def beta_of(self, bins: np.ndarray) -> np.ndarray:
-        return np.asarray(self.betas)[_check_bins(bins, len(self.normalizers))]
+        return np.asarray(self.betas)[self._bins(bins)]
 
     def reward(self, losses: np.ndarray, bins: np.ndarray) -> np.ndarray:
         """``R_acc = -L / beta_k`` (Eq. 7-8) for each loss, ``k`` its episode's bin."""
@@ -286,14 +310,7 @@ class BinnedLossNormalizer(_PerBin):
 
     def observe(self, losses: np.ndarray, bins: np.ndarray) -> None:
         """Add finished episodes' losses and bins (Eq. 9, per bin, on the shared clock)."""
-        for tick in self._clock.add(losses, _check_bins(bins, len(self.normalizers))):
-            for b, mean in tick.items():
-                self.normalizers[b].step(mean)
-
-    _label = "beta"
-
-    def _per_bin(self) -> list:
-        return self.normalizers
+        self._step(losses, bins)
 
 
 class BinnedDual(_PerBin):
@@ -323,16 +340,17 @@ class BinnedDual(_PerBin):
         self.centers = [float(c) for c in centers]
         self._clock = _BinClock(batch_size)
 
+    _label = "lambda"
+
+    def _per_bin(self) -> list:
+        return self.duals
+
     @property
     def lams(self) -> list[float]:
         return [d.lam for d in self.duals]
 
-    @property
-    def updates(self) -> int:
-        return sum(d.updates for d in self.duals)
-
     def lam_of(self, bins: np.ndarray) -> np.ndarray:
-        return np.asarray(self.lams)[_check_bins(bins, len(self.duals))]
+        return np.asarray(self.lams)[self._bins(bins)]
 
     def reward(self, costs: np.ndarray, budgets: np.ndarray, bins: np.ndarray) -> np.ndarray:
         """``-lambda_k (B - B_bar) / B_bar`` for each episode: its cost, its budget, its bin's ``lambda``."""
@@ -343,11 +361,4 @@ class BinnedDual(_PerBin):
     def observe(self, costs: np.ndarray, budgets: np.ndarray, bins: np.ndarray) -> None:
         """Add finished episodes (cost, budget, bin); each tick steps the bins that received episodes."""
         relative = np.asarray(costs, dtype=np.float64).reshape(-1) / np.asarray(budgets, dtype=np.float64).reshape(-1)
-        for tick in self._clock.add(relative, _check_bins(bins, len(self.duals))):
-            for b, mean in tick.items():
-                self.duals[b].step(mean)
-
-    _label = "lambda"
-
-    def _per_bin(self) -> list:
-        return self.duals
+        self._step(relative, bins)

@@ -1,6 +1,6 @@
 """The CNN phase of the method: pre-training, importance learning and fine-tuning under masks.
 
-The paper (Sec. 4.1 and Algorithm 1; DESIGN.md, "Training schedule") trains the gated CNN in
+The paper (Sec. 4.1 and Algorithm 1; ``docs/design.md``, "Algorithm 1") trains the gated CNN in
 these stages, each a call of :func:`~prune_env.cnn.train.train_stage`:
 
 ``pretrain``

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prune_env.nets.gated import GatedNet
+from prune_env.nets.gated import GatedNet, scalar_or_tensor
 
 __all__ = ["RatioFn", "uniform_ratio_fn", "random_ratio_fn", "ratios_from", "dataset_ratios"]
 
@@ -54,11 +54,9 @@ def random_ratio_fn(low: float = 0.2, high: float = 1.0, static: float = 1.0, se
 
 def dataset_ratios(ratios: Any, num_layers: int) -> Any:
     """Validate dataset-wide ratios: a scalar or one value per layer."""
-    if isinstance(ratios, (int, float)):
-        return float(ratios)
-    r = torch.as_tensor(ratios)
-    if r.dim() == 0:
-        return float(r)
+    r = scalar_or_tensor(ratios)
+    if isinstance(r, float):
+        return r
     if r.shape != (num_layers,):
         raise ValueError(f"keep ratios must be a scalar or one per layer ({num_layers},), got shape {tuple(r.shape)}")
     return [float(v) for v in r]

@@ -1,7 +1,7 @@
 """Runtime executor: compute only the channels each input keeps (paper Sec. 3.1, Eq. 2).
 
 The masked network computes every output channel and multiplies the pruned ones by zero, so
-runtime pruning saves no time (DESIGN.md: "no real speed-up" is the FBS re-implementations'
+runtime pruning saves no time ("no real speed-up" is the FBS re-implementations'
 complaint). Here the importance predictor runs *first*, since ``u_r = f(GAP(F_in))`` needs only
 the layer input; the trade-off mask then says which output channels this input keeps, and the
 layer runs a smaller convolution whose weight holds just those output rows and just the input
@@ -82,7 +82,7 @@ def fold_bn(conv: nn.Conv2d, bn: nn.Module, out_scale: Tensor | None = None) -> 
 
 #: per-sample MACs from which a batch-1 conv calls oneDNN directly: below PyTorch's own oneDNN
 #: threshold (inputs of 20480 elements) its im2col + GEMM path is slower on mid-sized convs,
-#: while oneDNN's fixed cost per call (about 40 us) loses on tiny ones (docs/benchmarks_latency.md)
+#: while oneDNN's fixed cost per call (about 40 us) loses on tiny ones (docs/results/latency.md)
 ONEDNN_MIN_MACS = 3_000_000
 
 

@@ -7,7 +7,7 @@ conv's output, its BN, the next conv's input (sequential nets) or the block's se
 input (ResNets), the next predictor's input and, after the last sequential layer, the linear
 head's input. The deployed network still gates the surviving channels at run time, and for any
 runtime keep ratios ``d_r`` it computes what the masked network ``net(x, d_r, d_s)`` computes
-(DESIGN.md, "Deployment consistency").
+(``docs/design.md``, "Deployment consistency").
 
 Exact mask equivalence
 ----------------------

@@ -1,4 +1,4 @@
-"""Budget ranges: one agent for every budget (issue 18).
+"""Budget ranges: one agent for every budget.
 
 ``budget`` of both environments is a number (one budget, the paper's setting) or a *range* the
 episodes draw their budget from:
@@ -42,7 +42,8 @@ RANGE_SEPARATOR = ":"
 MIN_WIDTH = 1e-6
 
 
-def _number(name: str, value: Any) -> float:
+def _budget_value(name: str, value: Any) -> float:
+    """One budget of the range or set ``name`` as a float in (0, 1], else a ValueError."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -81,9 +82,9 @@ class BudgetRange:
                 parts = text.split(RANGE_SEPARATOR)
                 if len(parts) != 2:
                     raise ValueError(f"{name}: a range is 'low:high', got {value!r}")
-                return cls.between(_number(name, parts[0]), _number(name, parts[1]), name)
+                return cls.between(_budget_value(name, parts[0]), _budget_value(name, parts[1]), name)
             if "," in text:
-                return cls.of([_number(name, p) for p in text.split(",") if p.strip()], name)
+                return cls.of([_budget_value(name, p) for p in text.split(",") if p.strip()], name)
             try:
                 float(text)
             except ValueError:
@@ -91,12 +92,12 @@ class BudgetRange:
             return None
         if isinstance(value, tuple):  # the command line's budget=0.3,0.7 (a range) or budget=0.3,0.5,0.7 (a set)
             if len(value) == 2:
-                return cls.between(_number(name, value[0]), _number(name, value[1]), name)
+                return cls.between(_budget_value(name, value[0]), _budget_value(name, value[1]), name)
             if len(value) < 2:
                 raise ValueError(f"{name}: a tuple is a range (low, high) of two numbers, got {value!r}")
-            return cls.of([_number(name, v) for v in value], name)
+            return cls.of([_budget_value(name, v) for v in value], name)
         if isinstance(value, (list, np.ndarray)):
-            return cls.of([_number(name, v) for v in value], name)
+            return cls.of([_budget_value(name, v) for v in value], name)
         raise ValueError(f"{name} must be {forms}, got {value!r}")
 
     @classmethod
@@ -143,7 +144,7 @@ class BudgetRange:
     def check(self, value: Any, name: str = "budget") -> float:
         """``value`` as a float when inside ``[low, high]``; else a ValueError saying that the agent was
         trained over this range (an any-budget agent outside it extrapolates)."""
-        v = _number(name, value)
+        v = _budget_value(name, value)
         if not self.contains(v):
             raise ValueError(f"{name}={v:g} is outside the range this agent was trained over, {self} "
                              f"(budgets in [{self.low:g}, {self.high:g}] only)")

@@ -29,7 +29,9 @@ except ImportError as exc:  # the optional extra
                       "(or pip install pettingzoo)") from exc
 
 from prune_env.envs.actions import as_keep_ratios
+from prune_env.envs.joint_batch import group_static_rewards
 from prune_env.envs.runtime import RuntimePruneEnv
+from prune_env.envs.static import uniform_static_point
 from prune_env.envs.task import JOINT_TRADEOFF_RATE, check_range
 
 STATIC_AGENT = "static"
@@ -108,9 +110,7 @@ class JointPruneParallelEnv(ParallelEnv):
 
     def _loss_and_params(self, keep_ratio: float) -> tuple[float, float]:
         """Calibration loss (runtime keep 1) and parameter ratio of a uniform static keep ratio (as ``StaticPrune-v0``)."""
-        task = self.task
-        stored = task.stored_counts(np.full((1, task.num_layers), keep_ratio))
-        return task.calibration_loss(1.0, keep_ratio), float(task.costs.params_ratio(stored)[0])
+        return uniform_static_point(self.task, keep_ratio)
 
     # ------------------------------------------------------------------ PettingZoo's API
     def observation_space(self, agent: str) -> spaces.Box:
@@ -195,24 +195,10 @@ class JointPruneParallelEnv(ParallelEnv):
 
     def _static_result(self, runtime_infos: list[dict]) -> tuple[float, dict]:
         """Eq. 14-15: the batch's mean loss against ``beta_s`` and the parameter budget term."""
-        task = self.task
-        losses = np.array([info["loss"] for info in runtime_infos])
-        loss = np.array([losses.mean()])
         params = np.array([self.env.episodes.params_ratio])
-        beta, lam = self.static_normalizer.beta, (self.static_dual.lam if self.static_dual is not None else 0.0)
-        r_acc = self.static_normalizer.reward(loss)
-        r_bud = task.budget_reward(params, task.params_budget, self.static_dual)
-        self.static_normalizer.observe(loss)
-        if self.static_dual is not None:
-            self.static_dual.observe(params)
-        info = {
-            "loss": float(loss[0]), "accuracy": float(np.mean([info["correct"] for info in runtime_infos])),
-            "macs_ratio": float(np.mean([info["macs_ratio"] for info in runtime_infos])), "params_ratio": float(params[0]),
-            "budget": task.params_budget, "within_budget": bool(params[0] <= task.params_budget + 1e-9),
-            "keep_ratios": self._static.tolist(), "reward_acc": float(r_acc[0]), "reward_budget": float(r_bud[0]),
-            "beta": beta, "lambda": lam, "indices": [info["index"] for info in runtime_infos],
-        }
-        return float(r_acc[0] + r_bud[0]), info
+        rewards, infos = group_static_rewards(self.task, runtime_infos, params, self._static[None],
+                                              self.static_normalizer, self.static_dual)
+        return float(rewards[0]), infos[0]
 
 
 def parallel_env(**kwargs: Any) -> JointPruneParallelEnv:

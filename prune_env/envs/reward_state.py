@@ -5,13 +5,16 @@ observations, but not its reward: the reward scale ``beta`` (Eq. 9, unless ``los
 and the dual variable ``lambda`` (``budget_mode="average"``) move as episodes finish. To reproduce
 rewards too, snapshot this state and put it back (:meth:`RewardStateMixin.reward_state`,
 :meth:`RewardStateMixin.set_reward_state`); :class:`~prune_env.benchmark.replay.RecordEpisode` records it.
+Under a budget range there is one ``beta`` and one ``lambda`` per budget bin (:func:`shared_binned_state`).
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
-from prune_env.rewards import DualVariable, LossNormalizer
+from prune_env.envs.task import PruningTask
+from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
 
 class RewardStateMixin:
@@ -30,3 +33,17 @@ class RewardStateMixin:
         self.normalizer.load_state_dict(copy.deepcopy(state["normalizer"]))
         if self.dual is not None and state.get("dual") is not None:
             self.dual.load_state_dict(copy.deepcopy(state["dual"]))
+
+
+def shared_binned_state(normalizer: Any, dual: Any, task: PruningTask,
+                        calibrate: Any) -> tuple[BinnedLossNormalizer, BinnedDual | None]:
+    """The reward state of a budget range: the given (shared) ``normalizer`` / ``dual`` where given,
+    else calibrated by ``calibrate()`` (which returns both); a one-budget one given is a TypeError."""
+    for name, value, cls in (("normalizer", normalizer, BinnedLossNormalizer), ("dual", dual, BinnedDual)):
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{name}: an environment with a budget range (budget={task.cfg.budget!r}) shares a "
+                            f"{cls.__name__} (one per budget bin), got {type(value).__name__}")
+    if normalizer is None or (dual is None and task.cfg.budget_mode == "average"):
+        own_normalizer, own_dual = calibrate()
+        normalizer, dual = normalizer or own_normalizer, dual or own_dual
+    return normalizer, dual

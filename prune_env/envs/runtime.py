@@ -10,7 +10,8 @@ import torch
 from gymnasium import spaces
 
 from prune_env.envs.budgets import budget_stream
-from prune_env.envs.reward_state import RewardStateMixin
+from prune_env.envs.reward import TerminalReward, episode_return, step_reward, terminal_reward
+from prune_env.envs.reward_state import RewardStateMixin, shared_binned_state
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
@@ -47,34 +48,6 @@ class EpisodeBudgets:
         return default if self.costs is None else self.costs
 
 
-def accuracy_reward(normalizer: LossNormalizer | BinnedLossNormalizer, losses: np.ndarray,
-                    budgets: EpisodeBudgets) -> np.ndarray:
-    """``R_acc = -L / beta`` (Eq. 7-8), with each episode's bin's ``beta`` under a budget range."""
-    return normalizer.reward(losses) if budgets.bins is None else normalizer.reward(losses, budgets.bins)
-
-
-def observe_episodes(normalizer: LossNormalizer | BinnedLossNormalizer, dual: DualVariable | BinnedDual | None,
-                     losses: np.ndarray, costs: np.ndarray, budgets: EpisodeBudgets) -> None:
-    """Feed finished episodes to ``beta`` (Eq. 9) and ``lambda``, after their rewards were computed."""
-    if budgets.bins is None:
-        normalizer.observe(losses)
-        if dual is not None:
-            dual.observe(costs)
-        return
-    normalizer.observe(losses, budgets.bins)
-    if dual is not None:
-        dual.observe(costs, budgets.costs, budgets.bins)
-
-
-def reward_scales(normalizer: LossNormalizer | BinnedLossNormalizer, dual: DualVariable | BinnedDual | None,
-                  budgets: EpisodeBudgets, batch: int) -> tuple[list[float], list[float]]:
-    """Each episode's ``beta`` and ``lambda`` (0 without a dual variable), as Python floats."""
-    if budgets.bins is None:
-        return [normalizer.beta] * batch, [dual.lam if dual is not None else 0.0] * batch
-    lams = dual.lam_of(budgets.bins).tolist() if dual is not None else [0.0] * batch
-    return normalizer.beta_of(budgets.bins).tolist(), lams
-
-
 class RuntimeEpisodes:
     """A batch of runtime episodes run in lockstep: one batched layer computation per step.
 
@@ -89,6 +62,7 @@ class RuntimeEpisodes:
         self.set_static_ratios(static_ratios)
         self.state = None
         self.budgets = EpisodeBudgets(task, None, "macs")
+        self._previous: np.ndarray | None = None  # the return so far (reward="dense")
 
     def set_static_ratios(self, static_ratios: np.ndarray) -> None:
         """Use new static keep ratios from the next layer on (episodes in flight finish under them)."""
@@ -124,8 +98,7 @@ class RuntimeEpisodes:
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
         budgets = self.budgets
-        return (accuracy_reward(self.normalizer, losses, budgets)
-                + task.budget_reward(macs, budgets.of(task.macs_budget), self.dual, budgets.bins))
+        return episode_return(task.cfg, self.normalizer, self.dual, losses, macs, budgets.of(task.macs_budget), budgets.bins)
 
     def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict] | None]:
         """Apply one keep ratio per episode to the current layer.
@@ -144,7 +117,7 @@ class RuntimeEpisodes:
                 rewards = np.zeros(len(self.indices))
                 if task.cfg.reward == "dense":
                     current = self._lookahead_return(self.state)
-                    rewards, self._previous = current - self._previous, current
+                    rewards, self._previous = step_reward(task.cfg, current, self._previous), current
                 return observations, rewards, False, None
             return observations, *self._finish()
 
@@ -153,27 +126,22 @@ class RuntimeEpisodes:
         losses = task.losses(state.logits, self.labels).cpu().numpy()
         correct = (state.logits.argmax(1) == self.labels).cpu().numpy()
         macs = task.costs.macs_ratio(state.kept).numpy()
-        budgets, n = self.budgets, len(self.indices)
-        budget = budgets.of(task.macs_budget)
-        betas, lams = reward_scales(self.normalizer, self.dual, budgets, n)
-        r_acc = accuracy_reward(self.normalizer, losses, budgets)  # Eq. 7-8
-        r_bud = task.budget_reward(macs, budget, self.dual, budgets.bins)  # Eq. 10, or the average budget's term
-        # Eq. 9 and the dual step, after the rewards: they use the past batches only
-        observe_episodes(self.normalizer, self.dual, losses, macs, budgets)
-        final = r_acc + r_bud  # Eq. 11: the sparse return, all at the last layer
-        rewards = final - self._previous if task.cfg.reward == "dense" else final
+        budget = self.budgets.of(task.macs_budget)
+        reward = terminal_reward(task.cfg, self.normalizer, self.dual, losses, macs, budget, self.budgets.bins)
+        rewards = step_reward(task.cfg, reward.total, self._previous)
         keep = (state.kept.cpu().double() / task.channels.double()).numpy()
         within = macs <= budget + 1e-9
-        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, r_acc, r_bud, betas, lams)
+        return rewards, True, self._infos(losses, correct.astype(np.int64), macs, within, keep, reward)
 
     def _infos(self, losses: np.ndarray, correct: np.ndarray, macs: np.ndarray, within: np.ndarray, keep: np.ndarray,
-               r_acc: np.ndarray, r_bud: np.ndarray, betas: list[float], lams: list[float]) -> list[dict]:
+               reward: TerminalReward) -> list[dict]:
         """One info dict per episode, built from whole columns (``tolist`` gives Python scalars)."""
         params, n = self.params_ratio, len(self.indices)
         budgets = self.budgets
         costs = [self.task.macs_budget] * n if budgets.costs is None else budgets.costs.tolist()
         columns = zip(self.indices.tolist(), losses.tolist(), correct.tolist(), macs.tolist(), within.tolist(),
-                      keep.tolist(), self.actions.tolist(), r_acc.tolist(), r_bud.tolist(), costs, betas, lams)
+                      keep.tolist(), self.actions.tolist(), reward.accuracy.tolist(), reward.budget.tolist(), costs,
+                      reward.betas, reward.lams)
         infos = [
             {
                 "index": index, "loss": loss, "correct": ok, "macs_ratio": mac, "params_ratio": params,
@@ -186,20 +154,6 @@ class RuntimeEpisodes:
             for info, value in zip(infos, budgets.values.tolist()):
                 info["budget_value"] = value
         return infos
-
-
-def shared_binned_state(normalizer: Any, dual: Any, task: PruningTask,
-                        calibrate: Any) -> tuple[BinnedLossNormalizer, BinnedDual | None]:
-    """The reward state of a budget range: the given (shared) ``normalizer`` / ``dual`` where given,
-    else calibrated by ``calibrate()`` (which returns both); a one-budget one given is a TypeError."""
-    for name, value, cls in (("normalizer", normalizer, BinnedLossNormalizer), ("dual", dual, BinnedDual)):
-        if value is not None and not isinstance(value, cls):
-            raise TypeError(f"{name}: an environment with a budget range (budget={task.cfg.budget!r}) shares a "
-                            f"{cls.__name__} (one per budget bin), got {type(value).__name__}")
-    if normalizer is None or (dual is None and task.cfg.budget_mode == "average"):
-        own_normalizer, own_dual = calibrate()
-        normalizer, dual = normalizer or own_normalizer, dual or own_dual
-    return normalizer, dual
 
 
 def pick_budget(env: gym.Env, options: dict | None) -> float | None:
@@ -281,6 +235,7 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     :class:`~prune_env.rewards.BinnedDual`: one per bin, each calibrated at its bin's centre).
     ``reward="dense"``: the per-step change of that return for the network pruned so far and dense
     after (telescoping to the sparse return minus the dense network's), in the spirit of PuRL.
+    The reward is assembled in :mod:`prune_env.envs.reward`, for both environments.
 
     ## Starting State
     An image drawn uniformly from the split with the environment's RNG

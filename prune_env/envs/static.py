@@ -9,18 +9,19 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from prune_env.envs.reward_state import RewardStateMixin
-from prune_env.envs.runtime import (
-    EpisodeBudgets,
-    accuracy_reward,
-    observe_episodes,
-    pick_budget,
-    reward_scales,
-    shared_binned_state,
-)
+from prune_env.envs.reward import terminal_reward
+from prune_env.envs.reward_state import RewardStateMixin, shared_binned_state
+from prune_env.envs.runtime import EpisodeBudgets, pick_budget
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig, check_range
 from prune_env.policies import as_policy
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
+
+
+def uniform_static_point(task: PruningTask, keep_ratio: float) -> tuple[float, float]:
+    """Mean calibration loss (runtime keep 1) and stored-parameter ratio of a uniform static keep ratio
+    (the slope that starts ``lambda``, :meth:`~prune_env.envs.task.PruningTask.calibrated_dual`)."""
+    stored = task.stored_counts(np.full((1, task.num_layers), keep_ratio))
+    return task.calibration_loss(1.0, keep_ratio), float(task.costs.params_ratio(stored)[0])
 
 
 class StaticEpisodes:
@@ -77,10 +78,7 @@ class StaticEpisodes:
         params = np.asarray(task.costs.params_ratio(task.stored_counts(self.ratios)), dtype=np.float64).reshape(-1)
         budgets = self.budgets
         budget = budgets.of(task.params_budget)
-        betas, lams = reward_scales(self.normalizer, self.dual, budgets, batch)
-        r_acc = accuracy_reward(self.normalizer, losses, budgets)  # Eq. 14 (the accuracy term as Eq. 7-8)
-        r_par = task.budget_reward(params, budget, self.dual, budgets.bins)  # Eq. 15, or the average budget's term
-        observe_episodes(self.normalizer, self.dual, losses, params, budgets)
+        reward = terminal_reward(task.cfg, self.normalizer, self.dual, losses, params, budget, budgets.bins)  # Eq. 14-15
         budget_of = np.broadcast_to(np.asarray(budget, dtype=np.float64), (batch,))
         infos = [
             {
@@ -91,10 +89,10 @@ class StaticEpisodes:
                 "budget": float(budget_of[b]),
                 "within_budget": bool(params[b] <= budget_of[b] + 1e-9),
                 "keep_ratios": self.ratios[b].tolist(),
-                "reward_acc": float(r_acc[b]),
-                "reward_budget": float(r_par[b]),
-                "beta": betas[b],
-                "lambda": lams[b],
+                "reward_acc": float(reward.accuracy[b]),
+                "reward_budget": float(reward.budget[b]),
+                "beta": reward.betas[b],
+                "lambda": reward.lams[b],
                 "indices": self.eval_indices[b].tolist(),
             }
             for b in range(batch)
@@ -102,7 +100,7 @@ class StaticEpisodes:
         if budgets.values is not None:  # a budget range: the budget as drawn, in budget_kind units
             for info, value in zip(infos, budgets.values.tolist()):
                 info["budget_value"] = value
-        return r_acc + r_par, True, infos  # the sparse return at the last layer
+        return reward.total, True, infos  # the sparse return at the last layer
 
 
 class StaticPruneEnv(RewardStateMixin, gym.Env):
@@ -139,7 +137,8 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
     validation cross entropy of the episode's batch, plus ``R_bud`` of the stored-parameter ratio
     ``P`` against the budget ``P_bar``; 0 before. ``budget_mode``, ``penalty``, ``loss_scale`` and
     the ``dual_*`` keywords act as in ``RuntimePrune-v0`` with ``P`` for ``B`` (per input: Eq. 15,
-    ``-(exp(alpha_budget (P - P_bar)) - 1)`` over budget; average: ``-lambda (P - P_bar) / P_bar``).
+    ``-(exp(alpha_budget (P - P_bar)) - 1)`` over budget; average: ``-lambda (P - P_bar) / P_bar``),
+    assembled in :mod:`prune_env.envs.reward` as the runtime reward is.
 
     ## Starting State
     All layers whole; the episode's validation batch is drawn with the environment's RNG.
@@ -196,9 +195,7 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
 
     def _loss_and_params(self, keep_ratio: float) -> tuple[float, float]:
         """Mean calibration loss (runtime keep 1) and stored-parameter ratio of a uniform static keep ratio."""
-        task = self.task
-        stored = task.stored_counts(np.full((1, task.num_layers), keep_ratio))
-        return task.calibration_loss(1.0, keep_ratio), float(task.costs.params_ratio(stored)[0])
+        return uniform_static_point(self.task, keep_ratio)
 
     @property
     def budget_keep_ratio(self) -> float:

@@ -24,32 +24,29 @@ from torch import Tensor
 from prune_env.costs import CostModel
 from prune_env.envs.actions import as_keep_ratios
 from prune_env.envs.budgets import BudgetRange
+from prune_env.envs.reward import (
+    BUDGET_MODES,
+    LOSS_SCALES,
+    PENALTIES,
+    REWARD_MODES,
+    budget_term,
+    make_binned_dual,
+    make_dual,
+    make_normalizer,
+    resolved_loss_scale,
+)
 from prune_env.nets.gated import GatedNet, StepState
 from prune_env.policies import KeepRatioPolicy, as_policy
-from prune_env.rewards import (
-    BinnedDual,
-    BinnedLossNormalizer,
-    DualVariable,
-    LossNormalizer,
-    budget_penalty,
-    relative_budget_penalty,
-)
+from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
 SPLITS = ("train", "val", "test")
 OBSERVATION_MODES = ("encoded", "raw")
-REWARD_MODES = ("sparse", "dense")
 BUDGET_KINDS = ("sparsity", "fraction")
-#: how the budget enters the reward: Eq. 10 / 15 on each episode, or a bound on the mean cost
-BUDGET_MODES = ("per_input", "average")
 #: what an agent's action is under a budget range: the keep ratio itself, or its offset from the
 #: episode's uniform keep ratio (plus the range's reference, so that one action is the budget's keep ratio)
 BUDGET_ACTIONS = ("absolute", "relative", "scaled")
-#: the overshoot Eq. 10 / 15 penalise: ``B - B_bar`` (the paper) or ``(B - B_bar) / B_bar``
-PENALTIES = ("absolute", "relative")
-#: ``beta`` of ``R_acc = -L / beta``: the moving average of Eq. 9, or frozen at its calibrated ``beta0``
-LOSS_SCALES = ("moving", "fixed")
 #: the trade-off rate ``R_r`` each entry point starts from, named once (1: pure runtime pruning,
-#: 0: pure static pruning, DESIGN.md); the keyword ``tradeoff_rate`` overrides it
+#: 0: pure static pruning, ``docs/design.md``); the keyword ``tradeoff_rate`` overrides it
 RUNTIME_TRADEOFF_RATE = 1.0
 STATIC_TRADEOFF_RATE = 0.0
 JOINT_TRADEOFF_RATE = 0.5  # Algorithm 1 and joint agent training (the paper's main rows)
@@ -71,7 +68,9 @@ def check_range(name: str, value: Any, low: float, high: float, *, low_open: boo
     return v
 
 
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+def check_keyword_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``, else a ValueError naming the keyword ``name`` and them
+    (the scripts' arguments have their own check, :func:`prune_env.cli.check_choice`)."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
@@ -200,14 +199,14 @@ class TaskConfig:
     def validate(self) -> None:
         if not isinstance(self.download, bool):
             raise ValueError(f"download must be True or False, got {self.download!r}")
-        check_choice("split", self.split, SPLITS)
-        check_choice("budget_kind", self.budget_kind, BUDGET_KINDS)
-        check_choice("reward", self.reward, REWARD_MODES)
-        check_choice("observation", self.observation, OBSERVATION_MODES)
-        check_choice("budget_mode", self.budget_mode, BUDGET_MODES)
-        check_choice("penalty", self.penalty, PENALTIES)
+        check_keyword_choice("split", self.split, SPLITS)
+        check_keyword_choice("budget_kind", self.budget_kind, BUDGET_KINDS)
+        check_keyword_choice("reward", self.reward, REWARD_MODES)
+        check_keyword_choice("observation", self.observation, OBSERVATION_MODES)
+        check_keyword_choice("budget_mode", self.budget_mode, BUDGET_MODES)
+        check_keyword_choice("penalty", self.penalty, PENALTIES)
         if self.loss_scale is not None:
-            check_choice("loss_scale", self.loss_scale, (*LOSS_SCALES, None))
+            check_keyword_choice("loss_scale", self.loss_scale, (*LOSS_SCALES, None))
         self.dual_max = check_range("dual_max", self.dual_max, 0.0, 1e6, low_open=True)
         if self.dual_init is not None:
             self.dual_init = check_range("dual_init", self.dual_init, 0.0, self.dual_max)
@@ -221,7 +220,7 @@ class TaskConfig:
         else:  # written back in the form JSON keeps (env_spec.json, run.json)
             self.budget = budget_range.to_json()
         if self.budget_action is not None:
-            check_choice("budget_action", self.budget_action, BUDGET_ACTIONS)
+            check_keyword_choice("budget_action", self.budget_action, BUDGET_ACTIONS)
         if (not isinstance(self.dual_bins, (int, np.integer)) or isinstance(self.dual_bins, bool)
                 or not 1 <= self.dual_bins <= 1000):
             raise ValueError(f"dual_bins must be an integer in [1, 1000], got {self.dual_bins!r}")
@@ -652,11 +651,8 @@ class PruningTask:
 
     @property
     def loss_scale(self) -> str:
-        """``"moving"`` (Eq. 9) or ``"fixed"``; unset, fixed under ``budget_mode="average"`` (a
-        moving ``beta`` follows the agent's own loss, so a collapse to ``alpha`` would be free)."""
-        if self.cfg.loss_scale is not None:
-            return self.cfg.loss_scale
-        return "fixed" if self.cfg.budget_mode == "average" else "moving"
+        """``"moving"`` (Eq. 9) or ``"fixed"`` (:func:`~prune_env.envs.reward.resolved_loss_scale`)."""
+        return resolved_loss_scale(self.cfg)
 
     def calibration_loss(self, runtime_ratios: Any, static_ratios: Any) -> float:
         """The mean cross entropy of the calibration images at the given keep ratios."""
@@ -667,9 +663,7 @@ class PruningTask:
     def calibrated_normalizer(self, runtime_ratios: Any, static_ratios: Any) -> LossNormalizer:
         """A :class:`LossNormalizer` whose ``beta0`` is the mean calibration loss at the given ratios
         (frozen there when the loss scale is ``"fixed"``)."""
-        beta0 = self.calibration_loss(runtime_ratios, static_ratios)
-        lam = 1.0 if self.loss_scale == "fixed" else self.cfg.loss_lambda
-        return LossNormalizer(beta0, lam=lam, batch_size=self.cfg.loss_batch)
+        return make_normalizer(self.cfg, self.calibration_loss(runtime_ratios, static_ratios))
 
     def calibrated_dual(self, budget: float, beta0: float, slope: Callable[[float], tuple[float, float]],
                         keep_ratio: float) -> DualVariable | None:
@@ -680,12 +674,9 @@ class PruningTask:
         ``lambda0 = -B_bar (dL / dB) / beta0``, the loss-per-cost slope measured by ``slope``
         (keep ratio -> (mean calibration loss, mean cost ratio)) at ``keep_ratio +- 0.1``.
         """
-        cfg = self.cfg
-        if cfg.budget_mode != "average":
+        if self.cfg.budget_mode != "average":
             return None
-        init = self.dual_init_at(budget, beta0, slope, keep_ratio)
-        return DualVariable(budget, init=init, lr=cfg.dual_lr, kp=cfg.dual_kp, lam_max=cfg.dual_max,
-                            batch_size=cfg.dual_batch or cfg.loss_batch)
+        return make_dual(self.cfg, budget, self.dual_init_at(budget, beta0, slope, keep_ratio))
 
     def dual_init_at(self, budget: float, beta0: float, slope: Callable[[float], tuple[float, float]],
                      keep_ratio: float) -> float:
@@ -712,19 +703,11 @@ class PruningTask:
         if cfg.budget_mode == "average":
             inits = [self.dual_init_at(cost_of(float(c)), n.beta, slope, keep_ratio_of(float(c)))
                      for c, n in zip(centers, normalizers)]
-            dual = BinnedDual(inits, centers, lr=cfg.dual_lr, kp=cfg.dual_kp, lam_max=cfg.dual_max,
-                              batch_size=cfg.dual_batch or cfg.loss_batch)
+            dual = make_binned_dual(cfg, inits, centers)
         return BinnedLossNormalizer(normalizers, centers), dual
 
     def budget_reward(self, cost: np.ndarray, budget: float | np.ndarray, dual: DualVariable | BinnedDual | None,
                       bins: np.ndarray | None = None) -> np.ndarray:
-        """``R_bud`` of finished episodes: Eq. 10 / 15 (absolute or relative overshoot) per input,
-        or the average budget's ``-lambda (B - B_bar) / B_bar`` with the dual variable's ``lambda``.
-
-        ``budget`` is one budget or each episode's; ``bins``, with a :class:`BinnedDual`, each
-        episode's budget bin (whose ``lambda`` it gets)."""
-        if self.cfg.budget_mode == "average":
-            return dual.reward(cost) if bins is None else dual.reward(cost, budget, bins)
-        if self.cfg.penalty == "relative":
-            return relative_budget_penalty(cost, budget, self.cfg.alpha_budget)
-        return budget_penalty(cost, budget, self.cfg.alpha_budget)
+        """``R_bud`` of finished episodes under this task's budget mode and penalty
+        (:func:`~prune_env.envs.reward.budget_term`)."""
+        return budget_term(self.cfg, cost, budget, dual, bins)

@@ -7,7 +7,10 @@
 * :mod:`~prune_env.evaluation.baselines`: non-RL policies under the same budget;
 * :mod:`~prune_env.evaluation.budget_sweep`: an any-budget agent's accuracy-cost curve;
 * :mod:`~prune_env.evaluation.at_budget`: an any-budget agent held at one budget at deployment;
-* :mod:`~prune_env.evaluation.report`: the paper-style report (Tables 1-3) with its CPU latency.
+* :mod:`~prune_env.evaluation.report`: the paper-style report (Tables 1-3), built and written;
+* :mod:`~prune_env.evaluation.latency`: the CPU latency of deployed policy pairs, for the report;
+* :mod:`~prune_env.evaluation.tables`: the report's tables and the reference table, as text;
+* :mod:`~prune_env.evaluation.plots`: the evaluation's figures and the shared matplotlib setup.
 
 This tier builds on the environments (:mod:`prune_env.envs`) and never on the benchmark tier.
 """

@@ -1,4 +1,4 @@
-"""The budget as a deployment-time argument of an any-budget runtime agent (issue 18).
+"""The budget as a deployment-time argument of an any-budget runtime agent.
 
 An agent trained over a range of MAC budgets (``budget="0.3:0.7"``) reads the budget from the last
 entry of its observation. At deployment the caller chooses it: :class:`BudgetedPolicy` holds the

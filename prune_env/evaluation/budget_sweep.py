@@ -1,4 +1,4 @@
-"""The accuracy-against-cost curve of one any-budget agent, beside the references, budget by budget (issue 18).
+"""The accuracy-against-cost curve of one any-budget agent, beside the references, budget by budget.
 
 An agent trained over a range of budgets (``budget="0.3:0.7"``, :mod:`prune_env.envs.budgets`) is a
 deployment-time knob: the budget is part of its observation. This module evaluates it at a set of
@@ -30,6 +30,7 @@ import numpy as np
 
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
+from prune_env.evaluation.plots import pyplot, save_figure
 from prune_env.evaluation.split import reference_metrics, rollout_split, summarize
 
 #: budgets a sweep evaluates over a continuous range unless told: evenly spaced, both ends included
@@ -238,9 +239,7 @@ def sweep_csv(result: dict) -> str:
 def plot_sweep(result: dict, path: str | os.PathLike, *, title: str = "") -> Path:
     """Top-1 against mean MACs (or stored parameters for a static sweep), one line per method, with
     each budget as a vertical tick; to PNG."""
-    from prune_env.evaluation.split import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     static = "params_budget" in result["points"][0]
     x_key = "params_ratio" if static else "macs_ratio"
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -262,7 +261,7 @@ def plot_sweep(result: dict, path: str | os.PathLike, *, title: str = "") -> Pat
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_sweep(result: dict, out: str | os.PathLike, *, title: str = "") -> dict[str, Path]:

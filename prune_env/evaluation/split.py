@@ -3,13 +3,13 @@
 The figures are the paper's (Tables 1-3): top-1 accuracy and its change from the dense network,
 MAC speed-up, stored parameters; plus what a budget-constrained deployment needs to know: the
 fraction of inputs within the MAC budget and the per-layer keep ratios (mean and spread).
+They are printed by :func:`~prune_env.evaluation.tables.format_reference_table` and plotted by
+:mod:`~prune_env.evaluation.plots`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,98 +142,3 @@ def reference_metrics(task: PruningTask, *, batch_size: int = 512) -> dict[str, 
         }
     out["uniform"]["uniform_keep_ratio"] = uniform
     return out
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    """A readable text table of several metric dicts (one row each)."""
-    width = max(16, *(len(name) for name in rows))
-    header = f"{'policy':<{width}} {'top-1':>7} {'MACs':>7} {'speed-up':>9} {'params':>7} {'in budget':>10}"
-    lines = [header, "-" * len(header)]
-    for name, m in rows.items():
-        lines.append(
-            f"{name:<{width}} {100 * m['accuracy']:>6.2f}% {m['macs_ratio']:>7.3f} {m['speedup']:>8.2f}x "
-            f"{m['params_ratio']:>7.3f} {100 * m['within_budget']:>9.1f}%"
-        )
-    return "\n".join(lines)
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (:func:`prune_env.io.write_json`: indented, keys sorted)."""
-    from prune_env import io
-
-    return io.write_json(obj, path)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    fig.clf()
-    _pyplot().close(fig)
-    return path
-
-
-def plot_keep_ratios(keep: np.ndarray, path: str | os.PathLike, *, uniform: float | None = None, title: str = "") -> Path:
-    """The distribution over inputs of each layer's kept fraction of channels (violins, mean marked) to PNG.
-
-    ``keep`` is ``(N, L)`` (:attr:`SplitResults.keep`); a static allocation shows as flat violins.
-    """
-    plt = _pyplot()
-    keep = np.asarray(keep, dtype=np.float64)
-    layers = np.arange(keep.shape[1])
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(layers) + 2.5), 3.4))
-    spread = keep.std(0) > 1e-9
-    if spread.any():
-        parts = ax.violinplot([keep[:, t] for t in layers[spread]], positions=layers[spread], widths=0.8,
-                              showextrema=True, showmeans=False)
-        for body in parts["bodies"]:
-            body.set_facecolor("tab:blue")
-            body.set_alpha(0.35)
-    ax.scatter(layers, keep.mean(0), color="tab:blue", marker="D", s=28, zorder=3, label="agent, mean over inputs")
-    if uniform is not None:
-        ax.axhline(uniform, color="tab:red", ls="--", label=f"uniform keep ratio at the budget ({uniform:.2f})")
-    ax.set_xlabel("prunable layer")
-    ax.set_ylabel("kept fraction of channels")
-    ax.set_ylim(0, 1.05)
-    ax.set_xticks(layers)
-    ax.set_title(title or "per-layer keep ratios over inputs", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_adaptation(agent: SplitResults, difficulty: np.ndarray, budget: float, path: str | os.PathLike, *,
-                    title: str = "", difficulty_label: str = "loss of the uniform network at the budget") -> Path:
-    """Each input's MAC ratio under the agent against its difficulty, to PNG: whether the agent adapts.
-
-    An agent that gives hard inputs more channels rises to the right; a static one is a flat line.
-    Points are coloured by the agent's correctness; the line is the mean MAC ratio per difficulty decile.
-    """
-    plt = _pyplot()
-    difficulty = np.asarray(difficulty, dtype=np.float64)
-    x = np.log10(np.maximum(difficulty, 1e-6))
-    fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    right = agent.correct.astype(bool)
-    ax.scatter(x[right], agent.macs[right], s=9, alpha=0.5, color="tab:blue", label="agent right")
-    ax.scatter(x[~right], agent.macs[~right], s=18, alpha=0.9, color="tab:orange", marker="x", label="agent wrong")
-    edges = np.quantile(x, np.linspace(0, 1, 11))
-    bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 9)
-    centres = [x[bins == b].mean() for b in range(10) if np.any(bins == b)]
-    means = [agent.macs[bins == b].mean() for b in range(10) if np.any(bins == b)]
-    ax.plot(centres, means, color="black", lw=1.5, marker="o", ms=3, label="mean per difficulty decile")
-    ax.axhline(budget, color="tab:red", ls="--", label=f"MAC budget ({budget:.3f})")
-    ax.set_xlabel(f"difficulty: log10 {difficulty_label}")
-    ax.set_ylabel("MAC ratio of dense (per input)")
-    ax.set_title(title or "per-input compute against difficulty", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return _save(fig, path)

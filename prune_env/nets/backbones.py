@@ -71,7 +71,7 @@ def sequential_net(spec: list[ConvSpec], *, num_classes: int, in_channels: int, 
 
 
 def mcifarnet(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> GatedNet:
-    """M-CifarNet: eight 3x3 conv + BN + ReLU layers, GAP, linear (DESIGN.md)."""
+    """M-CifarNet: eight 3x3 conv + BN + ReLU layers, GAP, linear (``docs/design.md``)."""
     _check_common(num_classes, in_channels, width)
     config = dict(name="mcifarnet", num_classes=num_classes, in_channels=in_channels, width=width)
     return sequential_net(MCIFARNET_SPEC, num_classes=num_classes, in_channels=in_channels, width=width, config=config)

@@ -188,7 +188,7 @@ class SequentialStage(Stage):
 
 
 class ResidualStage(Stage):
-    """A basic residual block whose first conv is the prunable layer (DESIGN.md)."""
+    """A basic residual block whose first conv is the prunable layer (``docs/design.md``)."""
 
     gated_output = False
     input_consumers = None  # the shortcut carries the block input: its channels never shrink
@@ -235,16 +235,20 @@ class StepState:
         return self.logits is not None
 
 
-def layer_ratio(ratios: Any, t: int) -> KeepRatio:
-    """The keep ratio of layer ``t`` from a scalar, an ``(L,)`` sequence or a ``(B, L)`` tensor."""
+def scalar_or_tensor(ratios: Any) -> float | Tensor:
+    """Keep ratios given as one number (a Python number or a 0-d array) as a float, else as a tensor."""
     if isinstance(ratios, (int, float)):
         return float(ratios)
     r = torch.as_tensor(ratios)
-    if r.dim() == 0:
-        return float(r)
-    if r.dim() == 1:
-        return float(r[t])
-    return r[:, t]
+    return float(r) if r.dim() == 0 else r
+
+
+def layer_ratio(ratios: Any, t: int) -> KeepRatio:
+    """The keep ratio of layer ``t`` from a scalar, an ``(L,)`` sequence or a ``(B, L)`` tensor."""
+    r = scalar_or_tensor(ratios)
+    if isinstance(r, float):
+        return r
+    return float(r[t]) if r.dim() == 1 else r[:, t]
 
 
 class StagedNet:

@@ -1,6 +1,6 @@
 """Channel masks from importance vectors: the keep-count rule and the trade-off pruner.
 
-Conventions (paper Sec. 3.1-3.2, DESIGN.md):
+Conventions (paper Sec. 3.1-3.2, ``docs/design.md``):
 
 * a mask is a boolean tensor of shape ``(B, C)``; ``True`` means *pruned* (the paper's 1);
 * a keep ratio ``d`` keeps ``max(1, ceil(d * C))`` channels and prunes the rest, the ones
@@ -109,7 +109,7 @@ def tradeoff_mask(
     * ``M_o = M_s AND M_r`` (Eq. 3);
     * of ``M_r - M_o`` prune the ``floor(R_r * |M_r - M_o|)`` smallest by ``u_r`` (Eq. 4);
     * of ``M_s - M_o`` prune the ``floor((1 - R_r) * |M_s - M_o|)`` smallest by ``u_s``;
-    * ``M = M_o + M_r_hat + M_s_hat`` (Eq. 5), united with P (DESIGN.md, "Deployment consistency").
+    * ``M = M_o + M_r_hat + M_s_hat`` (Eq. 5), united with P (``docs/design.md``, "Deployment consistency").
 
     ``R_r = 1`` gives ``M = M_r`` (pure runtime pruning), ``R_r = 0`` gives ``M = M_s`` (pure
     static pruning).
