@@ -431,7 +431,8 @@ def test_task(task: PruningTask) -> PruningTask:
 TABLE_ROWS = (
     ("agent", "agent"), ("agent_calibrated", "agent, calibrated"), ("uniform", "uniform @ budget"),
     ("uniform_iso_mac", "uniform @ agent MACs"), ("best_static", "best static"), ("shuffled", "agent shuffled"),
-    ("layer_mean", "agent layer mean"), ("oracle_accuracy", "oracle (labels)"), ("dense", "dense"),
+    ("layer_mean", "agent layer mean"), ("cascade", "confidence cascade"), ("oracle_accuracy", "oracle (labels)"),
+    ("dense", "dense"),
 )
 
 
@@ -488,7 +489,8 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
         f"{m:.2f}±{s:.2f}" for m, s in zip(metrics["keep_ratio_mean"], metrics["keep_ratio_std"])))
     if "adaptation_gain_shuffled" in metrics:
         captured = metrics["headroom_captured_accuracy"]
-        print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations, "
+        print(f"adaptation gain: {100 * metrics['adaptation_gain_shuffled']:+.2f} points over its shuffled allocations "
+              f"(McNemar p = {metrics['adaptation_p_value_shuffled']:.3g}), "
               f"{100 * metrics['adaptation_gain_layer_mean']:+.2f} over its layer means; headroom captured (accuracy): "
               + ("n/a" if captured is None else f"{100 * captured:.0f}%"))
     written = ["metrics.json", "references.json", "keep_ratios.png", "adaptation.png", MODEL_FILE,

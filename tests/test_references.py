@@ -1,4 +1,5 @@
-"""The references beside a runtime agent: oracle knapsack, static search, controls, calibration."""
+"""The references beside a runtime agent: oracle knapsack, static search, controls, calibration, cascade,
+paired test, cost breakdown."""
 
 import contextlib
 import itertools
@@ -13,12 +14,15 @@ from prune_env.evaluation.references import (
     OffsetPolicy,
     adaptation_controls,
     calibrate_offset,
+    confidence_cascade,
+    cost_breakdown,
     headroom_captured,
+    mcnemar_p_value,
     multiple_choice_knapsack,
     oracle_choice,
     search_static_allocation,
 )
-from prune_env.evaluation.split import rollout_split
+from prune_env.evaluation.split import SplitResults, rollout_split
 
 
 def brute_force(values, costs, capacity):
@@ -169,3 +173,57 @@ def test_headroom_captured():
     assert headroom_captured(0.95, 0.90, 1.00) == pytest.approx(0.5)
     assert headroom_captured(0.30, 0.40, 0.20, lower_is_better=True) == pytest.approx(0.5)
     assert headroom_captured(0.9, 0.9, 0.9) is None
+
+
+def _levels(correct, confidence, macs):
+    correct, confidence = np.asarray(correct, dtype=np.float64), np.asarray(confidence, dtype=np.float64)
+    return {"correct": correct, "confidence": confidence, "losses": 1.0 - correct,
+            "macs": np.broadcast_to(np.asarray(macs, dtype=np.float64), correct.shape).copy()}
+
+
+def test_cascade_sends_the_unsure_inputs_to_the_wide_pass_and_counts_both_passes():
+    # two levels (MACs 0.1 and 0.4); the narrow pass is wrong exactly where it is unsure (confidence 0.3)
+    correct = [[1, 1], [1, 1], [0, 1], [0, 1]]
+    confidence = [[0.9, 0.99], [0.8, 0.99], [0.3, 0.99], [0.3, 0.99]]
+    per_level = _levels(correct, confidence, [0.1, 0.4])
+    found = confidence_cascade(per_level, per_level, (0.2, 0.5), macs_budget=0.3)
+    # second pass for the two unsure inputs: 0.1 + 0.5 * 0.4 = 0.3 mean MACs, every input right
+    assert (found["low"], found["high"]) == (0.2, 0.5)
+    assert found["accuracy"] == 1.0 and found["macs_ratio"] == pytest.approx(0.3)
+    assert found["second_pass_share"] == 0.5 and 0.3 < found["threshold"] <= 0.8
+    # a budget below the cost of the second pass: the narrow level alone (single pass, no threshold)
+    found = confidence_cascade(per_level, per_level, (0.2, 0.5), macs_budget=0.25)
+    assert (found["low"], found["high"], found["threshold"], found["accuracy"]) == (0.2, 0.2, None, 0.5)
+
+
+def test_cascade_is_chosen_on_one_split_and_scored_on_another():
+    train = _levels([[0, 1], [1, 1]], [[0.2, 0.9], [0.9, 0.9]], [0.1, 0.4])
+    test = _levels([[1, 0], [1, 1]], [[0.2, 0.9], [0.9, 0.9]], [0.1, 0.4])  # on test the wide pass is the wrong one
+    found = confidence_cascade(train, test, (0.2, 0.5), macs_budget=0.3)
+    assert found["search_accuracy"] == 1.0 and found["accuracy"] == 0.5 and found["macs_ratio"] == pytest.approx(0.3)
+
+
+def test_mcnemar_counts_the_disagreements_and_tests_them_exactly():
+    a = np.array([1] * 10 + [0] * 0 + [1] * 5, dtype=bool)
+    b = np.array([0] * 10 + [1] * 5, dtype=bool)
+    found = mcnemar_p_value(a, b)
+    assert (found["only_first_right"], found["only_second_right"]) == (10, 0)
+    assert found["p_value"] == pytest.approx(2 * 0.5 ** 10)  # two-sided binomial, 10 of 10
+    assert mcnemar_p_value(a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="different inputs"):
+        mcnemar_p_value(a, a[:3])
+
+
+def test_cost_breakdown_by_class_and_difficulty():
+    n = 10
+    results = SplitResults(correct=np.array([1] * 8 + [0] * 2, dtype=bool), losses=np.zeros(n),
+                           macs=np.linspace(0.1, 1.0, n), keep=np.zeros((n, 2)), actions=np.zeros((n, 2)),
+                           labels=np.array([0, 1] * 5))
+    difficulty = np.arange(n, dtype=np.float64)  # the costlier, the harder
+    found = cost_breakdown(results, difficulty, bins=2)
+    easy, hard = found["by_difficulty"]
+    assert (easy["images"], hard["images"]) == (5, 5)
+    assert easy["macs_ratio"] == pytest.approx(0.3) and hard["macs_ratio"] == pytest.approx(0.8)
+    assert (easy["accuracy"], hard["accuracy"]) == (1.0, 0.6)
+    assert [c["class"] for c in found["by_class"]] == [0, 1] and found["by_class"][0]["macs_ratio"] == pytest.approx(0.5)
+    assert found["difficulty_macs_correlation"] == pytest.approx(1.0)

@@ -11,10 +11,17 @@ Beside the agent, on the same network, split and budget:
 * **per-input oracle** (labels; an upper bound): one uniform level per input from a fixed set,
   chosen with the labels so that the *mean* MACs meet the budget, a multiple-choice knapsack
   (:func:`oracle_choice`);
+* a **confidence cascade** (early-exit style, no RL): run the network at a narrow uniform keep
+  ratio, and again at a wider one when its top softmax probability is under a threshold, both
+  passes counted; the two levels and the threshold chosen on the training split under the mean
+  MAC budget (:func:`confidence_cascade`): a two-line dynamic rule an agent has to beat;
 * two **controls** that tell adaptation from a better fixed allocation: the agent's own
   per-input allocations **shuffled** across inputs (same mean MACs, no input dependence) and its
-  **per-layer mean** allocation applied to every input (:func:`adaptation_controls`);
-* **headroom captured** ``(agent - uniform) / (oracle - uniform)`` (:func:`headroom_captured`).
+  **per-layer mean** allocation applied to every input (:func:`adaptation_controls`), with an
+  exact McNemar test over the inputs, agent against its shuffled allocations on the same images
+  (:func:`mcnemar_p_value`);
+* **headroom captured** ``(agent - uniform) / (oracle - uniform)`` (:func:`headroom_captured`);
+* where the agent spends its MACs: by class and by difficulty (:func:`cost_breakdown`).
 
 :func:`calibrate_offset` finds the additive offset on a deterministic runtime policy's actions
 that brings its mean MACs to the budget, on a split that is not the test split.
@@ -26,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
 from prune_env.evaluation.split import SplitResults, rollout_split, summarize
@@ -34,6 +42,8 @@ from prune_env.policies import KeepRatioPolicy, as_policy
 
 #: the oracle's per-input levels: one uniform keep ratio per input
 ORACLE_LEVELS: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+#: the confidence cascade's candidate levels (each pass a uniform keep ratio)
+CASCADE_LEVELS: tuple[float, ...] = tuple(round(0.15 + 0.05 * k, 2) for k in range(18))
 
 
 # --------------------------------------------------------------------------- iso-MAC uniform
@@ -166,16 +176,19 @@ def multiple_choice_knapsack(values: np.ndarray, costs: np.ndarray, capacity: fl
     return choice
 
 
-def level_results(task: PruningTask, levels: Sequence[float] = ORACLE_LEVELS) -> dict[str, np.ndarray]:
-    """Per-input loss, correctness and MAC ratio of each uniform level: ``(N, K)`` arrays
-    (pure runtime pruning, no static pruning, as the uniform reference)."""
-    out = {"losses": [], "correct": [], "macs": []}
+def level_results(task: PruningTask, levels: Sequence[float] = ORACLE_LEVELS, *,
+                  indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-input loss, correctness, MAC ratio and confidence (top softmax probability) of each
+    uniform level: ``(N, K)`` arrays (pure runtime pruning, no static pruning, as the uniform
+    reference); the images at ``indices`` only, where given."""
+    out = {"losses": [], "correct": [], "macs": [], "confidence": []}
     with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
         for level in levels:
-            r = rollout_split(task, float(level), np.ones(task.num_layers))
+            r = rollout_split(task, float(level), np.ones(task.num_layers), indices=indices)
             out["losses"].append(r.losses)
             out["correct"].append(r.correct.astype(np.float64))
             out["macs"].append(r.macs)
+            out["confidence"].append(r.confidence)
     return {k: np.stack(v, 1) for k, v in out.items()}
 
 
@@ -201,6 +214,89 @@ def oracle_choice(per_level: dict[str, np.ndarray], macs_budget: float, objectiv
             "objective": objective}
 
 
+# --------------------------------------------------------------------------- confidence cascade
+def _cascade_outcome(per_level: dict[str, np.ndarray], low: int, high: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-input correctness and MAC ratio of the cascade ``(low, high, threshold)`` (level indices):
+    the ``low`` pass answers where its confidence is at least ``threshold``, else the ``high`` pass
+    answers and both passes' MACs count."""
+    second = per_level["confidence"][:, low] < threshold
+    correct = np.where(second, per_level["correct"][:, high], per_level["correct"][:, low])
+    macs = per_level["macs"][:, low] + second * per_level["macs"][:, high]
+    return correct, macs
+
+
+def confidence_cascade(search: dict[str, np.ndarray], test: dict[str, np.ndarray], levels: Sequence[float],
+                       macs_budget: float, *, thresholds: int = 50) -> dict:
+    """The two-pass confidence cascade (early exit on the top softmax probability) at a mean-MAC budget.
+
+    ``search`` and ``test`` are :func:`level_results` of the same ``levels`` on a training split and
+    on the split scored. On ``search``, every pair of levels ``low < high`` and every threshold (the
+    quantiles of the ``low`` pass's confidence, ``thresholds`` of them) is tried, plus every single
+    level alone (no second pass); the most accurate choice whose mean MACs, both passes counted, meet
+    ``macs_budget`` is applied to ``test``. Returns the choice and its test accuracy and MACs.
+    """
+    candidates = [(k, k, -np.inf) for k in range(len(levels))]  # a single pass: the uniform level
+    quantiles = np.linspace(0.0, 1.0, thresholds + 1)
+    for low in range(len(levels)):
+        cuts = np.unique(np.quantile(search["confidence"][:, low], quantiles))
+        candidates += [(low, high, float(t)) for high in range(low + 1, len(levels)) for t in (*cuts, np.inf)]
+    best, best_key = None, None
+    for low, high, threshold in candidates:
+        correct, macs = _cascade_outcome(search, low, high, threshold)
+        if macs.mean() > macs_budget + 1e-12:
+            continue
+        key = (correct.mean(), -macs.mean())
+        if best_key is None or key > best_key:
+            best, best_key = (low, high, threshold), key
+    if best is None:  # not even the cheapest level meets the budget
+        cheapest = int(np.argmin(search["macs"].mean(0)))
+        best = (cheapest, cheapest, -np.inf)
+    low, high, threshold = best
+    correct, macs = _cascade_outcome(test, low, high, threshold)
+    return {"low": float(levels[low]), "high": float(levels[high]),
+            "threshold": float(threshold) if np.isfinite(threshold) else None,  # None: one pass, or always two
+            "second_pass_share": float(np.mean(test["confidence"][:, low] < threshold)),
+            "search_accuracy": float(best_key[0]) if best_key else None,
+            "accuracy": float(correct.mean()), "macs_ratio": float(macs.mean()), "correct": correct.astype(bool),
+            "within_budget": float(np.mean(macs <= macs_budget + 1e-9))}
+
+
+# --------------------------------------------------------------------------- statistics over inputs
+def mcnemar_p_value(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """Exact McNemar test of two classifiers on the same inputs: a two-sided binomial test on the
+    inputs where exactly one is right. Returns the counts of each kind of disagreement and ``p``
+    (1.0 when they never disagree)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar_p_value: the two results cover different inputs ({a.shape} and {b.shape})")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+    return {"only_first_right": only_a, "only_second_right": only_b, "p_value": p}
+
+
+def cost_breakdown(results: SplitResults, difficulty: np.ndarray, *, bins: int = 5) -> dict:
+    """Where a runtime policy spends its MACs: the mean MAC ratio and accuracy per class and per
+    difficulty quantile (``difficulty`` per input, e.g. the loss at the uniform keep ratio; bin 0 =
+    easiest)."""
+    difficulty = np.asarray(difficulty, dtype=np.float64)
+    edges = np.quantile(difficulty, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, difficulty, side="right")
+    by_difficulty = [{"bin": int(k), "images": int(np.sum(which == k)),
+                      "macs_ratio": float(results.macs[which == k].mean()) if np.any(which == k) else None,
+                      "accuracy": float(results.correct[which == k].mean()) if np.any(which == k) else None}
+                     for k in range(bins)]
+    by_class = []
+    if results.labels is not None:
+        for c in np.unique(results.labels):
+            rows = results.labels == c
+            by_class.append({"class": int(c), "images": int(rows.sum()), "macs_ratio": float(results.macs[rows].mean()),
+                             "accuracy": float(results.correct[rows].mean())})
+    return {"by_difficulty": by_difficulty, "by_class": by_class,
+            "difficulty_macs_correlation": float(np.corrcoef(difficulty, results.macs)[0, 1])
+            if np.std(difficulty) > 0 and np.std(results.macs) > 0 else 0.0}
+
+
 # --------------------------------------------------------------------------- controls
 def adaptation_controls(task: PruningTask, agent: SplitResults, static_ratios: Any, *, seed: int = 0) -> dict[str, dict]:
     """The agent's own allocations without their input dependence.
@@ -208,11 +304,14 @@ def adaptation_controls(task: PruningTask, agent: SplitResults, static_ratios: A
     * ``shuffled``: each input gets another input's runtime keep ratios (a random permutation of
       the rows): the same distribution of allocations and the same mean MACs;
     * ``layer_mean``: every input gets the agent's mean keep ratio of each layer.
+
+    Each row carries ``paired_test``: :func:`mcnemar_p_value` of the agent against it on the same inputs.
     """
     perm = np.random.default_rng(seed).permutation(agent.actions.shape[0])
     shuffled = rollout_split(task, None, static_ratios, per_input=agent.actions[perm])
     mean = rollout_split(task, agent.actions.mean(0).tolist(), static_ratios)
-    return {"shuffled": summarize(task, shuffled, static_ratios), "layer_mean": summarize(task, mean, static_ratios)}
+    return {name: {**summarize(task, r, static_ratios), "paired_test": mcnemar_p_value(agent.correct, r.correct)}
+            for name, r in (("shuffled", shuffled), ("layer_mean", mean))}
 
 
 def headroom_captured(agent: float, uniform: float, oracle: float, *, lower_is_better: bool = False) -> float | None:
@@ -280,15 +379,18 @@ def calibrate_offset(task: PruningTask, policy: Any, static_ratios: Any, macs_bu
 # --------------------------------------------------------------------------- everything at once
 def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, *, search: PruningTask | None = None,
                     policy: Any = None, calibrate: bool = False, levels: Sequence[float] = ORACLE_LEVELS,
-                    search_rounds: int = 40, seed: int = 0) -> dict:
+                    search_rounds: int = 40, seed: int = 0, cascade_images: int = 8192) -> dict:
     """Every reference beside a runtime agent's results ``agent`` on the split of ``test``.
 
-    ``search`` is the task on the split the static allocation is searched on and the agent's
-    offset calibrated on (a training or calibration split; without it neither is computed).
+    ``search`` is the task on the split the static allocation is searched on, the agent's offset
+    calibrated on and the confidence cascade chosen on (a training or calibration split, at most
+    ``cascade_images`` of its images for the cascade; without it none of the three is computed).
     With ``calibrate`` (and ``policy``, the agent's deterministic runtime policy), the agent is
     also scored with the additive offset that brings its mean MACs to the budget on ``search``.
 
-    Returns ``{"rows": name -> metrics, "summary": {...}, "static_search": ..., "oracle": ...}``;
+    Returns ``{"rows": name -> metrics, "summary": {...}, "static_search": ..., "oracle": ...,
+    "cascade_choice": ..., "breakdown": ...}`` (:func:`cost_breakdown`, difficulty = the loss at the oracle
+    level nearest the uniform keep ratio);
     every row is scored on ``test``'s split, with ``test``'s budget.
     """
     from prune_env.evaluation.split import reference_metrics
@@ -313,6 +415,18 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
             rows["agent_calibrated"] = {**summarize(test, calibrated, static_ratios), "offset": offset}
     rows.update(adaptation_controls(test, agent, static_ratios, seed=seed))
     per_level = level_results(test, levels)
+    if search is not None:
+        n = len(search.source)
+        subset = None if n <= cascade_images else np.sort(np.random.default_rng(seed).choice(n, cascade_images, replace=False))
+        found = confidence_cascade(level_results(search, CASCADE_LEVELS, indices=subset), level_results(test, CASCADE_LEVELS),
+                                   CASCADE_LEVELS, test.macs_budget)
+        rows["cascade"] = {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"],
+                           "speedup": 1.0 / found["macs_ratio"], "params_ratio": 1.0, "within_budget": found["within_budget"],
+                           "paired_test": mcnemar_p_value(agent.correct, found["correct"])}
+        out["cascade_choice"] = {k: v for k, v in found.items() if k != "correct"} | {"split": search.cfg.split}
+    uniform_ratio = rows["uniform"]["uniform_keep_ratio"]
+    difficulty = per_level["losses"][:, int(np.argmin(np.abs(np.asarray(levels) - uniform_ratio)))]
+    out["breakdown"] = cost_breakdown(agent, difficulty)
     oracle = {objective: oracle_choice(per_level, test.macs_budget, objective) for objective in ("accuracy", "loss")}
     for objective, found in oracle.items():
         rows[f"oracle_{objective}"] = {"accuracy": found["accuracy"], "loss": found["loss"], "macs_ratio": found["macs_ratio"],
@@ -330,6 +444,8 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
         "gain_over_best_static": a["accuracy"] - rows["best_static"]["accuracy"] if "best_static" in rows else None,
         "adaptation_gain_shuffled": a["accuracy"] - rows["shuffled"]["accuracy"],
         "adaptation_gain_layer_mean": a["accuracy"] - rows["layer_mean"]["accuracy"],
+        "adaptation_p_value_shuffled": rows["shuffled"]["paired_test"]["p_value"],
+        "gain_over_cascade": a["accuracy"] - rows["cascade"]["accuracy"] if "cascade" in rows else None,
         "macs_over_budget": a["macs_ratio"] / test.macs_budget - 1.0,
     }
     return out

@@ -29,6 +29,9 @@ class SplitResults:
         macs: ``(N,)`` backbone MAC ratio of dense.
         keep: ``(N, L)`` kept fraction of channels per layer.
         actions: ``(N, L)`` the runtime keep ratios applied (clipped to ``[alpha, 1]``).
+        confidence: ``(N,)`` the network's maximum softmax probability (what a confidence cascade
+            decides on; None where not recorded).
+        labels: ``(N,)`` the true classes (None where not recorded).
     """
 
     correct: np.ndarray
@@ -36,6 +39,8 @@ class SplitResults:
     macs: np.ndarray
     keep: np.ndarray
     actions: np.ndarray
+    confidence: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 class PerInputPolicy(KeepRatioPolicy):
@@ -58,7 +63,7 @@ def rollout_split(task: PruningTask, runtime_policy: Any, static_ratios: Any, *,
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
     policy = None if per_input is not None else as_policy(runtime_policy, task.num_layers)
     order = np.arange(len(task.source)) if indices is None else np.asarray(indices, dtype=np.int64)
-    correct, losses, macs, keep, actions = [], [], [], [], []
+    correct, losses, macs, keep, actions, confidence, label_rows = [], [], [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             rows = np.arange(start, min(start + batch_size, len(order)))
@@ -66,12 +71,14 @@ def rollout_split(task: PruningTask, runtime_policy: Any, static_ratios: Any, *,
             images, labels = task.source.get(idx)
             state = task.rollout(images, policy if per_input is None else PerInputPolicy(per_input[rows]), static)
             correct.append((state.logits.argmax(1) == labels).cpu().numpy())
+            confidence.append(state.logits.float().softmax(1).amax(1).cpu().numpy())
+            label_rows.append(labels.cpu().numpy())
             losses.append(task.losses(state.logits, labels).cpu().numpy())
             macs.append(task.costs.macs_ratio(state.kept).numpy())
             keep.append((state.kept.cpu().double() / task.channels.double()).numpy())
             actions.append(np.stack([np.broadcast_to(np.asarray(torch.as_tensor(r).cpu(), dtype=np.float64), (len(idx),))
                                      for r in state.runtime_ratios], 1))
-    return SplitResults(*(np.concatenate(v) for v in (correct, losses, macs, keep, actions)))
+    return SplitResults(*(np.concatenate(v) for v in (correct, losses, macs, keep, actions, confidence, label_rows)))
 
 
 def summarize(task: PruningTask, results: SplitResults, static_ratios: Any, *, within: str = "macs") -> dict:
