@@ -32,9 +32,10 @@ class LayerEncoderExtractor(BaseFeaturesExtractor):
     """Layer-dependent encoders ``Linear(C_in_t, features)`` on the raw pooled input of layer ``t``.
 
     Expects ``RuntimePrune-v0`` observations in ``observation="raw"`` mode:
-    ``[GAP(F_in) zero-padded to max C_in | one-hot layer index (L) | MAC ratio so far | budget]``.
-    The output is the encoding of the current layer's features, followed by the two progress
-    entries (so the agent knows the budget).
+    ``[GAP(F_in) zero-padded to max C_in | one-hot layer index (L) | MAC ratio so far | budget]``,
+    or ``"raw+confidence"``, with the three confidence entries of the layer's probe before the
+    progress entries. The output is the encoding of the current layer's features, followed by every
+    entry after the one-hot index (the confidence, if any, and the progress: the agent knows the budget).
 
     Args:
         layer_in_channels: ``C_in`` of every prunable layer (the env's ``layer_in_channels``).
@@ -46,12 +47,12 @@ class LayerEncoderExtractor(BaseFeaturesExtractor):
         self.width = max(self.layer_in_channels)
         self.num_layers = len(self.layer_in_channels)
         expected = self.width + self.num_layers + 2
-        if observation_space.shape != (expected,):
+        if observation_space.shape not in ((expected,), (expected + 3,)):
             raise ValueError(
-                f"LayerEncoderExtractor needs RuntimePrune-v0 observations in 'raw' mode of size {expected}, "
-                f"got shape {observation_space.shape}; pass env_kwargs observation='raw'"
+                f"LayerEncoderExtractor needs RuntimePrune-v0 observations in 'raw' mode of size {expected} "
+                f"('raw+confidence': {expected + 3}), got shape {observation_space.shape}; pass env_kwargs observation='raw'"
             )
-        super().__init__(observation_space, features_dim + 2)
+        super().__init__(observation_space, features_dim + int(observation_space.shape[0]) - self.width - self.num_layers)
         self.encoders = nn.ModuleList(nn.Linear(c, features_dim) for c in self.layer_in_channels)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:

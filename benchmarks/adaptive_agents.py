@@ -39,9 +39,12 @@ COLUMNS = (
     ("best_static", ("refs", "best_static", "accuracy"), "best static (train)"),
     ("shuffled", ("refs", "shuffled", "accuracy"), "agent shuffled"),
     ("layer_mean", ("refs", "layer_mean", "accuracy"), "agent layer mean"),
+    ("cascade", ("refs", "cascade", "accuracy"), "confidence cascade"),
+    ("cascade_macs", ("refs", "cascade", "macs_ratio"), "cascade MACs"),
     ("oracle", ("refs", "oracle_accuracy", "accuracy"), "oracle (labels)"),
     ("dense", ("refs", "dense", "accuracy"), "dense"),
     ("headroom_captured", ("metrics", "headroom_captured_accuracy"), "headroom captured"),
+    ("adaptation_p", ("metrics", "adaptation_p_value_shuffled"), "McNemar p, agent vs shuffled"),
     ("train_seconds", ("metrics", "train_seconds"), "train s"),
 )
 

@@ -195,19 +195,24 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     action times their ratio (see Arguments).
 
     ## Observation Space
-    ``Box(-inf, inf, (W + L + 2,), float32)``; ``L`` prunable layers, ``t`` the current one:
+    ``Box(-inf, inf, (W + L + P + 2,), float32)``; ``L`` prunable layers, ``t`` the current one,
+    ``P = 3`` with a ``"+confidence"`` observation mode, else 0:
 
     | index | meaning | range |
     |---|---|---|
     | ``0 .. W-1`` | ``GAP(F_in)`` of layer ``t``, encoded to the fixed width ``W`` (see below) | reals |
     | ``W .. W+L-1`` | one-hot index of layer ``t`` (all 0 in the terminal observation) | {0, 1} |
-    | ``W+L`` | MAC ratio so far of dense, counting layers ``t..L-1`` as dense | [0, 1] |
-    | ``W+L+1`` | the episode's MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
+    | ``W+L .. W+L+P-1`` | ``"+confidence"`` only: layer ``t``'s probe on ``GAP(F_in)``: top softmax probability, top-two margin, normalised entropy (0 in the terminal observation) | [0, 1] |
+    | ``W+L+P`` | MAC ratio so far of dense, counting layers ``t..L-1`` as dense | [0, 1] |
+    | ``W+L+P+1`` | the episode's MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
 
     ``observation="encoded"`` (``W = encoding_dim``): standardised on a calibration batch, then
     zero-padded or projected by a fixed layer-dependent random matrix. ``observation="raw"``
     (``W = max_t C_in_t``): the raw pooled features zero-padded to the widest layer, for agents
     with their own ``Linear(C_in_t, 128)`` encoders (``LayerEncoderExtractor`` slices by this table).
+    ``"encoded+confidence"`` / ``"raw+confidence"`` add a difficulty signal: the confidence of a
+    linear probe per layer, fitted on training images when the environment is built
+    (:mod:`prune_env.envs.difficulty`; its MACs count as overhead).
 
     ## Rewards
     Sparse (paper Eq. 11): 0 before the last layer; at the last, ``R_acc + R_bud`` with
@@ -276,7 +281,7 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       ``"relative"``), ``loss_scale`` (None | ``"moving"`` | ``"fixed"``), ``dual_init`` (None or
       [0, dual_max]), ``dual_lr`` (0.5), ``dual_kp`` (2.0), ``dual_max`` (100), ``dual_batch``
       (None: ``loss_batch``);
-    * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"``),
+    * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"`` | ``"encoded+confidence"`` | ``"raw+confidence"``),
       ``encoding_dim`` (64), ``device`` (``"cpu"``);
     * ``static_policy``: the static keep ratios used during runtime episodes: None (all 1), a
       number, ``L`` numbers, or a saved static agent / callable on ``StaticPrune-v0`` observations;

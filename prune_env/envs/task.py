@@ -24,6 +24,7 @@ from torch import Tensor
 from prune_env.costs import CostModel
 from prune_env.envs.actions import as_keep_ratios
 from prune_env.envs.budgets import BudgetRange
+from prune_env.envs.difficulty import CONFIDENCE_FEATURES, ConfidenceProbes
 from prune_env.envs.reward import (
     BUDGET_MODES,
     LOSS_SCALES,
@@ -40,7 +41,9 @@ from prune_env.policies import KeepRatioPolicy, as_policy
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
 SPLITS = ("train", "val", "test")
-OBSERVATION_MODES = ("encoded", "raw")
+OBSERVATION_MODES = ("encoded", "raw", "encoded+confidence", "raw+confidence")
+#: images the confidence probes of an ``observation="...+confidence"`` mode are fitted on (training split)
+PROBE_IMAGES = 8192
 BUDGET_KINDS = ("sparsity", "fraction")
 #: what an agent's action is under a budget range: the keep ratio itself, or its offset from the
 #: episode's uniform keep ratio (plus the range's reference, so that one action is the budget's keep ratio)
@@ -297,6 +300,8 @@ class PruningTask:
         self.action_reference = (self.budget_value if self.budget_range is not None and self.budget_action != "absolute"
                                  else None)
         self._build_encoders(calibration_size)
+        #: the difficulty signal of ``observation="...+confidence"`` (None otherwise)
+        self.probes = self._fit_probes() if self.confidence_signal else None
 
     @property
     def budget_action(self) -> str:
@@ -479,9 +484,33 @@ class PruningTask:
 
     # ------------------------------------------------------------------ observations
     @property
+    def observation_base(self) -> str:
+        """How the pooled features are given: ``"encoded"`` or ``"raw"`` (the mode without ``+confidence``)."""
+        return self.cfg.observation.split("+")[0]
+
+    @property
+    def confidence_signal(self) -> bool:
+        """Whether the runtime observation carries the confidence probes' features (:mod:`prune_env.envs.difficulty`)."""
+        return self.cfg.observation.endswith("+confidence")
+
+    @property
+    def feature_width(self) -> int:
+        """``W``: the width of the pooled-feature part of the runtime observation."""
+        return self.cfg.encoding_dim if self.observation_base == "encoded" else max(self.in_channels)
+
+    @property
     def runtime_obs_dim(self) -> int:
-        width = self.cfg.encoding_dim if self.cfg.observation == "encoded" else max(self.in_channels)
-        return width + self.num_layers + 2
+        extra = len(CONFIDENCE_FEATURES) if self.confidence_signal else 0
+        return self.feature_width + self.num_layers + extra + 2
+
+    def _fit_probes(self) -> ConfidenceProbes:
+        """The confidence probes, fitted on up to :data:`PROBE_IMAGES` training images (a fixed subset)."""
+        train = ImageSource(task_split(self._splits, "train"), self.device)
+        n = len(train)
+        indices = np.arange(n) if n <= PROBE_IMAGES else np.sort(
+            np.random.default_rng(0).choice(n, size=PROBE_IMAGES, replace=False))
+        images, labels = train.get(indices)
+        return ConfidenceProbes.fit(self.net, images, labels, low=max(self.cfg.alpha, 0.2), seed=0)
 
     @property
     def static_obs_dim(self) -> int:
@@ -521,7 +550,7 @@ class PruningTask:
 
     def encode_pooled(self, pooled: Tensor, t: int) -> Tensor:
         """The layer-dependent encoding of ``GAP(F_in)`` of layer ``t`` to a fixed width."""
-        if self.cfg.observation == "raw":
+        if self.observation_base == "raw":
             return F.pad(pooled, (0, max(self.in_channels) - pooled.shape[1]))
         return ((pooled - self._mean[t]) / self._std[t]) @ self._projections[t]
 
@@ -534,15 +563,18 @@ class PruningTask:
     def runtime_observation(self, state: StepState, budgets: np.ndarray | None = None) -> np.ndarray:
         """What the runtime agent sees before layer ``state.t`` (after the last layer: a terminal vector).
 
-        ``[encoded GAP(F_in) | one-hot layer index | MAC ratio so far (rest dense) | MAC budget]``;
-        ``budgets`` ``(B,)``: each episode's MAC budget (default: the task's).
+        ``[encoded GAP(F_in) | one-hot layer index | (probe confidence) | MAC ratio so far (rest dense) |
+        MAC budget]``; ``budgets`` ``(B,)``: each episode's MAC budget (default: the task's).
         """
         batch, t, layers = state.kept.shape[0], state.t, self.num_layers
         out = np.zeros((batch, self.runtime_obs_dim), dtype=np.float32)
-        width = self.runtime_obs_dim - layers - 2
+        width = self.feature_width
         if t < layers:
             out[:, :width] = self.encode_pooled(state.pooled, t).cpu().numpy()
             out[:, width + t] = 1.0
+            if self.probes is not None:
+                out[:, width + layers: width + layers + len(CONFIDENCE_FEATURES)] = (
+                    self.probes.features(state.pooled, t).cpu().numpy())
         out[:, -2] = self.macs_so_far(state.kept, t).numpy()
         out[:, -1] = self.macs_budget if budgets is None else budgets
         return out

@@ -93,7 +93,9 @@ def summarize(task: PruningTask, results: SplitResults, static_ratios: Any, *, w
         raise ValueError(f"within must be 'macs' or 'params', got {within!r}")
     static = np.broadcast_to(np.asarray(static_ratios, dtype=np.float64), (task.num_layers,)).copy()
     stored = task.stored_counts(static[None])[0]
-    overhead = float(task.costs.overhead_macs(torch.tensor(task.net.channels)[None])[0]) / task.costs.dense_macs
+    probes = getattr(task, "probes", None)  # the confidence probes of observation="...+confidence"
+    overhead = (float(task.costs.overhead_macs(torch.tensor(task.net.channels)[None])[0])
+                + (probes.macs if probes is not None else 0)) / task.costs.dense_macs
     mean_macs = float(results.macs.mean())
     params_ratio = float(task.costs.params_ratio(stored))
     if within == "params":
