@@ -202,7 +202,7 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
     |---|---|---|
     | ``0 .. W-1`` | ``GAP(F_in)`` of layer ``t``, encoded to the fixed width ``W`` (see below) | reals |
     | ``W .. W+L-1`` | one-hot index of layer ``t`` (all 0 in the terminal observation) | {0, 1} |
-    | ``W+L .. W+L+P-1`` | ``"+confidence"`` only: layer ``t``'s probe on ``GAP(F_in)``: top softmax probability, top-two margin, normalised entropy (0 in the terminal observation) | [0, 1] |
+    | ``W+L .. W+L+P-1`` | ``"+confidence"``: layer ``t``'s probe on ``GAP(F_in)``: top probability, margin, entropy | [0, 1] |
     | ``W+L+P`` | MAC ratio so far of dense, counting layers ``t..L-1`` as dense | [0, 1] |
     | ``W+L+P+1`` | the episode's MAC budget ``B_bar`` as a fraction of dense MACs | (0, 1] |
 
@@ -281,7 +281,8 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       ``"relative"``), ``loss_scale`` (None | ``"moving"`` | ``"fixed"``), ``dual_init`` (None or
       [0, dual_max]), ``dual_lr`` (0.5), ``dual_kp`` (2.0), ``dual_max`` (100), ``dual_batch``
       (None: ``loss_batch``);
-    * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"`` | ``"encoded+confidence"`` | ``"raw+confidence"``),
+    * ``reward`` (``"sparse"`` | ``"dense"``), ``observation`` (``"encoded"`` | ``"raw"`` |
+      ``"encoded+confidence"`` | ``"raw+confidence"``),
       ``encoding_dim`` (64), ``device`` (``"cpu"``);
     * ``static_policy``: the static keep ratios used during runtime episodes: None (all 1), a
       number, ``L`` numbers, or a saved static agent / callable on ``StaticPrune-v0`` observations;
