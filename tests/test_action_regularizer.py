@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents import policies
 from agents.policies import RegularizedMlpPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -79,3 +80,43 @@ def test_hooked_gradient_equals_the_explicit_eq13_term(coef):
     explicit._pending_penalty = None
     assert not all(torch.allclose(a, p.grad) for a, p in zip(with_hook, explicit.parameters()) if p.grad is not None)
     assert hooked.last_action_penalty == pytest.approx(float(action_regularizer(mean, LOW, HIGH).detach()), rel=1e-6)
+
+
+@pytest.mark.parametrize("regularizer", [action_regularizer, policies.action_regularizer], ids=["cleanrl", "policies"])
+def test_eq13_gradient_is_the_overshoot_and_zero_inside_the_range(regularizer):
+    """dL_a/dmean = (mean - clip(mean, alpha, 1)) / N: the overshoot below alpha or above 1, nothing inside."""
+    mean = torch.tensor([[-0.5], [0.05], [0.3], [1.0], [2.0]], requires_grad=True)
+    regularizer(mean, 0.1, 1.0).backward()
+    expected = torch.tensor([[-0.6], [-0.05], [0.0], [0.0], [1.0]]) / 5
+    torch.testing.assert_close(mean.grad, expected)
+    inside = torch.tensor([[0.1], [0.5], [1.0]], requires_grad=True)
+    regularizer(inside, 0.1, 1.0).backward()
+    assert torch.equal(inside.grad, torch.zeros_like(inside))
+
+
+@pytest.mark.parametrize("start, direction", [(1.6, -1), (-0.4, +1), (0.6, 0)])
+def test_one_optimizer_step_on_eq13_moves_the_mean_toward_the_range(start, direction):
+    """The policy's optimizer hook alone (no other loss): one SGD step moves a mean above 1 down, one below
+    alpha up, and leaves a mean inside [alpha, 1] where it is (a zero gradient)."""
+    policy = tiny_policy(1.0)
+    with torch.no_grad():
+        policy.action_net.weight.mul_(0.01)  # every mean close to the start
+        policy.action_net.bias.fill_(start)
+    policy.optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
+    obs = torch.rand(16, 5, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+    def means():
+        with torch.no_grad():
+            return policy.get_distribution(obs).distribution.mean.clone()
+
+    before = means()
+    policy.evaluate_actions(obs, before)  # records the Eq. 13 term, as the algorithm's loss evaluation does
+    policy.optimizer.zero_grad()  # the hook back-propagates coef * L_a, and only that
+    policy.optimizer.step()
+    after = means()
+    if direction == 0:
+        assert policy.last_action_penalty == 0.0 and torch.equal(after, before)
+        return
+    assert policy.last_action_penalty > 0.0
+    assert bool((direction * (after - before) > 0).all())  # every mean moved toward the range
+    assert float(action_regularizer(after, LOW, HIGH)) < float(action_regularizer(before, LOW, HIGH))

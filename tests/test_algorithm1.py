@@ -208,7 +208,7 @@ def test_ctrl_c_in_the_joint_update_saves_both_agents_and_resume_trains_what_was
     settings = {**TINY, "iterations": 1, "agent_batches": 4}
     cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="joint",
                            joint_update_batches=1, **settings)
-    original, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
+    original, calls = agents.callbacks.PruningLogCallback._on_step, {"n": 0}
 
     def on_step(self):  # the runtime agent's callback in the third joint batch (4 layers a batch, 2 callbacks a step)
         calls["n"] += 1
@@ -217,7 +217,7 @@ def test_ctrl_c_in_the_joint_update_saves_both_agents_and_resume_trains_what_was
         return original(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
+        patch.setattr(agents.callbacks.PruningLogCallback, "_on_step", on_step)
         with pytest.raises(KeyboardInterrupt):
             run_algorithm1(cfg)
     per_batch = settings["batch_size"] * 4

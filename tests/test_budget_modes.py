@@ -163,7 +163,8 @@ def test_lambda_survives_save_and_resume(tmp_path):
     import json
 
     import train_agents
-    from agents.training import RunConfig, prepare_agent
+    from agents.config import RunConfig
+    from agents.training import prepare_agent
 
     out = tmp_path / "avg"
     argv = ["--env", "RuntimePrune-v0", "--algo", "ppo", "--timesteps", "1024", "--n-envs", "16", "--out", str(out),

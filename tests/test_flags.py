@@ -51,18 +51,53 @@ def test_resume_continues_the_same_tensorboard_run(tmp_path):
     assert len(list((tb / "RuntimePrune_1").glob("events.out.tfevents*"))) >= 1
 
 
-@pytest.mark.parametrize("script", ["train_agents.py", "finetune_cnn.py", "evaluate_run.py", "agents.benchmark",
-                                    "benchmarks/latency.py", "benchmarks/env_throughput.py",
-                                    "benchmarks/gym_vector_throughput.py", "benchmarks/paper_tables.py",
-                                    "benchmarks/tradeoff_sweep.py", "benchmarks/cleanrl_ppo.py"])
-def test_threads_has_one_meaning(script):
+SCRIPTS = ["train_agents.py", "finetune_cnn.py", "evaluate_run.py", "agents.benchmark", "benchmarks/latency.py",
+           "benchmarks/env_throughput.py", "benchmarks/gym_vector_throughput.py", "benchmarks/paper_tables.py",
+           "benchmarks/tradeoff_sweep.py", "benchmarks/cleanrl_ppo.py"]
+#: the subcommand whose options carry --threads
+SUBCOMMAND = {"finetune_cnn.py": "pretrain", "agents.benchmark": "run"}
+
+#: every script's ``--help`` as its command line prints it, all in one child process: one start-up of
+#: torch and friends instead of ten (each script runs as ``__main__``, with its own sys.argv and sys.path[0])
+_ALL_HELPS = """
+import contextlib, io, json, os, runpy, sys
+helps = {}
+for script, sub in json.loads(sys.argv[1]):
+    sys.argv = [script, *sub, "--help"]
+    buffer, path = io.StringIO(), list(sys.path)
+    if script.endswith(".py"):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    with contextlib.redirect_stdout(buffer):
+        try:
+            if script.endswith(".py"):
+                runpy.run_path(script, run_name="__main__")
+            else:
+                runpy.run_module(script, run_name="__main__", alter_sys=True)
+        except SystemExit:
+            pass
+        except Exception:  # this script's test fails with the traceback; the others still run
+            import traceback
+            traceback.print_exc(file=buffer)
+    sys.path[:] = path
+    helps[script] = buffer.getvalue()
+print(json.dumps(helps))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps():
     import subprocess
     import sys
+    from pathlib import Path
 
-    cmd = [sys.executable, "-m", script] if not script.endswith(".py") else [sys.executable, script]
-    if script == "finetune_cnn.py":
-        cmd.append("pretrain")
-    if script == "agents.benchmark":
-        cmd.append("run")
-    text = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120).stdout
+    scripts = json.dumps([(s, [SUBCOMMAND[s]] if s in SUBCOMMAND else []) for s in SCRIPTS])
+    proc = subprocess.run([sys.executable, "-c", _ALL_HELPS, scripts], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_threads_has_one_meaning(script, helps):
+    text = helps[script]
     assert "--threads" in text and "default 1" in " ".join(text.split()), text[-800:]

@@ -78,6 +78,7 @@ def test_train_agents_refuses_a_finished_run_and_an_out_file(tmp_path, capsys, m
     seen = []
     monkeypatch.setattr(agents.training, "run", lambda cfg: seen.append(cfg) or {})
     train_agents.main(["--out", str(out), "--overwrite"])  # explicit: goes ahead
+    (out / "checkpoint.zip").write_bytes(b"checkpoint")  # --resume needs a checkpoint to continue
     train_agents.main(["--out", str(out), "--resume"])
     assert [c.resume for c in seen] == [False, True]
 
@@ -194,7 +195,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact_and_says_so(tmp_pa
 def test_a_failed_agent_save_leaves_the_previous_agent_intact(tmp_path, monkeypatch):
     from stable_baselines3 import PPO
 
-    from agents.training import atomic_model_save
+    from agents.saved import atomic_model_save
 
     model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, device="cpu")
     path = atomic_model_save(model, tmp_path / "checkpoint.zip")
@@ -255,7 +256,7 @@ def test_ctrl_c_in_algorithm1_saves_both_phases_and_resumes(tmp_path, monkeypatc
     cfg = Algorithm1Config(checkpoint=str(default_checkpoint_path()), out=str(out), algo="ppo", agent_update="alternating",
                            **ALG1)
     # 1. Ctrl-C in the agents' phase of iteration 1: the runtime agent is saved where it is
-    original_on_step, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
+    original_on_step, calls = agents.callbacks.PruningLogCallback._on_step, {"n": 0}
 
     def on_step(self):
         calls["n"] += 1
@@ -264,7 +265,7 @@ def test_ctrl_c_in_algorithm1_saves_both_phases_and_resumes(tmp_path, monkeypatc
         return original_on_step(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
+        patch.setattr(agents.callbacks.PruningLogCallback, "_on_step", on_step)
         with pytest.raises(KeyboardInterrupt):
             run_algorithm1(cfg)
     saved_steps = json.loads((out / "runtime" / "checkpoint_state.json").read_text())["num_timesteps"]
@@ -329,7 +330,7 @@ def test_ctrl_c_in_agent_training_saves_and_resumes(tmp_path, monkeypatch, capsy
     out = tmp_path / "run"
     argv = ["--algo", "ppo", "--timesteps", "512", "--n-envs", "8", "--hyperparams", "n_steps=16", "batch_size=64",
             "n_epochs=1", "--checkpoint-every", "100000", "--no-progress", "--out", str(out)]
-    original, calls = agents.training.PruningLogCallback._on_step, {"n": 0}
+    original, calls = agents.callbacks.PruningLogCallback._on_step, {"n": 0}
 
     def on_step(self):
         calls["n"] += 1
@@ -338,7 +339,7 @@ def test_ctrl_c_in_agent_training_saves_and_resumes(tmp_path, monkeypatch, capsy
         return original(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(agents.training.PruningLogCallback, "_on_step", on_step)
+        patch.setattr(agents.callbacks.PruningLogCallback, "_on_step", on_step)
         with pytest.raises(SystemExit) as done:
             train_agents.main(argv)
     assert done.value.code == 130

@@ -1,14 +1,17 @@
-"""Every command of the README's code blocks runs (issue 16), so that the README cannot drift from the code.
+"""Every command of the README's and the guide's code blocks runs, so that the docs cannot drift from the code.
 
-The README is parsed here: every line of its ``bash`` blocks is a command and every ``python`` block a
-script, run in README order in one scratch directory (so ``--static-agent runs/staticprune-ppo-s0``
+The README and the guide pages (:data:`PAGES`, in this order) are parsed here: every line of their
+``bash`` blocks is a command and every ``python`` block a script (``sh`` / ``py`` blocks are shown,
+not run), run in page order in one scratch directory (so ``--static-agent runs/staticprune-ppo-s0``
 finds what the command before it trained) that links the repository's scripts. To keep the test at
 a couple of minutes, step counts are made small by :data:`SMALL`, the one documented mapping from a
 command to the options added to it (later options win over the README's own, e.g. ``--timesteps``);
 placeholders are replaced by :data:`PLACEHOLDERS`. Commands that cannot run here are skipped with the
 reason in :data:`SKIP` (a download, a GPU, the test suite itself); the test prints them.
 
-Marked ``readme`` (``pytest -m "not readme"`` leaves it out of a quick local run; CI runs it).
+Marked ``readme`` and left out of the plain ``python -m pytest -q`` (setup.cfg's addopts: ``-m "not readme"``):
+run it with ``python -m pytest -q -m readme``, as .ci/run does in a step of its own. A command repeated
+later in the README runs once.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+#: the pages whose commands run, in order: later commands read what earlier ones wrote
+PAGES = tuple(ROOT / page for page in (
+    "README.md", "docs/guide/environments.md", "docs/guide/training.md", "docs/guide/any_budget.md",
+    "docs/guide/cnn_phase.md", "docs/guide/evaluation.md",
+))
 
 #: (pattern of the command, reason): commands not run here
 SKIP = (
@@ -55,9 +62,10 @@ LINKED = ("train_agents.py", "finetune_cnn.py", "evaluate_run.py", "benchmarks",
 
 
 def readme_commands() -> list[tuple[str, str]]:
-    """``(kind, text)`` in README order: ``("bash", one command)`` or ``("python", one block)``."""
+    """``(kind, text)`` in page order: ``("bash", one command)`` or ``("python", one block)``."""
     out = []
-    for lang, body in re.findall(r"```(bash|python)\n(.*?)```", README.read_text(), re.S):
+    blocks = [block for page in PAGES for block in re.findall(r"```(bash|python)\n(.*?)```", page.read_text(), re.S)]
+    for lang, body in blocks:
         if lang == "python":
             out.append(("python", body))
             continue
@@ -95,13 +103,16 @@ def workdir(tmp_path_factory):
 
 def test_readme_has_commands():
     kinds = [k for k, _ in COMMANDS]
-    assert kinds.count("bash") >= 20 and kinds.count("python") >= 2
+    assert kinds.count("bash") >= 20 and kinds.count("python") >= 3
     assert any("train_agents.py --env RuntimePrune-v0" in text for _, text in COMMANDS)
 
 
 def run_command(index: int, workdir: Path) -> str | None:
     """Run README command ``index`` in ``workdir``; returns the skip reason, if it is skipped."""
     kind, text = COMMANDS[index]
+    first = COMMANDS.index((kind, text))
+    if first < index:  # e.g. the quick start's training command, shown again where training is explained
+        return f"{text}: the same command as number {first} above (run once; again, it would only overwrite its output)"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
     if kind == "python":
         kept = [line for line in text.splitlines() if not skip_reason(line)]

@@ -121,7 +121,7 @@ def test_static_run_with_its_runtime_partner(runtime_run, tmp_path):
     assert rows["agents"]["params_ratio"] < 1.0 or min(static) == 1.0
     assert report["metrics"]["uniform"]["static_keep_ratios"] == [1.0] * len(static)
     assert rows["uniform"]["params_ratio"] == 1.0
-    # a static agent is held to the parameter budget, beside the uniform d_s that meets it (issue 16)
+    # a static agent is held to the parameter budget, beside the uniform d_s that meets it
     budget = report["task"]["params_budget"]
     assert report["task"]["within_budget_of"] == "params"
     assert rows["uniform"]["within_budget"] == 0.0 and rows["dense"]["within_budget"] == 0.0
