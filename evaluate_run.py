@@ -86,6 +86,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_threads(args.threads)
+    from prune_env.checkpoint import CheckpointError
+    from prune_env.errors import UsageError
+
+    try:  # a run directory is user input: a file in it that cannot be used is a usage error naming it
+        return evaluate(parser, args)
+    except (UsageError, CheckpointError, FileNotFoundError) as err:
+        parser.error(str(err))
+
+
+def evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """What ``main`` does once the arguments are read."""
     from agents.evaluate import trained_budget_range
 
     budget_range = trained_budget_range(args.run_dir)

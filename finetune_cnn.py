@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.cnn_stages import StageJob, UsageError, run_method_stages, run_stage
-from prune_env.checkpoint import read_checkpoint
+from prune_env.checkpoint import CheckpointError, read_checkpoint
 from prune_env.cli import (
     ALGORITHM1_FILES,
     add_output_options,
@@ -48,7 +48,23 @@ from prune_env.cli import (
 from prune_env.data import available_datasets
 from prune_env.nets.backbones import BACKBONES
 
+
 # --------------------------------------------------------------------------- parser
+def model_spec(text: str) -> str:
+    """``--model``: a backbone name or an import path ``module:function`` (imported when the stage runs)."""
+    module, sep, attr = text.partition(":")
+    if text in BACKBONES or (sep and module and attr):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {sorted(BACKBONES)} or 'module:function' "
+                                     f"(e.g. torchvision.models:resnet34), got {text!r}")
+
+
+def dataset_spec(text: str) -> str:
+    """``--dataset``: a dataset name or ``imagefolder:PATH``."""
+    if text in available_datasets() or (text.startswith("imagefolder:") and len(text) > len("imagefolder:")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {available_datasets()} or imagefolder:PATH, got {text!r}")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", type=Path, default=None,
                    help="input checkpoint (required for importance/finetune unless --model builds a fresh net; "
                         "optional for pretrain: continue from it)")
-    g.add_argument("--model", choices=sorted(BACKBONES), default=None,
-                   help="backbone for a fresh network (default digitnet; taken from --checkpoint when given)")
+    g.add_argument("--model", type=model_spec, default=None,
+                   help=f"backbone for a fresh network: one of {sorted(BACKBONES)} or a builder 'module:function' "
+                        "(e.g. torchvision.models:resnet34, converted by prune_env.nets.gate); default digitnet; with "
+                        "--checkpoint, a builder must be named again to rebuild a converted network")
     g.add_argument("--width", type=positive_float, default=None, help="width multiplier of a fresh network (default 1.0)")
     g.add_argument("--weights", type=Path, default=None, help="torchvision state dict for a fresh resnet18")
-    g.add_argument("--dataset", choices=available_datasets(), default=None,
-                   help="dataset (default: the checkpoint's, else digits)")
+    g.add_argument("--dataset", type=dataset_spec, default=None,
+                   help=f"dataset: one of {available_datasets()} or imagefolder:PATH (default: the checkpoint's, else digits)")
     g.add_argument("--data-root", type=Path, default=None, help="dataset root directory (see prune_env.data)")
     g.add_argument("--download", action="store_true",
                    help="fetch a missing dataset with torchvision's own download (CIFAR-10, Fashion-MNIST; needs the internet)")
@@ -260,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.stage in ("algorithm1", "method"):
             return _run_algorithm1(args, parser)
         return run_stage(_job_from_args(args))
-    except UsageError as err:
+    except (UsageError, CheckpointError, FileNotFoundError) as err:  # a user's file or value: exit 2, one line
         parser.error(str(err))
     except KeyboardInterrupt:  # the stage or iteration in progress saved itself first
         sys.exit(130)

@@ -42,6 +42,7 @@ from prune_env.cli import (
     parse_key_values,
     positive_int,
     refuse_overwrite,
+    seed_value,
     set_threads,
 )
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, default=None,
                    help="environment steps (layer decisions; default: per algorithm and env); the run ends there, "
                         "rounded up to whole rollouts of --n-envs environments")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0, help="random seed, in [0, 2**32) (default: %(default)s)")
     p.add_argument("--n-envs", type=positive_int, default=64, help="episodes run together in the batched VecEnv")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                    help="environment keywords, e.g. budget=0.7, a range budget=0.3:0.7 or a set budget=[0.3,0.5,0.7] "
@@ -133,6 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
     refusal = refuse_overwrite(out, kind="dir", resume=args.resume, overwrite=args.overwrite)
     if refusal:
         parser.error(refusal)
+    if args.resume:
+        from pathlib import Path
+
+        subs = ("runtime", "static") if args.joint else (".",)
+        if not any((Path(out) / sub / "checkpoint.zip").is_file() for sub in subs):
+            parser.error(f"--resume: {out} holds no checkpoint to continue (checkpoint.zip"
+                         f"{' in runtime/ or static/' if args.joint else ''}); run the command without --resume to start")
     from agents.config import RunConfig
     from agents.training import run, started_agent_update
 
@@ -154,10 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     from prune_env.checkpoint import CheckpointError
+    from prune_env.errors import UsageError
 
     try:
         return run(cfg)
-    except CheckpointError as exc:  # a checkpoint named in --env-kwargs that cannot be used
+    except (CheckpointError, UsageError) as exc:  # a file or value of the user's that cannot be used: exit 2, one line
+        parser.error(str(exc))
+    except FileNotFoundError as exc:  # a path given (--static-agent, checkpoint=...) that does not exist
         parser.error(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)

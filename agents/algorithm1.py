@@ -386,7 +386,7 @@ def run_algorithm1(cfg: Algorithm1Config) -> dict:
     joint = _joint_trainer(cfg, models, venvs) if cfg.agent_update == "joint" else None
 
     net, _ = load_checkpoint(checkpoint, device=cfg.device)
-    splits = load_dataset(runtime_env.task.dataset_name, cfg.data_root)
+    splits = load_dataset(runtime_env.task.dataset, cfg.data_root)
     test = test_task(runtime_env.task)
     _sync_weights(net, runtime_env.task, static_env.task, test)
     layers = runtime_env.task.num_layers

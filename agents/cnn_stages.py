@@ -24,8 +24,11 @@ from prune_env.cnn import STAGES, evaluate, random_ratio_fn, stage_hparams, trai
 from prune_env.data import load_dataset
 from prune_env.distributed import cleanup_distributed, init_distributed
 from prune_env.envs.task import PruningTask, TaskConfig
+from prune_env.errors import UsageError  # inputs of a stage that do not fit together; the message names the option
 from prune_env.nets.backbones import build_net
 from prune_env.nets.gated import GatedNet
+from prune_env.nets.models import build_model, is_backbone
+from prune_env.own_data import dataset_label
 from prune_env.policies import as_policy
 
 
@@ -42,10 +45,6 @@ def _agent_ratio_fn(job: StageJob, checkpoint: Path):
         model, meta = load_agent(job.static_agent)
         static = agent_policy(model, meta)
     return agent_ratio_fn(task, runtime, task.static_ratios_of(static))
-
-
-class UsageError(ValueError):
-    """Inputs of a stage that do not fit together; the message names the command-line option at fault."""
 
 
 @dataclass
@@ -99,21 +98,54 @@ def _load_input(job: StageJob) -> tuple[GatedNet | None, dict]:
         config = read_checkpoint(job.checkpoint)["config"]
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--checkpoint: {err}") from None
-    if job.model is not None and job.model != config["name"]:
+    if is_backbone(job.model) and job.model is not None and job.model != config["name"]:
         raise UsageError(f"--model {job.model} conflicts with --checkpoint, which holds a {config['name']}")
     if job.width is not None and float(job.width) != float(config.get("width", 1.0)):
         raise UsageError(f"--width {job.width} conflicts with --checkpoint, whose width is {config.get('width')}")
-    return load_checkpoint(job.checkpoint)
+    try:  # a converted network is rebuilt only by the builder --model names
+        return load_checkpoint(job.checkpoint, models=() if is_backbone(job.model) else (job.model,))
+    except ValueError as err:
+        raise UsageError(f"--checkpoint: {err}") from None
 
 
-def _fresh_network(job: StageJob, num_classes: int, in_channels: int) -> GatedNet:
-    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_channels=in_channels, width=job.width or 1.0)
+def check_weights_file(path: Path) -> None:
+    """``--weights`` read as untrusted input (``torch.load(weights_only=True)``): a state dict of finite
+    tensors, else a UsageError naming the file."""
+    from prune_env.checkpoint import CheckpointError, load_file
+
+    try:
+        state = load_file(path, kind="--weights")
+    except (CheckpointError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"--weights {str(path)!r}: not a torchvision state dict (a dict of tensors)")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise UsageError(f"--weights {str(path)!r}: tensor {bad!r} holds NaN or inf")
+
+
+def _fits(config: dict) -> tuple[Any, Any]:
+    """``(num_classes, in_channels)`` a checkpoint's network was built for."""
+    if config.get("name") == "gated":
+        return config.get("kwargs", {}).get("num_classes"), (config.get("input_shape") or [None])[0]
+    return config.get("num_classes"), config.get("in_channels")
+
+
+def _fresh_network(job: StageJob, num_classes: int, input_shape: tuple[int, int, int]) -> GatedNet:
+    if not is_backbone(job.model):  # "module:function": the converter gates what the builder returns
+        try:
+            return build_model(job.model, num_classes=num_classes, input_shape=input_shape, width=job.width)
+        except ValueError as err:  # ConversionError is a ValueError
+            raise UsageError(f"--model {job.model}: {err}") from None
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_channels=input_shape[0], width=job.width or 1.0)
     if job.weights is not None:
+        check_weights_file(job.weights)
         kwargs["weights"] = job.weights
     try:
         return build_net(job.model or "digitnet", **kwargs)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from None
+    except (ValueError, RuntimeError, FileNotFoundError) as err:  # RuntimeError: a state dict of another network
+        raise UsageError(f"--weights {str(job.weights)!r}: {str(err).splitlines()[0]}" if job.weights is not None
+                         else str(err)) from None
 
 
 def run_stage(job: StageJob) -> dict[str, Any]:
@@ -144,14 +176,14 @@ def run_stage(job: StageJob) -> dict[str, Any]:
     try:
         torch.manual_seed(job.seed)
         if net is None:
-            net = _fresh_network(job, splits.num_classes, splits.input_shape[0])
-        elif (net.config.get("num_classes"), net.config.get("in_channels")) != (splits.num_classes, splits.input_shape[0]):
+            net = _fresh_network(job, splits.num_classes, tuple(splits.input_shape))
+        elif _fits(net.config) != (splits.num_classes, splits.input_shape[0]):
             raise UsageError(
                 f"--checkpoint's network ({net.config.get('in_channels')} input channels, {net.config.get('num_classes')} "
                 f"classes) does not fit dataset {dataset!r} ({splits.input_shape[0]} channels, {splits.num_classes} classes)"
             )
         model_name = net.config["name"]
-        out = job.out or Path("runs") / f"{model_name}_{dataset}_{stage}.pt"
+        out = job.out or Path("runs") / f"{model_name}_{Path(str(dataset)).name}_{stage}.pt"
         if job.checkpoint is not None and Path(out).resolve() == Path(job.checkpoint).resolve():
             raise UsageError("--out must differ from --checkpoint (the input would be overwritten every epoch)")
         refusal = refuse_overwrite(out, kind="file", resume=job.resume, overwrite=job.overwrite)
@@ -165,7 +197,7 @@ def run_stage(job: StageJob) -> dict[str, Any]:
         }
         log = print if ctx.is_main else None
         if log:
-            log(f"{stage}: {model_name} (width {net.config.get('width', 1.0)}) on {dataset}, "
+            log(f"{stage}: {model_name} (width {net.config.get('width', 1.0)}) on {dataset_label(dataset)}, "
                 f"{', '.join(f'{k}={v}' for k, v in hp.items() if v is not None)}, device {device}, "
                 f"{ctx.world_size} process(es)")
         t0 = time.perf_counter()
@@ -192,7 +224,7 @@ def run_stage(job: StageJob) -> dict[str, Any]:
             val = history[-1]["val_acc"] if history else float("nan")
             kept = f" kept {sum(test['kept_fraction']) / len(test['kept_fraction']):.3f}" if stage == "finetune" else ""
             print(
-                f"done: {stage} {model_name} on {dataset}: {len(history)} epochs, val_acc {val:.4f}, "
+                f"done: {stage} {model_name} on {dataset_label(dataset)}: {len(history)} epochs, val_acc {val:.4f}, "
                 f"test_acc {test['accuracy']:.4f} (loss {test['loss']:.4f}{kept}), {seconds:.1f}s -> {out}"
             )
         return {"history": history, "test": test, "out": out}

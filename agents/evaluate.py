@@ -29,7 +29,6 @@ is gone falls back to the static keep ratios recorded in ``metrics.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import warnings
@@ -41,7 +40,9 @@ import numpy as np
 
 from agents.config import RunConfig
 from agents.registry import RUNTIME, STATIC, env_kwargs_for
+from agents.run_files import FINITE_NUMBER, LEVELS, RunFileError, check_fields, read_metrics, read_run_record
 from agents.saved import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, agent_policy, load_agent
+from prune_env.checkpoint import CheckpointError
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import STATIC_TRADEOFF_RATE, PruningTask, TaskConfig
 from prune_env.evaluation.latency import LatencyConfig
@@ -85,12 +86,12 @@ def inspect_run(run_dir: str | Path) -> str:
         return "joint"
     meta_path = run_dir / RUN_FILE
     if meta_path.is_file():
-        env_id = json.loads(meta_path.read_text()).get("env_id", "")
-        if env_id.endswith(RUNTIME):
+        env_id = read_run_record(meta_path)["env_id"]
+        if env_id == RUNTIME:
             return "runtime"
-        if env_id.endswith(STATIC):
+        if env_id == STATIC:
             return "static"
-        raise ValueError(f"{str(meta_path)!r}: unknown env_id {env_id!r}")
+        raise RunFileError(meta_path, "a joint run's record without its runtime/ and static/ agents", "env_id")
     raise ValueError(f"{str(run_dir)!r} is not a run directory: expected run.json (train_agents.py) or "
                      f"cnn.pt + runtime/ + static/ (finetune_cnn.py algorithm1)")
 
@@ -109,6 +110,29 @@ def _task_config(env_kwargs: dict, **overrides: Any) -> TaskConfig:
     names = {f.name for f in fields(TaskConfig)}
     kwargs = {k: v for k, v in env_kwargs.items() if k in names}
     return TaskConfig(**{**kwargs, "split": "test", "device": "cpu", **overrides})
+
+
+def _task(env_kwargs: dict, source: Path, **overrides: Any) -> PruningTask:
+    """The task of a run's recorded keywords (read from ``source``); a keyword the task refuses is a
+    RunFileError naming ``source`` (a checkpoint's own CheckpointError names the checkpoint)."""
+    try:
+        return PruningTask(_task_config(env_kwargs, **overrides))
+    except (CheckpointError, FileNotFoundError):
+        raise
+    except (ValueError, TypeError) as exc:
+        raise RunFileError(source, f"its keywords do not make the run's task: {exc}", "env_kwargs") from None
+
+
+def _check_observations(policy: Any, dim: int, source: Path, what: str) -> None:
+    """A RunFileError naming ``source`` when the agent behind ``policy`` takes observations of another size than ``dim``."""
+    model = getattr(policy, "model", None)
+    shape = getattr(getattr(model, "observation_space", None), "shape", None)
+    if shape is not None and tuple(shape) != (dim,):
+        from prune_env.policies import describe_trained_on
+
+        raise RunFileError(source, f"gives {what} observations of shape ({dim},), but the agent was trained on "
+                                   f"{describe_trained_on(getattr(model, 'trained_on', None))} with observations of "
+                                   f"shape {tuple(shape)}: another network, dataset or observation mode")
 
 
 def _command_option(meta: dict, key: str, option: str) -> str | None:
@@ -139,7 +163,11 @@ def _recorded(run_dir: Path) -> dict | None:
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    m = json.loads(path.read_text())
+    m = read_metrics(path)
+    if "accuracy" in m:
+        check_fields(path, m, {k: (FINITE_NUMBER, k in ("accuracy", "macs_ratio")) for k in ("accuracy", "macs_ratio")})
+    if "static_keep_ratios" in m:
+        check_fields(path, m, {"static_keep_ratios": (LEVELS, True)})
     keys = ("accuracy", "macs_ratio", "params_ratio", "static_keep_ratios")
     return {k: m[k] for k in keys if k in m} if "accuracy" in m else None
 
@@ -159,12 +187,17 @@ def load_run(run_dir: str | Path, *, runtime_agent: str | Path | None = None, st
         rt_policy, rt_meta, rt_path = _agent(run_dir / "runtime", device)
         st_policy, st_meta, st_path = _agent(run_dir / "static", device)
         task = _build_task(run_dir, kind, rt_meta, info)
+        source = run_dir / CNN_FILE if kind == "algorithm1" else run_dir / "runtime" / RUN_FILE
+        _check_observations(rt_policy, task.runtime_obs_dim, source, "runtime")
+        _check_observations(st_policy, task.static_obs_dim, source, "static")
         static = task.static_ratios_of(st_policy)
         info.update(algo=rt_meta.get("algo"), runtime_agent=str(rt_path), static_agent=str(st_path))
         pair = PolicyPair(f"agents ({rt_meta.get('algo')}, runtime + static)", rt_policy, static)
     else:
         policy, meta, path = _agent(run_dir, device)
         task = _build_task(run_dir, kind, meta, info)
+        _check_observations(policy, task.runtime_obs_dim if kind == "runtime" else task.static_obs_dim,
+                            run_dir / RUN_FILE, kind)
         info.update(algo=meta.get("algo"))
         if kind == "runtime":
             partner = static_agent or _command_option(meta, "static_agent", "--static-agent")
@@ -203,10 +236,11 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict, split: str = "
     the observation encoders are calibrated, as during the run, on the checkpoint the agents started
     from when it still exists (the runtime agent was trained on those observations), else on ``cnn.pt``."""
     env_kwargs = {**meta.get("env_kwargs", {}), "split": split}
+    source = run_dir / ("runtime" if kind in ("joint", "algorithm1") else ".") / RUN_FILE
     if kind == "static":  # StaticPrune-v0's own default (pure static pruning), not TaskConfig's
         env_kwargs.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
     if kind != "algorithm1":
-        task = PruningTask(_task_config(env_kwargs, split=split))
+        task = _task(env_kwargs, source, split=split)
         info["checkpoint"] = task.cfg.checkpoint or "shipped default"
         return task
     from prune_env.checkpoint import load_checkpoint
@@ -214,12 +248,16 @@ def _build_task(run_dir: Path, kind: str, meta: dict, info: dict, split: str = "
     cnn = run_dir / CNN_FILE
     start = env_kwargs.get("checkpoint")
     if start and Path(start).is_file() and Path(start).resolve() != cnn.resolve():
-        task = PruningTask(_task_config(env_kwargs, checkpoint=str(start), split=split))
+        task = _task(env_kwargs, source, checkpoint=str(start), split=split)
         net, _ = load_checkpoint(cnn)
-        task.net.load_state_dict(net.state_dict())
+        try:
+            task.net.load_state_dict(net.state_dict())
+        except RuntimeError:
+            raise RunFileError(cnn, f"holds a {net.config.get('name')!r} that is not the network the agents started "
+                                    f"from ({task.net.config.get('name')!r} of {str(start)!r})") from None
         info["encoder_calibration"] = str(start)
     else:
-        task = PruningTask(_task_config(env_kwargs, checkpoint=str(cnn), split=split))
+        task = _task(env_kwargs, source, checkpoint=str(cnn), split=split)
         info["encoder_calibration"] = str(cnn)
     task.cfg.checkpoint = str(cnn)
     info["checkpoint"] = str(cnn)
@@ -232,7 +270,7 @@ def evaluate_any_budget_pair(run_dir: str | Path, cfg: RunConfig) -> dict:
     fine-tuned network): the best static allocation searched and the offsets calibrated on the
     validation split, the static agent's ratios as the run deployed them."""
     run = load_run(run_dir)
-    meta = json.loads((run.run_dir / "runtime" / RUN_FILE).read_text())
+    meta = read_run_record(run.run_dir / "runtime" / RUN_FILE)
     search = _build_task(run.run_dir, run.kind, meta, {}, split="val")
     return evaluate_any_budget(cfg, search, runtime_policy=run.pair.runtime_policy, static_ratios=run.pair.static_ratios,
                                out=Path(cfg.out), test=run.task)
@@ -245,10 +283,11 @@ def headroom_references(run: LoadedRun) -> dict:
     from prune_env.evaluation.references import headroom_report
     from prune_env.evaluation.split import rollout_split
 
-    meta = json.loads((run.run_dir / RUN_FILE).read_text()) if (run.run_dir / RUN_FILE).is_file() else {}
+    path = run.run_dir / RUN_FILE
+    meta = read_run_record(path) if path.is_file() else {}
     env_kwargs = env_kwargs_for(meta.get("algo", "ppo"), RUNTIME, meta.get("env_kwargs", {}))
     split = env_kwargs.get("split", "val")
-    search = PruningTask(_task_config(env_kwargs, split="val" if split == "test" else split))
+    search = _task(env_kwargs, path, split="val" if split == "test" else split)
     pair = run.pair
     agent = rollout_split(run.task, pair.runtime_policy, pair.static_ratios)
     return headroom_report(run.task, agent, pair.static_ratios, search=search, policy=pair.runtime_policy, calibrate=True,
@@ -354,7 +393,11 @@ def trained_budget_range(run_dir: str | os.PathLike) -> BudgetRange | None:
         path = Path(run_dir) / "runtime" / RUN_FILE
     if not path.is_file():
         return None
-    return BudgetRange.parse(json.loads(path.read_text()).get("env_kwargs", {}).get("budget", 0.5))
+    budget = read_run_record(path).get("env_kwargs", {}).get("budget", 0.5)
+    try:
+        return BudgetRange.parse(budget)
+    except (ValueError, TypeError) as exc:
+        raise RunFileError(path, f"budget {budget!r}: {exc}", "env_kwargs") from None
 
 
 def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] | None = None,
@@ -370,7 +413,7 @@ def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] 
     ``calibrate=False`` skips the calibrated agent (an offset search per budget).
     """
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else {}
+    meta = read_run_record(run_dir / RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
     budget_range = trained_budget_range(run_dir)
     if budget_range is None:
         raise ValueError(f"{str(run_dir)!r} holds an agent trained at one budget "
@@ -379,7 +422,7 @@ def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] 
     if not (run_dir / RUN_FILE).is_file():  # finetune_cnn.py algorithm1 (or --joint): both agents and the CNN
         if static_agent is not None or runtime_agent is not None:
             raise ValueError("an Algorithm 1 run holds both agents; --runtime-agent / --static-agent apply to single-agent runs")
-        rt_meta = json.loads((run_dir / "runtime" / RUN_FILE).read_text())
+        rt_meta = read_run_record(run_dir / "runtime" / RUN_FILE)
         cfg = RunConfig(env_id=RUNTIME, algo=rt_meta["algo"], seed=int(rt_meta.get("seed", 0)), out=str(out or run_dir),
                         sweep_budgets=budgets, per_budget_runs=list(per_budget_runs),
                         sweep_calibrate=calibrate)
@@ -393,7 +436,7 @@ def evaluate_any_budget_run(run_dir: str | os.PathLike, *, budgets: list[float] 
     if env_id == STATIC:
         config.setdefault("tradeoff_rate", STATIC_TRADEOFF_RATE)
     config.update(device="cpu", split="val" if config.get("split") == "test" else config.get("split", "val"))
-    task = PruningTask(TaskConfig(**config))
+    task = _task(config, run_dir / RUN_FILE, split=config["split"])
     cfg = RunConfig(env_id=env_id, algo=meta["algo"], seed=int(meta.get("seed", 0)), out=str(out or run_dir),
                     sweep_budgets=budgets, per_budget_runs=list(per_budget_runs), sweep_calibrate=calibrate)
     partner = static_agent or meta.get("static_agent") if env_id == RUNTIME else runtime_agent or meta.get("runtime_agent")

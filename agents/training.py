@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 import prune_env
-from agents.callbacks import AtomicCheckpointCallback, PruningLogCallback
+from agents.agent_zip import read_agent_zip, restore
+from agents.callbacks import AtomicCheckpointCallback, PruningLogCallback, check_finite_agent
 from agents.config import (
     MAIN_JOB_ENV_KWARGS,
     STATIC_ONLY,
@@ -41,8 +43,10 @@ from agents.evaluate import evaluate_any_budget, evaluate_run
 from agents.joint import JointEpisodes, JointTrainer, joint_models_ok, off_policy_refusal, resolve_agent_update, rollout_batches
 from agents.policies import LayerEncoderExtractor
 from agents.registry import RUNTIME, STATIC, AlgoSpec, as_spec, env_kwargs_for, hyperparameters, resolve_schedules
+from agents.run_files import RunFileError, read_run_record, read_state
 from agents.saved import (
     CHECKPOINT_FILE,
+    ENV_SPEC_FILE,
     MODEL_FILE,
     RUN_FILE,
     STATE_FILE,
@@ -55,10 +59,12 @@ from agents.saved import (
     save_agent_checkpoint,
 )
 from agents.steps import StepsProgress, fit_rollout
+from prune_env.checkpoint import CheckpointError
 from prune_env.envs import VecDiscreteKeepRatio
 from prune_env.envs.budgets import BudgetRange
 from prune_env.envs.task import JOINT_TRADEOFF_RATE
 from prune_env.envs.wrappers import DEFAULT_LEVELS
+from prune_env.errors import UsageError
 from prune_env.interrupt import deferred_interrupt
 from prune_env.io import write_json
 from prune_env.progress import bar as progress_bar
@@ -115,22 +121,45 @@ def learn(model: BaseAlgorithm, venv: VecEnv, out: Path, total: int, cfg: RunCon
         print(f"\ninterrupted at {model.num_timesteps} steps; saved {out / CHECKPOINT_FILE}; continue with --resume",
               file=sys.stderr)
         raise
+    check_finite_agent(model, out)
     save_agent_checkpoint(model, venv, out)
 
 
 def prepare_agent(cfg: RunConfig, env_id: str, out: Path, env_kwargs: dict) -> tuple[BaseAlgorithm, VecEnv, bool]:
-    """Build (or, with ``--resume``, reload) one agent and its training env."""
-    venv = make_env(env_id, cfg.spec, cfg.n_envs, cfg.seed, env_kwargs)
+    """Build (or, with ``--resume``, reload) one agent and its training env; writes nothing.
+
+    The checkpoint is read as untrusted input (:mod:`agents.agent_zip`: never unpickled, the model
+    rebuilt from ``cfg`` and given its weights, optimizer state and step count); a bad checkpoint
+    or ``checkpoint_state.json`` is a :class:`agents.run_files.RunFileError` naming it. Keywords
+    or hyper-parameters that do not build are a :class:`prune_env.errors.UsageError` naming
+    ``--env-kwargs`` / ``--hyperparams``.
+    """
     ckpt = out / CHECKPOINT_FILE
-    if cfg.resume and ckpt.is_file():
-        model = cfg.spec.cls.load(ckpt, env=venv, device=cfg.device)
-        state = json.loads((out / STATE_FILE).read_text())
+    resuming = cfg.resume and ckpt.is_file()
+    saved = read_agent_zip(ckpt) if resuming else None  # checked before anything is built
+    state = read_state(out / STATE_FILE) if resuming else None
+    try:
+        venv = make_env(env_id, cfg.spec, cfg.n_envs, cfg.seed, env_kwargs)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--env-kwargs: {exc}") from None
+    try:
+        model = build_model(cfg, env_id, venv, out / "tb")
+    except (ValueError, TypeError) as exc:
+        venv.close()
+        raise UsageError(f"--hyperparams: {exc}") from None
+    if saved is None:
+        if cfg.resume:
+            print(f"--resume: no checkpoint at {ckpt}; starting afresh", file=sys.stderr)
+        return model, venv, True
+    restore(model, saved)
+    try:
         load_reward_state(venv, state)
-        model.tensorboard_log = str(out / "tb")  # learn(reset_num_timesteps=False) continues the run's tb/<prefix>_N
-        return model, venv, False
-    if cfg.resume:
-        print(f"--resume: no checkpoint at {ckpt}; starting afresh", file=sys.stderr)
-    return build_model(cfg, env_id, venv, out / "tb"), venv, True
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RunFileError(out / STATE_FILE, f"not this environment's reward state ({type(exc).__name__}: {exc})") from None
+    model.num_timesteps = int(state["num_timesteps"])
+    return model, venv, False
 
 
 def _policy_kwargs_from(env_kwargs: dict, path: str | None, device: str, key: str) -> dict:
@@ -138,6 +167,34 @@ def _policy_kwargs_from(env_kwargs: dict, path: str | None, device: str, key: st
         return env_kwargs
     model, meta = load_agent(path, device=device)
     return {**env_kwargs, key: agent_policy(model, meta)}
+
+
+def check_resume(cfg: RunConfig, out: Path) -> None:
+    """With ``cfg.resume``: the run in ``out`` (its ``run.json``, read as untrusted input) was started
+    with the same algorithm and environment; a UsageError naming the option otherwise."""
+    path = out / RUN_FILE
+    if not (cfg.resume and path.is_file()):
+        return
+    started = read_run_record(path)
+    env_id = "joint" if cfg.joint else cfg.env_id.split(":")[-1]
+    for key, option, given in (("algo", "--algo", cfg.algo), ("env_id", "--env", env_id)):
+        if started[key] != given:
+            raise UsageError(f"--resume: {str(path)!r} records a run started with {option} {started[key]} "
+                             f"(key {key!r}), not {given}")
+
+
+@contextmanager
+def failed_start_cleaned(out: Path, written: list[Path]):
+    """A run that fails before its first checkpoint leaves ``out`` reusable: the files in ``written``
+    (its ``run.json``, ``env_spec.json``) are removed again, so that the same command can run again.
+    A Ctrl-C saves a checkpoint (:func:`learn`) and keeps them."""
+    try:
+        yield
+    except Exception:
+        if written and not (out / CHECKPOINT_FILE).exists():
+            for path in written:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def run(cfg: RunConfig) -> dict:
@@ -157,10 +214,13 @@ def run(cfg: RunConfig) -> dict:
     else:
         env_kwargs = _policy_kwargs_from(env_kwargs, cfg.runtime_agent, cfg.device, "runtime_policy")
     record = run_record(cfg, env_id, user_kwargs)
-    write_json({**record, "status": "training"}, out / RUN_FILE)
-    model, venv, fresh = prepare_agent(cfg, env_id, out, env_kwargs)
-    record_env(model, venv, out, record)  # env_spec.json beside the agent, model.trained_on
-    learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
+    check_resume(cfg, out)
+    model, venv, fresh = prepare_agent(cfg, env_id, out, env_kwargs)  # nothing is written before this succeeds
+    written = [out / RUN_FILE, out / ENV_SPEC_FILE]
+    with failed_start_cleaned(out, written if fresh else []):
+        write_json({**record, "status": "training"}, out / RUN_FILE)
+        record_env(model, venv, out, record)  # env_spec.json beside the agent, model.trained_on
+        learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
     atomic_model_save(model, out / MODEL_FILE)
     train_seconds = time.time() - start
     write_json({**record, "status": "trained", "train_seconds": train_seconds, "timesteps": model.num_timesteps}, out / RUN_FILE)
@@ -341,13 +401,14 @@ def _run_joint(cfg: RunConfig, out: Path, start: float) -> dict:
         raise ValueError(f"resume: {str(out)!r} was started with agent_update={started!r}, not {cfg.agent_update!r}")
     env_kwargs = {"tradeoff_rate": JOINT_TRADEOFF_RATE, **cfg.env_kwargs}
     record = run_record(cfg, "joint", env_kwargs)
-    write_json({**record, "status": "training"}, out / RUN_FILE)
+    check_resume(cfg, out)
     models, venvs = {}, {}
-    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
-        (out / sub).mkdir(exist_ok=True)
-        write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
+    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):  # nothing is written before both are built
         models[env_id], venvs[env_id], fresh = prepare_agent(cfg, env_id, out / sub,
                                                              joint_env_kwargs(cfg.spec, env_kwargs)[env_id])
+    write_json({**record, "status": "training"}, out / RUN_FILE)
+    for env_id, sub in ((RUNTIME, "runtime"), (STATIC, "static")):
+        write_json(run_record(cfg, env_id, env_kwargs), out / sub / RUN_FILE)
     record_joint_envs(models, venvs, out, joint_env_kwargs(cfg.spec, env_kwargs), record["levels"])  # env_spec.json, trained_on
     runtime_env, static_env = venvs[RUNTIME].unwrapped.env, venvs[STATIC].unwrapped.env
     static_env.set_runtime_policy(agent_policy(models[RUNTIME], record))

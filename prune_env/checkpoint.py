@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from prune_env.io import atomic_write  # the one atomic writer; re-exported here for its callers
-from prune_env.nets.backbones import rebuild_net
 from prune_env.nets.gated import GateConfig, GatedNet
+from prune_env.nets.models import rebuild as rebuild_net
 
 FORMAT_VERSION = 1
 #: the first bytes of a zip archive (``torch.save``'s format since torch 1.6)
@@ -140,6 +140,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                                     f"got {payload['config']!r:.80}")
     if not isinstance(payload["state_dict"], dict):
         raise CheckpointError(path, "not a prune_env checkpoint: state_dict is not a dict of tensors")
+    bad = next((k for k, v in payload["state_dict"].items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CheckpointError(path, f"its weights hold NaN or inf ({bad}): the training that wrote it diverged, or "
+                                    "the file was edited; use an earlier checkpoint")
     return payload
 
 
@@ -172,8 +177,13 @@ def state_dict_mismatch(expected: dict, given: dict, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[GatedNet, dict]:
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                    models: tuple = ()) -> tuple[GatedNet, dict]:
     """Rebuild the network stored at ``path``; returns ``(net, checkpoint dict)``.
+
+    A converted network is rebuilt only by a builder among ``models`` (import paths, callables or
+    modules the caller names, :func:`prune_env.nets.models.rebuild_gated`): a file never makes
+    this import anything.
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -182,7 +192,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     payload = read_checkpoint(path)
     try:
-        net = rebuild_net(payload["config"])
+        net = rebuild_net(payload["config"], models)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(path, f"its config {payload['config']!r} does not build a network: {exc}") from None
     try:

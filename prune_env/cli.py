@@ -32,6 +32,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def seed_value(text: str) -> int:
+    """A random seed: an integer in ``[0, 2**32)``, what NumPy's and torch's generators take."""
+    value = _parse_number(int, text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _parse_number(float, text)
     if not value > 0:

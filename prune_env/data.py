@@ -591,7 +591,7 @@ def available_datasets() -> list[str]:
 
 
 def load_dataset(
-    name: str,
+    name: str | Dataset,
     root: str | os.PathLike | None = None,
     *,
     val_fraction: float = 0.1,
@@ -602,6 +602,9 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load dataset ``name`` as train / val / test splits.
 
+    ``name`` is a dataset name, ``"imagefolder:PATH"`` or a torch ``Dataset`` of ``(image,
+    label)`` pairs (:mod:`prune_env.own_data`).
+
     ``val_fraction`` (in (0, 0.5]) of the training set is held out as ``val``, chosen by
     ``seed``. Extra keyword arguments go to the dataset's builder (``verify`` for
     ``cifar10``, ``image_size`` for ``imagenet``, ``shape``, ``num_classes``, ``size`` and
@@ -611,10 +614,15 @@ def load_dataset(
         ValueError: unknown ``name`` or ``val_fraction`` out of range.
         DatasetNotFoundError: the dataset's files are missing and ``download`` is False.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset name={name!r}; accepted names: {available_datasets()}")
     if not 0 < val_fraction <= 0.5:
         raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction!r}")
+    from prune_env.own_data import is_own_dataset, own_splits
+
+    if is_own_dataset(name):
+        return DatasetSplits(**own_splits(name, val_fraction=val_fraction, seed=seed, split_indices=_split_indices))
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset name={name!r}; accepted names: {available_datasets()}, "
+                         "'imagefolder:PATH' or a torch Dataset")
     return DATASETS[name](
         root, val_fraction=val_fraction, seed=seed, download=download, augment=augment, **kwargs
     )

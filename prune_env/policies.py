@@ -131,19 +131,37 @@ class CallablePolicy(KeepRatioPolicy):
         return self.fn(observations)
 
 
-def as_policy(spec: Any, num_layers: int | None = None) -> KeepRatioPolicy:
-    """A :class:`KeepRatioPolicy` from ``None``, a number, ``L`` numbers, an SB3 model or a callable."""
+def _keep_ratio(value: Any, name: str) -> float:
+    """``value`` as a keep ratio in ``(0, 1]``, else a ValueError naming ``name`` (never clipped silently)."""
+    ratio = float(value)
+    if not 0 < ratio <= 1:
+        raise ValueError(f"{name} must hold keep ratios in (0, 1], got {value!r}")
+    return ratio
+
+
+def as_policy(spec: Any, num_layers: int | None = None, name: str = "policy") -> KeepRatioPolicy:
+    """A :class:`KeepRatioPolicy` from ``None``, a keep ratio in ``(0, 1]``, ``L`` of them, an SB3 model or a
+    callable; anything else (a string, a bool, a ratio outside ``(0, 1]``) a TypeError / ValueError naming ``name``."""
+    accepted = "None, a keep ratio in (0, 1], one per layer, a trained agent or a callable"
     if isinstance(spec, KeepRatioPolicy):
         return spec
     if spec is None:
         return ConstantPolicy(1.0)
+    if isinstance(spec, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be {accepted}; got {type(spec).__name__} {spec!r:.60}")
     if isinstance(spec, (int, float, np.floating, np.integer)):
-        return ConstantPolicy(float(spec))
+        return ConstantPolicy(_keep_ratio(spec, name))
     if hasattr(spec, "predict"):
         return SB3Policy(spec)
     if callable(spec):
         return CallablePolicy(spec)
-    ratios = [float(r) for r in spec]
+    try:
+        items = list(spec)
+    except TypeError:
+        raise TypeError(f"{name} must be {accepted}; got {type(spec).__name__} {spec!r:.60}") from None
+    if not all(isinstance(r, (int, float, np.floating, np.integer)) and not isinstance(r, (bool, np.bool_)) for r in items):
+        raise TypeError(f"{name} must be {accepted}; got {spec!r:.60}")
+    ratios = [_keep_ratio(r, name) for r in items]
     if num_layers is not None and len(ratios) != num_layers:
-        raise ValueError(f"a per-layer policy needs {num_layers} keep ratios, got {len(ratios)}")
+        raise ValueError(f"{name}: a per-layer policy needs {num_layers} keep ratios, got {len(ratios)}")
     return PerLayerPolicy(ratios)

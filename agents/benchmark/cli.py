@@ -52,7 +52,7 @@ from agents.benchmark.ray_backend import run_jobs_ray
 from agents.benchmark.suites import BASELINE_DESCRIPTIONS, REFERENCE_DESCRIPTIONS, SUITES, bench_algos, get_suite
 from prune_env.benchmark.leaderboard import write_report
 from prune_env.benchmark.validate import validate_result
-from prune_env.cli import add_threads_option, parse_key_values
+from prune_env.cli import add_threads_option, check_choice, parse_key_values, positive_int, seed_value
 from prune_env.ids import ENV_IDS
 
 DEFAULT_OUT = "benchmark_results"
@@ -69,16 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--baselines", nargs="*", default=None, help="baselines (default: the suite's; none with an empty list)")
     run.add_argument("--references", nargs="*", default=None,
                      help=f"references {sorted(REFERENCE_DESCRIPTIONS)} (default: the suite's; none with an empty list)")
-    run.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the suite's)")
-    run.add_argument("--timesteps", type=int, default=None, help="steps per training run (default: the suite's)")
-    run.add_argument("--n-envs", type=int, default=None, help="episodes run together (default: the suite's)")
-    run.add_argument("--last-n", type=int, default=None, help="episodes the final return averages (default: the suite's)")
+    run.add_argument("--seeds", nargs="+", type=seed_value, default=None, help="seeds (default: the suite's)")
+    run.add_argument("--timesteps", type=positive_int, default=None, help="steps per training run (default: the suite's)")
+    run.add_argument("--n-envs", type=positive_int, default=None, help="episodes run together (default: the suite's)")
+    run.add_argument("--last-n", type=positive_int, default=None,
+                     help="episodes the final return averages (default: the suite's)")
     run.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                      help="environment keywords on top of the suite's (e.g. data_root=data/); the suite's name stays, "
                           "so give such runs their own --out")
     run.add_argument("--hyperparams", nargs="*", default=None, metavar="KEY=VALUE",
                      help="hyper-parameters on top of every agent's (e.g. learning_rate=3e-4)")
-    run.add_argument("--workers", type=int, default=1, help="local processes (default: 1, in-process)")
+    run.add_argument("--workers", type=positive_int, default=1, help="local processes (default: 1, in-process)")
     run.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: a process pool of --workers; ray: one Ray task per run (pip install -e '.[ray]')")
     run.add_argument("--address", default=None,
@@ -128,12 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         _list()
         return 0
     if args.command == "validate":
+        from prune_env.checkpoint import CheckpointError
+        from prune_env.errors import UsageError
+
         ok_all = True
         for path in args.results:
-            ok, message = validate_result(path, args.rtol)
+            try:  # a record is user input: one that cannot be read is a usage error naming it
+                ok, message = validate_result(path, args.rtol)
+            except (UsageError, CheckpointError, FileNotFoundError) as exc:
+                build_parser().error(str(exc))
             print(("OK   " if ok else "FAIL ") + message)
             ok_all &= ok
         return 0 if ok_all else 1
+    if args.command in ("report", "run"):
+        try:
+            check_choice(args.suite, sorted(SUITES), "--suite")
+        except argparse.ArgumentTypeError as exc:
+            build_parser().error(str(exc))
     if args.command == "report":
         paths = write_report(args.out, args.suite, description=get_suite(args.suite).description, figure=args.figure)
         print(Path(paths["leaderboard_md"]).read_text())
@@ -154,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         extra_env = parse_key_values(args.env_kwargs, "--env-kwargs")
         check_env_kwargs(ENV_IDS, extra_env)
         extra_hp = parse_key_values(args.hyperparams, "--hyperparams")
+        known = {*bench_algos(), *BASELINE_DESCRIPTIONS, *REFERENCE_DESCRIPTIONS}
+        for option, given in (("--algos", args.algos), ("--baselines", args.baselines), ("--references", args.references)):
+            for name in given or []:
+                check_choice(name, sorted(known), option)
         for name in {a.algo for n, a in bench_algos().items() if n in (args.algos or suite.algos)}:
             check_hyperparams(name, extra_hp)
     except argparse.ArgumentTypeError as exc:

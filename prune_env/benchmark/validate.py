@@ -130,12 +130,45 @@ def check_headline(data: dict, rtol: float = 1e-5) -> tuple[bool, str]:
                   f"objective {found['objective']:.4f})")
 
 
+def read_record(path: str | os.PathLike) -> dict:
+    """A result JSON read as untrusted input: a :class:`~prune_env.errors.UsageError` naming the file and
+    the field for one that is not JSON, or whose recorded episode names an environment other than this
+    package's, keywords that are not a dict, or a ``model`` / ``dataset`` that is not a registered name."""
+    from prune_env.errors import UsageError
+    from prune_env.ids import ENV_IDS
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"result {str(path)!r}: no such file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(f"result {str(path)!r}: not a JSON result record ({type(exc).__name__}: {exc})"[:300]) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"result {str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    record = data.get("episode_record")
+    if record is not None:
+        if not isinstance(record, dict):
+            raise UsageError(f"result {str(path)!r}, key 'episode_record': expected an object, got {type(record).__name__}")
+        if record.get("env_id") not in ENV_IDS:
+            raise UsageError(f"result {str(path)!r}, key 'episode_record.env_id': expected one of {list(ENV_IDS)}, "
+                             f"got {record.get('env_id')!r:.60}")
+        kwargs = record.get("env_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"result {str(path)!r}, key 'episode_record.env_kwargs': expected an object")
+        for key in ("model", "dataset"):
+            if kwargs.get(key) is not None and (not isinstance(kwargs[key], str) or ":" in kwargs[key]):
+                raise UsageError(f"result {str(path)!r}, key 'episode_record.env_kwargs.{key}': a registered name only, "
+                                 f"got {kwargs[key]!r:.60}")
+    return data
+
+
 def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, str]:
     """Check a result JSON (the network, the recorded episode, the headline; see the module's docstring);
     ``(ok, message)``."""
     from prune_env.benchmark.replay import EpisodeRecord, validate
 
-    data = json.loads(Path(path).read_text())
+    data = read_record(path)
     label = f"{data.get('suite')}/{data.get('algo')}/seed{data.get('seed')}"
     record = data.get("episode_record")
     checkpoint = (record or {}).get("env_kwargs", {}).get("checkpoint") or (data.get("suite_env_kwargs") or {}).get("checkpoint")
@@ -157,4 +190,5 @@ def validate_result(path: str | os.PathLike, rtol: float = 1e-5) -> tuple[bool, 
     return ok and headline_ok, f"{label}: " + "; ".join([*parts, message])
 
 
-__all__ = ["HEADLINE", "PREDATES", "check_headline", "checkpoint_mismatch", "rederive_headline", "validate_result"]
+__all__ = ["HEADLINE", "PREDATES", "check_headline", "checkpoint_mismatch", "read_record", "rederive_headline",
+           "validate_result"]

@@ -44,6 +44,7 @@ from prune_env.cnn.presets import check_hparams, check_stage
 from prune_env.cnn.ratios import RatioFn, ratios_from, uniform_ratio_fn
 from prune_env.data import DeviceBatches
 from prune_env.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed
+from prune_env.errors import NonFiniteError
 from prune_env.interrupt import check_interrupt, deferred_interrupt
 from prune_env.nets.gated import GatedNet
 from prune_env.progress import bar as progress_bar
@@ -148,6 +149,8 @@ def _train_epoch(model: nn.Module, net: GatedNet, loader: Any, n_batches: int, o
         else:
             logits = model(images)
         loss = F.cross_entropy(logits, labels)
+        if not bool(torch.isfinite(loss)):  # stop before the step: the weights stay the last finite ones
+            raise NonFiniteError(f"batch {step + 1}/{n_batches}: the training loss is {float(loss.detach())}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -341,6 +344,11 @@ def train_stage(
                 save(epoch + 1, completed=epoch + 1 >= epochs)
             done = None  # the epoch is saved
             barrier(ctx)
+    except NonFiniteError as exc:  # a diverged loss: stop, naming the step; the last checkpoint stays as it was
+        kept = (f"the last checkpoint {str(checkpoint_path)!r} is kept" if checkpoint_path is not None
+                and Path(checkpoint_path).is_file() else "no checkpoint was written")
+        raise NonFiniteError(f"[{stage}] stopped in epoch {epoch + 1}/{epochs}, {exc} (NaN or inf weights or inputs, or "
+                             f"a learning rate too high); {kept}") from None
     except KeyboardInterrupt:  # Ctrl-C: save the epoch in progress, then stop
         if checkpoint_path is not None and ctx.is_main and done is not None:
             save(epoch, completed=False, interrupted={"batches": done.batches, "sums": done.sums})

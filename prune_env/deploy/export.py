@@ -325,7 +325,8 @@ def save_deployed(model: DeployedNet, path: str | os.PathLike) -> Path:
     The file holds the pruned shapes (:meth:`DeployedNet.spec`: backbone config, survivor
     indices, ``d_s``, ``R_r``) and the state dict; loading rebuilds the backbone from its config,
     cuts it to the stored shapes and loads the weights, so the original trained network is not
-    needed. A network with no registered backbone name in its config is saved as a whole
+    needed (a converted network is rebuilt by its builder, which ``load_deployed(models=...)`` must
+    allow). A network with no registered backbone name in its config is saved as a whole
     pickled module instead.
     """
     payload: dict[str, Any] = {"format": DEPLOYED_FORMAT, "version": DEPLOYED_VERSION,
@@ -338,7 +339,8 @@ def save_deployed(model: DeployedNet, path: str | os.PathLike) -> Path:
     return atomic_save(payload, path)
 
 
-def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu", *, trusted: bool = False) -> DeployedNet:
+def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu", *, trusted: bool = False,
+                  models: tuple = ()) -> DeployedNet:
     """Load a network written by :func:`save_deployed` (in eval mode).
 
     By default the file is read without running code from it (``torch.load(weights_only=True)``):
@@ -364,11 +366,15 @@ def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu", *
     if "module" in payload:
         model = payload["module"]
     else:
-        from prune_env.nets.backbones import rebuild_net
+        from prune_env.nets.models import rebuild as rebuild_net
 
         spec = payload["spec"]
         survivors = [torch.tensor(s, dtype=torch.long) for s in spec["survivors"]]
-        model = assemble(rebuild_net(spec["config"]), survivors, spec["static_keep_ratios"], spec["tradeoff_rate"],
+        try:
+            net = rebuild_net(spec["config"], models)
+        except ValueError as exc:
+            raise CheckpointError(path, str(exc), kind) from None
+        model = assemble(net, survivors, spec["static_keep_ratios"], spec["tradeoff_rate"],
                          spec["round_to"])
         model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

@@ -29,7 +29,7 @@ class StaticEpisodes:
 
     def __init__(self, task: PruningTask, runtime_policy: Any, normalizer: LossNormalizer, dual: DualVariable | None = None):
         self.task = task
-        self.runtime_policy = as_policy(runtime_policy, task.num_layers)
+        self.runtime_policy = as_policy(runtime_policy, task.num_layers, "runtime_policy")
         self.normalizer = normalizer
         self.dual = dual
         self.t = 0
@@ -204,7 +204,7 @@ class StaticPruneEnv(RewardStateMixin, gym.Env):
 
     def set_runtime_policy(self, runtime_policy: Any) -> None:
         """Replace the fixed runtime policy used when evaluating static choices."""
-        self.episodes.runtime_policy = as_policy(runtime_policy, self.task.num_layers)
+        self.episodes.runtime_policy = as_policy(runtime_policy, self.task.num_layers, "runtime_policy")
 
     def sample_eval_indices(self, rng: np.random.Generator) -> np.ndarray:
         """A validation batch drawn without replacement."""

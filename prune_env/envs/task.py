@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -166,9 +167,11 @@ def task_split(splits: Any, split: str) -> torch.utils.data.Dataset:
 class TaskConfig:
     """The keywords both environments share (see the environment docstrings)."""
 
-    model: str | None = None
+    #: a backbone name, ``"module:function"``, a callable or an ``nn.Module`` (:mod:`prune_env.nets.models`)
+    model: Any = None
     checkpoint: str | None = None
-    dataset: str | None = None
+    #: a dataset name, ``"imagefolder:PATH"`` or a torch ``Dataset`` (:mod:`prune_env.own_data`)
+    dataset: Any = None
     data_root: str | None = None
     download: bool = False
     split: str = "val"
@@ -200,6 +203,9 @@ class TaskConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path (a string) or None, got {type(self.checkpoint).__name__} "
+                            f"{self.checkpoint!r:.60}")
         if not isinstance(self.download, bool):
             raise ValueError(f"download must be True or False, got {self.download!r}")
         check_keyword_choice("split", self.split, SPLITS)
@@ -240,34 +246,36 @@ class TaskConfig:
         check_device("device", self.device)
 
 
-def _load_network(cfg: TaskConfig) -> tuple[GatedNet, str]:
-    """The network and the dataset name it goes with."""
+def _load_network(cfg: TaskConfig) -> tuple[GatedNet, Any]:
+    """The network and the dataset (a name, ``"imagefolder:PATH"`` or a Dataset) it goes with."""
     from prune_env.checkpoint import check_input_shape, load_checkpoint
-    from prune_env.nets.backbones import build_net
+    from prune_env.nets.models import build_model, is_backbone, model_label
+    from prune_env.own_data import is_own_dataset
 
     checkpoint = cfg.checkpoint
     if checkpoint is None and cfg.model in (None, "digitnet") and cfg.dataset in (None, "digits") and cfg.width is None:
         from prune_env.assets import default_checkpoint_path
 
         checkpoint = default_checkpoint_path()
+    if checkpoint is None and cfg.model in (None, "mcifarnet") and cfg.dataset == "fashion-mnist" and cfg.width is None:
+        from prune_env.assets import fashion_mnist_checkpoint_path
+
+        checkpoint = fashion_mnist_checkpoint_path()  # the shipped network, where it is installed
     if checkpoint is not None:
-        net, payload = load_checkpoint(checkpoint, device=cfg.device)
-        if cfg.model is not None and cfg.model != net.config.get("name"):
+        net, payload = load_checkpoint(checkpoint, device=cfg.device, models=() if is_backbone(cfg.model) else (cfg.model,))
+        if is_backbone(cfg.model) and cfg.model is not None and cfg.model != net.config.get("name"):
             raise ValueError(f"model={cfg.model!r} but checkpoint {str(checkpoint)!r} holds {net.config.get('name')!r}")
-        if cfg.dataset is not None:
+        if cfg.dataset is not None and not is_own_dataset(cfg.dataset):
             check_input_shape(checkpoint, payload, cfg.dataset, cfg.data_root)
-        return net, cfg.dataset or payload.get("dataset", "digits")
-    model = cfg.model or "digitnet"
-    dataset = cfg.dataset or "digits"
+        return net, cfg.dataset if cfg.dataset is not None else payload.get("dataset", "digits")
+    dataset = cfg.dataset if cfg.dataset is not None else "digits"
     from prune_env.data import load_dataset
 
     splits = load_dataset(dataset, cfg.data_root, download=cfg.download)
-    warnings.warn(f"no checkpoint given: {model} is randomly initialised (fine for tests and timing, not for results)",
-                  stacklevel=2)
-    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
-    if cfg.width is not None:
-        kwargs["width"] = cfg.width
-    return build_net(model, **kwargs).to(cfg.device), dataset
+    warnings.warn(f"no checkpoint given: {model_label(cfg.model)} is randomly initialised (fine for tests and timing, "
+                  "not for results)", stacklevel=2)
+    net = build_model(cfg.model, num_classes=splits.num_classes, input_shape=tuple(splits.input_shape), width=cfg.width)
+    return net.to(cfg.device), dataset
 
 
 class PruningTask:
@@ -279,12 +287,16 @@ class PruningTask:
         cfg.validate()
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.net, self.dataset_name = _load_network(cfg)
+        from prune_env.own_data import dataset_label
+
+        self.net, self.dataset = _load_network(cfg)
+        #: the dataset's name (a Dataset object's class name): what records and checkpoints store
+        self.dataset_name = dataset_label(self.dataset)
         self.net.eval().configure(gating=True)
         self.tradeoff_rate = cfg.tradeoff_rate  # configures the network's masks too
         for p in self.net.parameters():
             p.requires_grad_(False)
-        splits = self._splits = load_dataset(self.dataset_name, cfg.data_root, download=cfg.download)
+        splits = self._splits = load_dataset(self.dataset, cfg.data_root, download=cfg.download)
         self.num_classes = splits.num_classes
         self.source = ImageSource(task_split(splits, cfg.split), self.device)
         self.input_shape = self.source.image_shape
@@ -652,7 +664,7 @@ class PruningTask:
 
     def static_ratios_of(self, policy: Any) -> np.ndarray:
         """The ``(L,)`` static keep ratios a static policy chooses (deterministic, input-independent)."""
-        policy = as_policy(policy, self.num_layers)
+        policy = as_policy(policy, self.num_layers, "static_policy")
         policy.reset(1)
         ratios = np.ones((1, self.num_layers))
         for t in range(self.num_layers):

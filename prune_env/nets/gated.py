@@ -208,6 +208,21 @@ class ResidualStage(Stage):
         return self.act(z + self.shortcut(x))
 
 
+class BlockStage(ResidualStage):
+    """A residual block with more after its second conv's norm (``rest``: e.g. a bottleneck's
+    ``ReLU -> conv3 -> BN``) and any output activation (None: none); the first conv is the prunable layer."""
+
+    def __init__(self, gated: GatedConv, conv2: nn.Conv2d, bn2: nn.Module, shortcut: nn.Module | None = None, *,
+                 rest: nn.Module | None = None, out_act: nn.Module | None = None):
+        super().__init__(gated, conv2, bn2, shortcut)
+        self.rest = rest if rest is not None else nn.Identity()
+        self.act = out_act if out_act is not None else nn.Identity()
+
+    def tail(self, x, h, read=None):
+        z = self.bn2(self.conv2(h)) if read is None else read(h)
+        return self.act(self.rest(z) + self.shortcut(x))
+
+
 @dataclass
 class StepState:
     """A batch of images part-way through the network.
