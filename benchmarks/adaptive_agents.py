@@ -169,6 +169,8 @@ def _cell(name: str, value) -> str:
         return f"{value:.4f}"
     if name == "train_seconds":
         return f"{value:.0f}"
+    if name == "adaptation_p":  # a p-value, not a share
+        return f"{value:.3g}"
     return f"{100 * value:.2f}"
 
 
