@@ -54,6 +54,7 @@ SMALL = (
                              "--max-round-seconds", "2"]),
     (r"latency\.py", ["--models", "digitnet", "--batches", "1", "--keep", "0.5", "--repeats", "2", "--warmup", "0"]),
     (r"tradeoff_sweep\.py", ["--rates", "0", "1", "--out", "runs/tradeoff_sweep"]),
+    (r"order_accuracy\.py", ["--budgets", "0.4", "--configs", "importance", "static/8", "--search-images", "64"]),
 )
 #: placeholders of the README and what stands in for them
 PLACEHOLDERS = {"my_package.my_module:MyAlgo": "stable_baselines3:PPO"}

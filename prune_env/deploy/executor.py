@@ -29,6 +29,11 @@ the masks are constant: ``R_r = 0`` or ``d_r = 1``). Where they differ, a layer 
 group (down to single samples on the batch-1 path) or runs the group on the *union* of its kept
 channels, zeroing per sample what that sample prunes (exact: pruned channels are zero in the
 masked network too). :class:`GroupCost` picks the cheaper by a small time model.
+
+Slicing order: under ``runtime_order="static"`` every keep set is a prefix of the order the
+export stores the channels in, and the executor runs dense slices ``weight[:k_out, :k_in]``
+instead (:mod:`prune_env.deploy.sliced`): no gathers, and inputs with equal keep counts share
+one conv whatever their ``u_r``.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prune_env.deploy.export import DeployedNet, export_static
+from prune_env.deploy.sliced import LayerSlices, SliceCost, plan_groups
 from prune_env.nets.gated import GatedNet, Stage
 from prune_env.nets.masks import importance_ranks, tradeoff_mask
 
@@ -49,9 +56,10 @@ from prune_env.nets.masks import importance_ranks, tradeoff_mask
 _ROUNDING_SLACK = 1e-6
 
 
-def _keep_count(d: float, channels: int) -> int:
-    """``max(1, ceil(d * C))`` in float64, as :func:`~prune_env.nets.masks.keep_count`."""
-    return min(channels, max(1, math.ceil(d * channels - _ROUNDING_SLACK)))
+def _keep_count(d: float, channels: int, multiple: int = 1) -> int:
+    """``max(1, ceil(d * C))`` in float64, rounded up to ``multiple``, as :func:`~prune_env.nets.masks.keep_count`."""
+    k = min(channels, max(1, math.ceil(d * channels - _ROUNDING_SLACK)))
+    return k if multiple == 1 else min(channels, -(-k // multiple) * multiple)
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module, out_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -169,6 +177,9 @@ class _LayerPlan:
         self.static_keep_ratio = gate.static_keep_ratio
         self.rate = gate.tradeoff_rate
         self.mode = _STATIC if gate.input_independent else (_RUNTIME if self.rate == 1.0 else _GENERAL)
+        self.multiple = int(getattr(gate, "count_multiple", 1))
+        #: ``runtime_order="static"``: keep sets are prefixes of the stored order (dynamic slicing)
+        self.sliced = getattr(gate, "runtime_order", "importance") == "static" and not gate.input_independent
         self.stored = survivors.numel()
         self.has_removed = self.stored < self.channels
         self.full_to_stored = torch.full((self.channels,), -1, dtype=torch.long, device=survivors.device)
@@ -184,6 +195,8 @@ class _LayerPlan:
         # a tail of eval-mode identities (dropout) is skipped
         path = [m for name in stage.gate_path for m in stage.get_submodule(name).modules()]
         self.skip_tail = stage.gated_output and all(isinstance(m, (nn.Identity, nn.Dropout, nn.Sequential)) for m in path)
+        if self.sliced:
+            self.slices = LayerSlices(self, survivors)
 
     def predict(self, x: Tensor, kept_prev: Tensor | None) -> Tensor:
         """``u_r = f(GAP(x))``, ``(G, C)``, before the conv; ``x`` holds the stored inputs ``kept_prev``."""
@@ -200,7 +213,7 @@ class _LayerPlan:
             return self.static_kept, u_r.index_select(0, self.static_kept)
         channels = self.channels
         if self.mode == _RUNTIME:  # M = M_r: prune the C - k smallest u_r, ties by index (stable)
-            k = min(channels, max(1, math.ceil(d_r * channels - _ROUNDING_SLACK)))
+            k = _keep_count(d_r, channels, self.multiple)
             if k == channels:  # R_r = 1 removes nothing, so these are the survivors (all, in order)
                 return self.survivors, u_r
             values, index = torch.topk(u_r, k + 1)
@@ -209,7 +222,7 @@ class _LayerPlan:
                 return index[:k], values[:k]
             kept = torch.argsort(u_r, stable=True)[channels - k:]
         else:
-            mask = tradeoff_mask(u_r.unsqueeze(0), self.u_s, d_r, self.static_keep_ratio, self.rate)[0]
+            mask = tradeoff_mask(u_r.unsqueeze(0), self.u_s, d_r, self.static_keep_ratio, self.rate, self.multiple)[0]
             kept = torch.nonzero(~mask).flatten()
         return kept, u_r.index_select(0, kept)
 
@@ -218,13 +231,13 @@ class _LayerPlan:
         if self.mode == _STATIC:
             return None
         if self.mode == _RUNTIME:
-            counts = {d: self.channels - _keep_count(d, self.channels) for d in set(d_r)}
+            counts = {d: self.channels - _keep_count(d, self.channels, self.multiple) for d in set(d_r)}
             if not any(counts.values()):  # every sample keeps every channel
                 return None
             n_prune = torch.tensor([counts[d] for d in d_r], device=u_r.device)
             return importance_ranks(u_r) >= n_prune[:, None]
         ratios = torch.tensor(d_r, dtype=torch.float64, device=u_r.device)
-        return ~tradeoff_mask(u_r, self.u_s, ratios, self.static_keep_ratio, self.rate)
+        return ~tradeoff_mask(u_r, self.u_s, ratios, self.static_keep_ratio, self.rate, self.multiple)
 
     def out_size(self, height: int, width: int) -> int:
         """``H_out * W_out`` of the gated conv for an input of ``height x width``."""
@@ -317,12 +330,16 @@ class RuntimeExecutor:
             at batch 1 on the CPUs measured, see docs/benchmarks).
         group_policy: where the masks of a batch differ: ``"split"`` into sub-groups,
             ``"union"`` (compute the union of the kept channels), or ``"auto"`` (per layer,
-            by ``group_cost``). Outputs are the same either way.
+            by ``group_cost``). Outputs are the same either way. Under ``runtime_order="static"``
+            the same names choose how inputs with different keep counts are grouped
+            (:func:`~prune_env.deploy.sliced.plan_groups`: one group per count row, one group for
+            the batch, or the cheapest segments by ``slice_cost``).
         group_cost: the time model behind ``"auto"``.
+        slice_cost: the time model behind ``"auto"`` under ``runtime_order="static"``.
     """
 
     def __init__(self, model: DeployedNet | GatedNet, static_keep_ratios: Any = 1.0, *, channels_last: bool = False,
-                 group_policy: str = "auto", group_cost: GroupCost | None = None):
+                 group_policy: str = "auto", group_cost: GroupCost | None = None, slice_cost: SliceCost | None = None):
         if isinstance(model, GatedNet):
             model = export_static(model, static_keep_ratios)
         if not isinstance(model, DeployedNet):
@@ -333,6 +350,7 @@ class RuntimeExecutor:
         self.channels_last = channels_last
         self.group_policy = group_policy
         self.group_cost = group_cost or GroupCost()
+        self.slice_cost = slice_cost or SliceCost()
         self.stem = None if isinstance(model.stem, nn.Identity) else model.stem
         self.head = model.head
         with torch.no_grad():
@@ -344,6 +362,11 @@ class RuntimeExecutor:
         self.pool_linear = _pool_linear(self.head)
         self.last_stored = model.stored_channels[-1]
         self.last_gated = model.stages[-1].gated_output
+        #: every layer's keep set is a prefix of its stored order (``runtime_order="static"``)
+        self.sliced = bool(self.layers) and all(layer.sliced for layer in self.layers)
+        #: per image size, each layer's output ``H * W`` (recorded on the first sliced call)
+        self._geometry: dict[tuple[int, ...], list[int]] = {}
+        self._macs_coefficients: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
 
     # ------------------------------------------------------------------ ratios
     def _ratio_rows(self, ratios: Any, batch: int) -> list[list[float]]:
@@ -377,7 +400,9 @@ class RuntimeExecutor:
             x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
             if self.stem is not None:
                 x = self.stem(x)
-            if batch == 1:
+            if self.sliced:
+                logits = self._run_sliced(x, rows, kept, tuple(images.shape[1:]))
+            elif batch == 1:
                 logits = self._run_single(x, rows[0], kept[0])
             else:
                 logits = self._run_group(x, list(range(batch)), rows, 0, None, kept)
@@ -395,6 +420,78 @@ class RuntimeExecutor:
             full = x.new_zeros(x.shape[0], self.last_stored, *x.shape[2:])  # zeros back
             x = full.index_copy_(1, kept_prev, x)
         return self.head(x)
+
+    # ------------------------------------------------------------------ dynamic slicing
+    def _run_sliced(self, x: Tensor, rows: list[list[float]], kept: list[list[int]], shape: tuple[int, ...]) -> Tensor:
+        """``runtime_order="static"``: every input's keep sets are prefixes; groups of inputs run as dense slices."""
+        first = rows[0]
+        if all(r is first or r == first for r in rows):  # one count row for all: no planning
+            top = [layer.slices.count(float(d)) for layer, d in zip(self.layers, first)]
+            kept[:] = [top] * len(rows)
+            return self._sliced_group(x, top, None, shape)
+        ratios = np.asarray(rows, dtype=np.float64).reshape(len(rows), self.num_layers)
+        counts = np.empty(ratios.shape, dtype=np.int64)
+        for t, layer in enumerate(self.layers):
+            counts[:, t] = layer.slices.counts(ratios[:, t])
+        kept[:] = counts.tolist()
+        if bool((counts == counts[:1]).all()):
+            return self._sliced_group(x, counts[0], None, shape)
+        if shape not in self._geometry:  # one input through the widest slice records the layer sizes
+            self._sliced_group(x[:1], counts.max(0), None, shape)
+        groups = plan_groups(counts, lambda k: self._slice_macs(k, shape), self.num_layers, self.slice_cost,
+                             self.group_policy)
+        device = x.device
+        if len(groups) == 1:
+            return self._sliced_group(x, groups[0][1], torch.from_numpy(counts).to(device), shape)
+        out = None
+        for members, top in groups:
+            own, index = counts[members], torch.from_numpy(members).to(device)
+            sub = self._sliced_group(x.index_select(0, index), top,
+                                     torch.from_numpy(own).to(device) if bool((own != top).any()) else None, shape)
+            if out is None:
+                out = sub.new_empty(x.shape[0], *sub.shape[1:])
+            out[index] = sub
+        return out
+
+    def _sliced_group(self, x: Tensor, top: np.ndarray | list[int], own: Tensor | None, shape: tuple[int, ...]) -> Tensor:
+        """One dense slice: layer ``t`` keeps its first ``top[t]`` stored channels; ``own`` ``(G, L)``
+        the inputs' own counts where some are smaller (the rest of their channels are zeroed)."""
+        k_in: int | None = None
+        for t, layer in enumerate(self.layers):
+            k = int(top[t])
+            col = None if own is None else own[:, t]
+            if col is not None and bool((col == k).all()):
+                col = None
+            x, k_in = layer.slices(x, k, k_in, col)
+        if shape not in self._geometry:
+            self._geometry[shape] = [layer.slices.out_size for layer in self.layers]
+        if self.last_gated and k_in is not None:
+            if self.pool_linear is not None:
+                weight_t, bias = self.pool_linear
+                return torch.addmm(bias, x.sum(dim=(2, 3)), weight_t[:k_in], alpha=1.0 / (x.shape[2] * x.shape[3]))
+            full = x.new_zeros(x.shape[0], self.last_stored, *x.shape[2:])
+            full[:, :k_in] = x
+            x = full
+        return self.head(x)
+
+    def _slice_macs(self, counts: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """``(G,)`` MACs per input of the gated convs and their consumers at count rows ``(G, L)``, images of ``shape``."""
+        coef = self._macs_coefficients.get(shape)
+        if coef is None:
+            geometry = self._geometry[shape]
+            a, b, fixed_in, reads = [], [], [], []
+            for t, layer in enumerate(self.layers):
+                w = layer.conv.weight
+                a.append(w.shape[2] * w.shape[3] * geometry[t])
+                w2 = layer.consumer.weight if layer.consumer is not None else None
+                b.append(0 if w2 is None else w2.shape[0] * w2.shape[2] * w2.shape[3] * geometry[t])
+                fixed_in.append(w.shape[1])
+                reads.append(t > 0 and layer.reads_previous)
+            coef = self._macs_coefficients[shape] = tuple(np.asarray(v, dtype=np.float64) for v in (a, b, fixed_in, reads))
+        a, b, fixed_in, reads = coef
+        k = counts.astype(np.float64)
+        k_in = np.where(reads.astype(bool), np.roll(k, 1, axis=1), fixed_in)
+        return (k * (k_in * a + b)).sum(1)
 
     def _run_single(self, x: Tensor, row: list[float], kept: list[int]) -> Tensor:
         """The batch-1 path: predictor, kept set, small conv, layer after layer."""

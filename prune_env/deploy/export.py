@@ -38,6 +38,14 @@ the ``C - stored`` channels of smallest ``u_s``, a prefix of P. The channels of 
 in every mask of the masked network, so they stay masked (their output is exactly 0) and the
 deployed network still equals ``net(x, d_r, d_s)``; only the stored parameter count, now
 ``CostModel.params(stored)``, and the tensor shapes change.
+
+Channel order (``runtime_order``)
+---------------------------------
+Under ``runtime_order="static"`` (:class:`~prune_env.nets.gated.GateConfig`) the runtime mask
+ranks ``u_s``, so every keep set is a prefix of the descending ``u_s`` order. The export then
+stores each layer's survivors in that order (not ascending): the channels an input keeps are the
+first ``k`` stored ones, and :class:`~prune_env.deploy.RuntimeExecutor` runs
+``weight[:k_out, :k_in]`` with no gather. The function is the same in either storage order.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from torch import Tensor, nn
 
 from prune_env.checkpoint import atomic_save
 from prune_env.nets.gated import GatedNet, KeepRatio, ResidualStage, SequentialStage, Stage, StagedNet, global_pool, layer_ratio
-from prune_env.nets.masks import importance_ranks, tradeoff_mask
+from prune_env.nets.masks import check_multiple, check_order, importance_ranks, runtime_ranking, static_order, tradeoff_mask
 from prune_env.nets.slicing import first_weighted_module, replace_submodule, slice_conv, slice_input, slice_linear, slice_norm  # noqa: F401
 
 
@@ -80,7 +88,8 @@ class DeployedGate(nn.Module):
     ``M`` is the trade-off mask of the *full* layer (all ``C`` channels, see the module
     docstring) restricted to the survivors.
 
-    Buffers: ``survivors`` (``S`` original channel indices, ascending), ``static_importance``
+    Buffers: ``survivors`` (``S`` original channel indices, ascending; by descending ``u_s`` under
+    ``runtime_order="static"``), ``static_importance``
     (full ``u_s``, ``C`` values), ``dense_mask`` (the ``(S,)`` survivor mask at ``d_r = 1``,
     which does not depend on the input).
     """
@@ -90,8 +99,11 @@ class DeployedGate(nn.Module):
     dense_mask: Tensor
 
     def __init__(self, conv: nn.Conv2d, bn: nn.Module, act: nn.Module, predictor: nn.Linear, static_importance: Tensor,
-                 survivors: Tensor, static_keep_ratio: float, tradeoff_rate: float):
+                 survivors: Tensor, static_keep_ratio: float, tradeoff_rate: float, *,
+                 runtime_order: str = "importance", count_multiple: int = 1):
         super().__init__()
+        self.runtime_order = check_order(runtime_order)
+        self.count_multiple = check_multiple(count_multiple)
         self.conv = conv
         self.bn = bn
         self.act = act
@@ -121,7 +133,9 @@ class DeployedGate(nn.Module):
         batch = u_r.shape[0]
         if self.input_independent or (isinstance(d_r, float) and d_r >= 1.0):
             return self.dense_mask.unsqueeze(0).expand(batch, -1)
-        full = tradeoff_mask(u_r, self.static_importance, d_r, self.static_keep_ratio, self.tradeoff_rate)
+        ranked = runtime_ranking(u_r, self.static_importance, self.runtime_order)
+        full = tradeoff_mask(ranked, self.static_importance, d_r, self.static_keep_ratio, self.tradeoff_rate,
+                             self.count_multiple)
         return full.index_select(1, self.survivors)
 
     def forward(self, x: Tensor, pooled: Tensor, d_r: KeepRatio) -> tuple[Tensor, Tensor]:
@@ -134,7 +148,8 @@ class DeployedGate(nn.Module):
         return out * scale[:, :, None, None], mask
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, stored={self.stored_channels}, d_s={self.static_keep_ratio}, R_r={self.tradeoff_rate}"
+        return (f"channels={self.channels}, stored={self.stored_channels}, d_s={self.static_keep_ratio}, "
+                f"R_r={self.tradeoff_rate}, order={self.runtime_order}, multiple={self.count_multiple}")
 
 
 #: The deployed stages are the trained stage classes around a :class:`DeployedGate` (see
@@ -170,10 +185,13 @@ class DeployedNet(StagedNet, nn.Module):
         static_keep_ratios: ``d_s`` per layer.
         tradeoff_rate: ``R_r``.
         round_to: the channel-rounding multiple used at export, or None.
+        runtime_order: ``"importance"`` or ``"static"`` (see the module docstring).
+        count_multiple: runtime keep counts are rounded up to a multiple of this.
     """
 
     def __init__(self, stem: nn.Module, stages: Sequence[Stage], head: nn.Module, *, config: dict,
-                 static_keep_ratios: Sequence[float], tradeoff_rate: float, round_to: int | None):
+                 static_keep_ratios: Sequence[float], tradeoff_rate: float, round_to: int | None,
+                 runtime_order: str = "importance", count_multiple: int = 1):
         super().__init__()
         self.stem = stem
         self.stages = nn.ModuleList(stages)
@@ -182,6 +200,8 @@ class DeployedNet(StagedNet, nn.Module):
         self.static_keep_ratios = [float(v) for v in static_keep_ratios]
         self.tradeoff_rate = float(tradeoff_rate)
         self.round_to = round_to
+        self.runtime_order = runtime_order
+        self.count_multiple = count_multiple
 
     # ------------------------------------------------------------------ structure (see StagedNet)
     @property
@@ -226,6 +246,8 @@ class DeployedNet(StagedNet, nn.Module):
             "static_keep_ratios": list(self.static_keep_ratios),
             "tradeoff_rate": self.tradeoff_rate,
             "round_to": self.round_to,
+            "runtime_order": self.runtime_order,
+            "count_multiple": self.count_multiple,
             "survivors": [s.cpu().tolist() for s in self.survivors()],
         }
 
@@ -251,8 +273,8 @@ def removed_channels(static_importance: Tensor, permanent: Tensor, round_to: int
 
 
 def assemble(net: GatedNet, survivors: Sequence[Tensor], static_keep_ratios: Sequence[float], tradeoff_rate: float,
-             round_to: int | None = None) -> DeployedNet:
-    """Build the deployed network keeping the given channels of each prunable layer.
+             round_to: int | None = None, *, runtime_order: str = "importance", count_multiple: int = 1) -> DeployedNet:
+    """Build the deployed network keeping the given channels of each prunable layer, in the given order.
 
     Weights are copied (sliced) from ``net``; nothing is shared with it. :func:`export_static`
     chooses ``survivors``; :func:`~prune_env.deploy.load_deployed` passes the saved ones.
@@ -273,10 +295,13 @@ def assemble(net: GatedNet, survivors: Sequence[Tensor], static_keep_ratios: Seq
             survivors=keep,
             static_keep_ratio=static_keep_ratios[t],
             tradeoff_rate=tradeoff_rate,
+            runtime_order=runtime_order,
+            count_multiple=count_multiple,
         )
         stages.append(stage.rebuild(gate))
     deployed = DeployedNet(copy.deepcopy(net.stem), stages, copy.deepcopy(net.head), config=net.config,
-                           static_keep_ratios=static_keep_ratios, tradeoff_rate=tradeoff_rate, round_to=round_to)
+                           static_keep_ratios=static_keep_ratios, tradeoff_rate=tradeoff_rate, round_to=round_to,
+                           runtime_order=runtime_order, count_multiple=count_multiple)
     # whatever reads layer t's channels (the next conv and predictor, a block's conv2, the head's
     # classifier; the stages declare it) reads the survivors only: the removed inputs are zero
     for t in range(deployed.num_layers):
@@ -285,7 +310,8 @@ def assemble(net: GatedNet, survivors: Sequence[Tensor], static_keep_ratios: Seq
     return deployed.to(device).train(net.training)
 
 
-def export_static(net: GatedNet, static_keep_ratios: Any = 1.0, *, round_to: int | None = None) -> DeployedNet:
+def export_static(net: GatedNet, static_keep_ratios: Any = 1.0, *, round_to: int | None = None,
+                  runtime_order: str | None = None) -> DeployedNet:
     """Remove every layer's permanent set P for good (paper Sec. 3.4) and return the deployed network.
 
     Args:
@@ -294,10 +320,14 @@ def export_static(net: GatedNet, static_keep_ratios: Any = 1.0, *, round_to: int
         round_to: round stored channel counts up to a multiple of this (e.g. 8) for
             hardware-friendly shapes, keeping (still masked) the channels of P with the
             largest ``u_s``; None keeps exactly ``C - |P|``.
+        runtime_order: ``"importance"`` or ``"static"`` (see the module docstring); None takes the
+            network's ``gate_config.runtime_order``. The runtime keep-count rounding is the network's
+            ``gate_config.count_multiple``.
 
     Returns:
         A :class:`DeployedNet` in eval mode, with ``deployed(x, d_r) == net(x, d_r, d_s)`` (up to
-        float rounding) for any runtime keep ratios ``d_r``, and
+        float rounding, the network configured with the same ``runtime_order``) for any runtime
+        keep ratios ``d_r``, and
         ``deployed.backbone_param_count() == CostModel(net, shape).params(deployed.stored_channels)``.
     """
     cfg = net.gate_config
@@ -305,13 +335,19 @@ def export_static(net: GatedNet, static_keep_ratios: Any = 1.0, *, round_to: int
         raise ValueError("export_static needs a gated network (gate_config.gating=True)")
     if cfg.hold_static:
         raise ValueError("export_static needs the learned u_s (gate_config.hold_static=False)")
+    order = check_order(cfg.runtime_order if runtime_order is None else runtime_order)
     ratios = layer_ratios(static_keep_ratios, net.num_layers)
     permanent = net.permanent_masks(ratios)
     survivors = []
     for gated, p in zip(net.layers, permanent):
         removed = removed_channels(gated.static_importance, p, round_to)
-        survivors.append(torch.nonzero(~removed).flatten())
-    return assemble(net, survivors, ratios, cfg.tradeoff_rate, round_to).eval()
+        if order == "static":  # by descending u_s: every keep set is a prefix
+            by_u_s = static_order(gated.static_importance.detach())
+            survivors.append(by_u_s[~removed[by_u_s]])
+        else:
+            survivors.append(torch.nonzero(~removed).flatten())
+    return assemble(net, survivors, ratios, cfg.tradeoff_rate, round_to, runtime_order=order,
+                    count_multiple=cfg.count_multiple).eval()
 
 
 # ---------------------------------------------------------------------------------- save / load
@@ -375,6 +411,7 @@ def load_deployed(path: str | os.PathLike, device: str | torch.device = "cpu", *
         except ValueError as exc:
             raise CheckpointError(path, str(exc), kind) from None
         model = assemble(net, survivors, spec["static_keep_ratios"], spec["tradeoff_rate"],
-                         spec["round_to"])
+                         spec["round_to"], runtime_order=spec.get("runtime_order", "importance"),
+                         count_multiple=spec.get("count_multiple", 1))
         model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

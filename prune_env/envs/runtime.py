@@ -275,7 +275,9 @@ class RuntimePruneEnv(RewardStateMixin, gym.Env):
       action times the episode budget's uniform keep ratio over the reference's (the same action
       spends about the same fraction of every budget), ``"absolute"`` the action itself
       (:meth:`~prune_env.envs.task.PruningTask.action_transform`);
-    * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``alpha`` (0.1) in (0, 1];
+    * ``tradeoff_rate`` ``R_r`` (1.0: pure runtime pruning) in [0, 1]; ``runtime_order``
+      (``"importance"``: rank by ``u_r``, the paper's | ``"static"``: rank by ``u_s``, keep sets the
+      executor slices); ``count_multiple`` (1): keep counts rounded up to a multiple; ``alpha`` (0.1) in (0, 1];
       ``alpha_budget`` ``alpha_1`` (10.0); ``loss_lambda`` ``lambda`` (0.9); ``loss_batch`` (64);
     * ``budget_mode`` (``"per_input"`` | ``"average"``), ``penalty`` (``"absolute"`` |
       ``"relative"``), ``loss_scale`` (None | ``"moving"`` | ``"fixed"``), ``dual_init`` (None or

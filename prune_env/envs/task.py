@@ -38,6 +38,7 @@ from prune_env.envs.reward import (
     resolved_loss_scale,
 )
 from prune_env.nets.gated import GatedNet, StepState
+from prune_env.nets.masks import RUNTIME_ORDERS, check_multiple
 from prune_env.policies import KeepRatioPolicy, as_policy
 from prune_env.rewards import BinnedDual, BinnedLossNormalizer, DualVariable, LossNormalizer
 
@@ -180,6 +181,10 @@ class TaskConfig:
     budget: float | str | tuple | list = 0.5
     budget_kind: str = "sparsity"
     tradeoff_rate: float = RUNTIME_TRADEOFF_RATE
+    #: what the runtime mask ranks: ``"importance"`` (per-input ``u_r``, the paper's) or ``"static"``
+    #: (``u_s``: prefixes the executor runs as dense slices); ``count_multiple`` rounds keep counts up
+    runtime_order: str = "importance"
+    count_multiple: int = 1
     alpha: float = 0.1
     alpha_budget: float = 10.0
     loss_lambda: float = 0.9
@@ -234,6 +239,8 @@ class TaskConfig:
                 or not 1 <= self.dual_bins <= 1000):
             raise ValueError(f"dual_bins must be an integer in [1, 1000], got {self.dual_bins!r}")
         self.tradeoff_rate = check_range("tradeoff_rate", self.tradeoff_rate, 0.0, 1.0)
+        check_keyword_choice("runtime_order", self.runtime_order, RUNTIME_ORDERS)
+        self.count_multiple = check_multiple(self.count_multiple)
         self.alpha = check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
         self.alpha_budget = check_range("alpha_budget", self.alpha_budget, 0.0, 1e3)
         self.loss_lambda = check_range("loss_lambda", self.loss_lambda, 0.0, 1.0)
@@ -292,7 +299,7 @@ class PruningTask:
         self.net, self.dataset = _load_network(cfg)
         #: the dataset's name (a Dataset object's class name): what records and checkpoints store
         self.dataset_name = dataset_label(self.dataset)
-        self.net.eval().configure(gating=True)
+        self.net.eval().configure(gating=True, runtime_order=cfg.runtime_order, count_multiple=cfg.count_multiple)
         self.tradeoff_rate = cfg.tradeoff_rate  # configures the network's masks too
         for p in self.net.parameters():
             p.requires_grad_(False)

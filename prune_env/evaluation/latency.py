@@ -58,7 +58,8 @@ def runtime_ratios(task: PruningTask, runtime_policy: Any, static_ratios: Any, i
 
 
 def time_interleaved(fns: Mapping[str, Callable[[int], object]], rounds: int, warmup: int) -> dict[str, dict]:
-    """Median wall-clock and thread-CPU milliseconds per call; ``fns[k](i)`` is call ``i``, round-robin."""
+    """Median wall-clock and thread-CPU milliseconds per call, with the wall clock's quartiles
+    (``p25_ms``, ``p75_ms``: the spread); ``fns[k](i)`` is call ``i``, round-robin."""
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
@@ -71,7 +72,13 @@ def time_interleaved(fns: Mapping[str, Callable[[int], object]], rounds: int, wa
                     wall[name].append(1e3 * elapsed)
                     cpu[name].append(1e3 * elapsed_cpu)
     return {k: {"median_ms": statistics.median(wall[k]), "cpu_median_ms": statistics.median(cpu[k]),
-                "min_ms": min(wall[k]), "samples": len(wall[k])} for k in fns}
+                "min_ms": min(wall[k]), "p25_ms": _quantile(wall[k], 0.25), "p75_ms": _quantile(wall[k], 0.75),
+                "samples": len(wall[k])} for k in fns}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
 
 
 def measure_latency(task: PruningTask, pairs: Mapping[str, tuple[Any, Any]], cfg: LatencyConfig | None = None) -> dict:

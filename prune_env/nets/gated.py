@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from prune_env.nets.masks import permanent_mask, tradeoff_mask
+from prune_env.nets.masks import check_multiple, check_order, permanent_mask, runtime_ranking, tradeoff_mask
 from prune_env.nets.slicing import first_weighted_module, input_width
 
 KeepRatio = float | Tensor  # a scalar or one value per sample, shape (B,)
@@ -82,7 +82,8 @@ class GatedConv(nn.Module):
             return out, torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)
         u_r = self.runtime_importance(pooled)
         u_s = torch.ones_like(self.static_importance) if cfg.hold_static else self.static_importance
-        mask = tradeoff_mask(u_r.detach(), u_s.detach(), d_r, d_s, cfg.tradeoff_rate)
+        ranked = runtime_ranking(u_r.detach(), u_s.detach(), cfg.runtime_order)
+        mask = tradeoff_mask(ranked, u_s.detach(), d_r, d_s, cfg.tradeoff_rate, cfg.count_multiple)
         scale = (u_r * u_s).masked_fill(mask, 0.0)  # (1 - M) * (u_r * u_s), Eq. 2 and 6
         return out * scale[:, :, None, None], mask
 
@@ -99,15 +100,23 @@ class GateConfig:
         gating: False runs the plain backbone (pre-training); True applies Eq. 2.
         hold_static: hold ``u_s`` at 1 (importance stage 1, paper Sec. 4.1).
         tradeoff_rate: ``R_r`` in [0, 1]; 1 is pure runtime pruning, 0 pure static pruning.
+        runtime_order: what the runtime mask ranks: ``"importance"`` (the per-input ``u_r``, the
+            paper's) or ``"static"`` (``u_s``: keep sets are prefixes of one order per layer, which
+            the executor runs as dense slices; :func:`~prune_env.nets.masks.runtime_ranking`).
+        count_multiple: round runtime keep counts up to a multiple of this (1: the paper's rule).
     """
 
     gating: bool = True
     hold_static: bool = False
     tradeoff_rate: float = 0.5
+    runtime_order: str = "importance"
+    count_multiple: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.tradeoff_rate) <= 1.0:
             raise ValueError(f"tradeoff_rate must be in [0, 1], got {self.tradeoff_rate}")
+        check_order(self.runtime_order)
+        self.count_multiple = check_multiple(self.count_multiple)
 
 
 class Stage(nn.Module):
@@ -368,13 +377,16 @@ class GatedNet(StagedNet, nn.Module):
         return [s.gated.in_channels for s in self.stages]
 
     def configure(self, *, gating: bool | None = None, hold_static: bool | None = None,
-                  tradeoff_rate: float | None = None) -> "GatedNet":
+                  tradeoff_rate: float | None = None, runtime_order: str | None = None,
+                  count_multiple: int | None = None) -> "GatedNet":
         """Change the gate mode in place (see :class:`GateConfig`); returns self."""
         cfg = self.gate_config
         self.gate_config = GateConfig(
             gating=cfg.gating if gating is None else gating,
             hold_static=cfg.hold_static if hold_static is None else hold_static,
             tradeoff_rate=cfg.tradeoff_rate if tradeoff_rate is None else float(tradeoff_rate),
+            runtime_order=cfg.runtime_order if runtime_order is None else runtime_order,
+            count_multiple=cfg.count_multiple if count_multiple is None else count_multiple,
         )
         return self
 
