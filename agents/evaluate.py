@@ -50,8 +50,7 @@ from prune_env.evaluation.plots import plot_adaptation, plot_keep_ratios
 from prune_env.evaluation.references import headroom_report
 from prune_env.evaluation.report import PolicyPair, build_report, write_report
 from prune_env.evaluation.split import reference_metrics, rollout_split, summarize
-from prune_env.evaluation.tables import format_reference_table as format_table
-from prune_env.evaluation.tables import format_text
+from prune_env.evaluation.tables import format_reference_table, format_text
 from prune_env.io import write_json
 
 KINDS = ("runtime", "static", "joint", "algorithm1")
@@ -333,11 +332,9 @@ def evaluate_run_dir(run_dir: str | Path, *, latency: bool | LatencyConfig = Fal
     if echo is not None:
         echo(format_text(report, width=None).rstrip())
         if headroom is not None:
-            from prune_env.evaluation.tables import format_reference_table as format_table
-
             rows = headroom["rows"]
             echo("\nBeside every reference at the same budget (test split):")
-            echo(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+            echo(format_reference_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
             s = headroom["summary"]
             captured = s["headroom_captured_accuracy"]
             echo(f"adaptation gain: {100 * s['adaptation_gain_shuffled']:+.2f} points over the agent's shuffled allocations, "
@@ -523,7 +520,7 @@ def evaluate_run(cfg: RunConfig, task: PruningTask, *, runtime_policy: Any, stat
     print()
     print(f"Test split ({metrics['num_images']} images), MAC budget {metrics['budget']:.3f} of dense, "
           f"parameter budget {metrics['params_budget']:.3f}:")
-    print(format_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
+    print(format_reference_table({label: rows[key] for key, label in TABLE_ROWS if key in rows}))
     if not runtime_run:
         print(f"in budget: stored parameters within the parameter budget; uniform @ budget: d_s = "
               f"{rows['uniform']['uniform_keep_ratio']:.3f} in every layer, the largest meeting it "

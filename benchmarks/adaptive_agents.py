@@ -180,10 +180,10 @@ def _fmt(v) -> str:
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
     """Test top-1 against mean MACs: the agent per seed (raw and calibrated) beside the references."""
-    from prune_env.evaluation.plots import pyplot as _pyplot
+    from prune_env.evaluation.plots import pyplot
     from prune_env.evaluation.plots import save_figure as _save
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     agent = np.array([[r["agent_macs"], r["agent"]] for r in rows])
     ax.scatter(agent[:, 0], 100 * agent[:, 1], color="tab:blue", label="agent (each seed)", zorder=3)

@@ -6,6 +6,9 @@ for both orders, batch sizes 1 and several, every grouping policy; no timing.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,10 @@ from prune_env.nets import build_net
 from prune_env.nets.gated import GateConfig
 from prune_env.nets.masks import keep_count, static_order, tradeoff_mask
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from latency import images  # noqa: E402
+from latency import randomize as benchmark_randomize  # noqa: E402
+
 NETS = [
     ("digitnet", (1, 8, 8), {}),
     ("mcifarnet", (3, 32, 32), {"width": 0.25}),
@@ -25,26 +32,12 @@ NETS = [
 
 
 def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Importances whose ``u_r`` ranking follows the input, distinct ``u_s``, non-trivial BN."""
-    g = torch.Generator().manual_seed(seed)
+    """The latency benchmark's random importances, with logits of order 1 so that the tolerance means something."""
+    net = benchmark_randomize(net, seed)
     with torch.no_grad():
-        for layer in net.layers:
-            w = layer.predictor.weight
-            w.copy_(0.5 * torch.randn(w.shape, generator=g) / w.shape[1] ** 0.5)
-            layer.predictor.bias.copy_(1.0 + 0.05 * torch.randn(w.shape[0], generator=g))
-            layer.static_importance.copy_(torch.rand(w.shape[0], generator=g) + 0.5)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
         head = [m for m in net.head.modules() if isinstance(m, nn.Linear)][-1]
-        head.weight.mul_(10.0)  # logits of order 1, so that the tolerance means something
-    return net.eval()
-
-
-def images(batch: int, shape, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, *shape, generator=g) + torch.randn(batch, shape[0], 1, 1, generator=g)
+        head.weight.mul_(10.0)
+    return net
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -414,11 +414,15 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
             calibrated = rollout_split(test, OffsetPolicy(policy, offset, test.num_layers), static_ratios)
             rows["agent_calibrated"] = {**summarize(test, calibrated, static_ratios), "offset": offset}
     rows.update(adaptation_controls(test, agent, static_ratios, seed=seed))
-    per_level = level_results(test, levels)
+    # the test split runs once per width, for the oracle's levels and the cascade's together
+    widths = sorted(set(levels) | (set(CASCADE_LEVELS) if search is not None else set()))
+    per_width = level_results(test, widths)
+    per_level = {k: v[:, [widths.index(level) for level in levels]] for k, v in per_width.items()}
     if search is not None:
         n = len(search.source)
         subset = None if n <= cascade_images else np.sort(np.random.default_rng(seed).choice(n, cascade_images, replace=False))
-        found = confidence_cascade(level_results(search, CASCADE_LEVELS, indices=subset), level_results(test, CASCADE_LEVELS),
+        found = confidence_cascade(level_results(search, CASCADE_LEVELS, indices=subset),
+                                   {k: v[:, [widths.index(level) for level in CASCADE_LEVELS]] for k, v in per_width.items()},
                                    CASCADE_LEVELS, test.macs_budget)
         rows["cascade"] = {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"],
                            "speedup": 1.0 / found["macs_ratio"], "params_ratio": 1.0, "within_budget": found["within_budget"],
