@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-points", type=positive_int, default=5, help="evenly spaced sweep budgets (default %(default)s)")
     p.add_argument("--per-budget-runs", nargs="+", default=[], metavar="DIR",
                    help="finished one-budget runs to put beside an any-budget agent's curve (their metrics.json)")
+    p.add_argument("--supervised-start", choices=["loss", "accuracy"], default=None, metavar="OBJECTIVE",
+                   help="RuntimePrune-v0, one budget: before the reinforcement learning, behaviour-clone the runtime "
+                        "policy on the keep ratios the label oracle gives each training image at the budget (objective "
+                        "loss: least total loss; accuracy: the cheapest width that classifies it right); writes "
+                        "supervised_start.json (recurrent_ppo, ppo, a2c, trpo)")
     add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    if args.supervised_start is not None and (args.env != "RuntimePrune-v0" or args.joint):
+        parser.error("--supervised-start applies to --env RuntimePrune-v0 without --joint (it clones the runtime policy)")
     if args.agent_update is not None and not args.joint:
         parser.error(f"--agent-update {args.agent_update}: how the two agents of --joint learn; add --joint "
                      "(a single agent learns alone)")
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         agent_update=agent_update, joint_groups=args.joint_groups,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         sweep_budgets=args.sweep_budgets, sweep_points=args.sweep_points, per_budget_runs=args.per_budget_runs,
+        supervised_start=args.supervised_start,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     from prune_env.checkpoint import CheckpointError

@@ -66,6 +66,10 @@ class RunConfig:
     per_budget_runs: list[str] = field(default_factory=list)
     #: ... with the agent calibrated to each budget too (an offset search per budget on the training split)
     sweep_calibrate: bool = True
+    #: a runtime agent's supervised start (:mod:`agents.supervised_start`): behaviour cloning of the label
+    #: oracle's keep ratios on the training split before the reinforcement learning, the oracle's
+    #: objective ``"loss"`` or ``"accuracy"``; None: none (the paper's start)
+    supervised_start: str | None = None
 
     @cached_property
     def spec(self) -> AlgoSpec:

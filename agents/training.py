@@ -197,6 +197,28 @@ def failed_start_cleaned(out: Path, written: list[Path]):
         raise
 
 
+#: what :func:`start_supervised` writes into the run directory
+SUPERVISED_START_FILE = "supervised_start.json"
+
+
+def start_supervised(model: BaseAlgorithm, venv: VecEnv, out: Path, cfg: RunConfig) -> dict:
+    """The runtime policy behaviour-cloned on the training split's oracle targets (:mod:`agents.supervised_start`);
+    writes ``supervised_start.json``. A UsageError naming ``--supervised-start`` where it cannot apply."""
+    from agents.supervised_start import supervised_start
+
+    try:
+        figures = supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios,
+                                   objective=cfg.supervised_start, seed=cfg.seed)
+    except ValueError as exc:
+        raise UsageError(f"--supervised-start: {exc}") from None
+    write_json(figures, out / SUPERVISED_START_FILE)
+    r = figures["correlation_with_targets"]
+    print(f"supervised start: {figures['images']} {figures['split']} images, oracle targets ({figures['objective']}) "
+          f"mean keep {figures['target_keep_mean']:.3f}; the cloned policy's mean keep per input correlates "
+          f"{'n/a' if r is None else f'{r:.2f}'} with them ({figures['seconds']:.0f} s)", file=sys.stderr)
+    return figures
+
+
 def run(cfg: RunConfig) -> dict:
     """Train as configured, evaluate on the test split, write everything under ``cfg.out``; returns the metrics."""
     if cfg.joint:  # checked before anything is written
@@ -220,6 +242,8 @@ def run(cfg: RunConfig) -> dict:
     with failed_start_cleaned(out, written if fresh else []):
         write_json({**record, "status": "training"}, out / RUN_FILE)
         record_env(model, venv, out, record)  # env_spec.json beside the agent, model.trained_on
+        if fresh and cfg.supervised_start is not None:
+            start_supervised(model, venv, out, cfg)
         learn(model, venv, out, default_timesteps(cfg, env_id), cfg, reset=fresh, prefix=env_id.split("-")[0])
     atomic_model_save(model, out / MODEL_FILE)
     train_seconds = time.time() - start

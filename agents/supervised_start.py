@@ -1,0 +1,200 @@
+"""A supervised start for the runtime agent: behaviour cloning of the per-input oracle.
+
+Before any reinforcement learning, the runtime policy is fitted to the keep ratio that the
+label oracle gives each **training** image at the agent's budget (the multiple-choice knapsack
+over uniform widths of :func:`prune_env.evaluation.references.oracle_choice`; with
+``objective="accuracy"`` the cheapest width that classifies the image right, as DS-Net's gate
+targets). The reinforcement learning then starts from a policy that already spends more on the
+inputs that need it, rather than from one that must discover adaptation from a terminal reward.
+
+The data path:
+
+1. :func:`oracle_targets`: per-image target keep ratios on (a subset of) the training split; the
+   labels are used here and only here, never on the test split.
+2. :func:`observations_under`: the runtime observations of those images under the policy's own
+   keep ratios (DAgger: the policy learns on the states it reaches, not on the oracle's).
+3. :func:`clone`: the policy's action mean regressed on the targets (mean squared error), the
+   recurrent state carried over the layers exactly as in a rollout. The exploration noise (the
+   policy's ``log_std``) and the critic are left as they are. Steps 2 and 3 repeat for a few rounds.
+
+:func:`supervised_start` runs the three and returns what it measured (written to
+``supervised_start.json`` by :func:`agents.training.run`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from prune_env.envs.task import PruningTask
+from prune_env.evaluation.references import ORACLE_LEVELS, level_results, oracle_choice
+from prune_env.evaluation.split import rollout_split
+from prune_env.policies import KeepRatioPolicy, SB3Policy, as_policy
+
+#: the objectives of the oracle's targets (:func:`prune_env.evaluation.references.oracle_choice`)
+OBJECTIVES = ("loss", "accuracy")
+
+
+@dataclass
+class OracleTargets:
+    """Target keep ratios for ``indices`` of a training split, with the oracle's own figures."""
+
+    indices: np.ndarray
+    keep: np.ndarray
+    objective: str
+    accuracy: float
+    macs_ratio: float
+
+
+def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: tuple[float, ...] = ORACLE_LEVELS,
+                   max_images: int | None = 8192, seed: int = 0) -> OracleTargets:
+    """The label oracle's keep ratio for each of at most ``max_images`` images (a fixed random subset)
+    of ``task``'s split, at ``task``'s MAC budget. Refuses the test split."""
+    if task.cfg.split == "test":
+        raise ValueError("oracle_targets: the oracle's targets use labels; build them on the train or val split, "
+                         "not on the test split")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    n = len(task.source)
+    indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
+        np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    per_level = level_results(task, levels, indices=indices)
+    found = oracle_choice(per_level, task.macs_budget, objective)
+    keep = np.asarray(levels, dtype=np.float64)[np.asarray(found["choice"], dtype=np.int64)]
+    return OracleTargets(indices, keep, objective, found["accuracy"], found["macs_ratio"])
+
+
+class _Recorder(KeepRatioPolicy):
+    """Records, batch by batch, what ``inner`` (a :class:`~prune_env.policies.KeepRatioPolicy`)
+    observes while it acts."""
+
+    def __init__(self, inner: KeepRatioPolicy):
+        self.inner = inner
+        self.records: list[np.ndarray] = []
+        self._steps: list[np.ndarray] = []
+
+    def _close_batch(self) -> None:
+        if self._steps:
+            self.records.append(np.stack(self._steps, 1))
+            self._steps = []
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self._close_batch()
+        self.inner.reset(batch_size)
+
+    def act(self, observations, t):
+        self._steps.append(np.asarray(observations, dtype=np.float32).copy())
+        return self.inner(observations)
+
+    def observations(self) -> np.ndarray:
+        self._close_batch()
+        return np.concatenate(self.records)
+
+
+def observations_under(task: PruningTask, policy: Any, static_ratios: Any, indices: np.ndarray, *,
+                       batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, L, D)`` runtime observations of the images at ``indices`` while ``policy`` (anything
+    :func:`~prune_env.policies.as_policy` takes) chooses the keep ratios, and its ``(N, L)`` keep ratios."""
+    recorder = _Recorder(as_policy(policy, task.num_layers))
+    results = rollout_split(task, recorder, static_ratios, indices=indices, batch_size=batch_size)
+    return recorder.observations(), results.keep
+
+
+def _action_means(policy: Any, observations: torch.Tensor) -> torch.Tensor:
+    """``(B, L)`` action means of ``policy`` for ``B`` whole episodes ``(B, L, D)``, the recurrent state
+    (if any) carried from layer to layer from a fresh start."""
+    b, steps, dim = observations.shape
+    flat = observations.reshape(b * steps, dim)  # episode-major, as sb3-contrib's sequences are
+    if hasattr(policy, "lstm_actor"):
+        lstm = policy.lstm_actor
+        zeros = torch.zeros(lstm.num_layers, b, lstm.hidden_size, device=flat.device)
+        starts = torch.zeros(b * steps, device=flat.device)  # zero states = a fresh episode
+        distribution, _ = policy.get_distribution(flat, (zeros, zeros.clone()), starts)
+    else:
+        distribution = policy.get_distribution(flat)
+    return distribution.distribution.mean.reshape(b, steps, -1)[..., 0]
+
+
+def clone(policy: Any, observations: np.ndarray, keep: np.ndarray, *, epochs: int = 30, batch_size: int = 256,
+          learning_rate: float = 3e-3, seed: int = 0) -> dict:
+    """Fit ``policy``'s action mean to ``keep`` (one target per episode, at every layer) by mean squared
+    error with Adam; returns the loss before and after. ``policy`` is an SB3 actor-critic policy
+    (``ActorCriticPolicy`` or sb3-contrib's ``RecurrentActorCriticPolicy``)."""
+    if not hasattr(policy, "get_distribution"):
+        raise ValueError(f"a supervised start needs an actor-critic policy with get_distribution (PPO, A2C, TRPO, "
+                         f"RecurrentPPO); got {type(policy).__name__}")
+    if not isinstance(policy.action_space, gym.spaces.Box):
+        raise ValueError(f"a supervised start needs a continuous keep-ratio action, got {policy.action_space}")
+    device = policy.device
+    obs = torch.as_tensor(observations, dtype=torch.float32, device=device)
+    target = torch.as_tensor(keep, dtype=torch.float32, device=device)[:, None].expand(-1, obs.shape[1])
+    log_std = getattr(policy, "log_std", None)
+    params = [p for p in policy.parameters() if p is not log_std and p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss_on(rows: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(_action_means(policy, obs[rows]), target[rows])
+
+    everything = torch.arange(len(obs))
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        before = float(loss_on(everything))
+    policy.set_training_mode(True)
+    for _ in range(epochs):
+        for rows in torch.randperm(len(obs), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            loss_on(rows).backward()
+            optimizer.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        after = float(loss_on(everything))
+        target_var = float(target[:, 0].var(unbiased=False))
+    return {"mse_before": before, "mse_after": after, "target_variance": target_var,
+            "explained": 1.0 - after / target_var if target_var > 0 else None}
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None
+
+
+def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objective: str = "loss",
+                     max_images: int | None = 8192, rounds: int = 4, epochs: int = 20, seed: int = 0) -> dict:
+    """Behaviour-clone ``model``'s runtime policy (an SB3 model) on the oracle's targets of ``task``'s
+    (training) split; returns the targets' and the fit's figures.
+
+    The observations come from the policy's own rollouts (DAgger, Ross et al., 2011): ``rounds``
+    times, the current policy runs the images, its observations join the data set with each image's
+    oracle target, and the policy is fitted again on all of it. Teacher forcing would leak the target
+    through the observation's "MACs so far" and fit a policy that only copies it.
+    """
+    if task.budget_range is not None:
+        raise ValueError("a supervised start needs one budget (the oracle's targets are for one budget); "
+                         f"got the budget range {task.budget_range}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    start = time.time()
+    targets = oracle_targets(task, objective=objective, max_images=max_images, seed=seed)
+    seen, keeps, history = [], [], []
+    for r in range(rounds + 1):
+        observations, keep = observations_under(task, SB3Policy(model), static_ratios, targets.indices)
+        history.append({"round": r, "keep_mean": float(keep.mean()), "keep_std_over_inputs": float(keep.mean(1).std()),
+                        "correlation_with_targets": _correlation(keep.mean(1), targets.keep)})
+        if r == rounds:  # the last rollout only measures the fitted policy
+            break
+        seen.append(observations)
+        keeps.append(targets.keep)
+        history[-1].update(clone(model.policy, np.concatenate(seen), np.concatenate(keeps), epochs=epochs, seed=seed + r))
+    levels, counts = np.unique(targets.keep, return_counts=True)
+    return {"objective": objective, "images": int(len(targets.indices)), "split": task.cfg.split,
+            "oracle_accuracy": targets.accuracy, "oracle_macs_ratio": targets.macs_ratio,
+            "target_keep_mean": float(targets.keep.mean()), "target_keep_std": float(targets.keep.std()),
+            "target_levels": {f"{level:g}": int(c) for level, c in zip(levels, counts)},
+            "rounds": rounds, "epochs": epochs, "history": history,
+            "correlation_with_targets": history[-1]["correlation_with_targets"], "seconds": time.time() - start}
