@@ -11,6 +11,7 @@ MACs, each seed and each reference) to ``--out``; finished seeds are kept and sk
     python benchmarks/adaptive_agents.py --seeds 0 1 2 3 4 --out bench_adaptive/main
     python benchmarks/adaptive_agents.py --seeds 0 1 2 3 4 --env-kwargs budget=0.5 --out bench_adaptive/s05
     python benchmarks/adaptive_agents.py --seeds 0 1 2 --env-kwargs budget_mode=per_input --out bench_adaptive/per_input
+    python benchmarks/adaptive_agents.py --seeds 0 1 2 3 4 --supervised-start loss --out bench_adaptive/supervised
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run_seed(seed: int, args_dict: dict) -> Path:
     cfg = RunConfig(env_id="RuntimePrune-v0", algo=args_dict["algo"], seed=seed, timesteps=args_dict["timesteps"],
                     env_kwargs=args_dict["env_kwargs"], hyperparams=args_dict["hyperparams"], out=str(out),
                     progress=False, resume=(out / "checkpoint.zip").is_file(), command=args_dict["command"],
-                    search_rounds=args_dict["search_rounds"])
+                    search_rounds=args_dict["search_rounds"], supervised_start=args_dict.get("supervised_start"))
     run(cfg)
     return out
 
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True, help="directory for the seeds' runs and the summary")
     p.add_argument("--search-rounds", type=positive_int, default=40,
                    help="rounds of the best-static-allocation search (default 40; fewer for deep networks)")
+    p.add_argument("--supervised-start", choices=["loss", "accuracy"], default=None, metavar="OBJECTIVE",
+                   help="behaviour-clone each seed's policy on the training split's oracle targets first "
+                        "(train_agents.py --supervised-start)")
     p.add_argument("--rescore", action="store_true",
                    help="score finished seeds again with the current reference code (their agents are not retrained)")
     args = p.parse_args(argv)
@@ -233,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(shlex.quote(a)
                        for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
     shared = {"algo": args.algo, "timesteps": args.timesteps, "env_kwargs": env_kwargs, "hyperparams": hyperparams,
-              "out": str(out), "command": command, "search_rounds": args.search_rounds}
+              "out": str(out), "command": command, "search_rounds": args.search_rounds,
+              "supervised_start": args.supervised_start}
     start = time.time()
     if args.workers > 1:
         with cf.ProcessPoolExecutor(args.workers) as pool:

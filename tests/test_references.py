@@ -17,6 +17,7 @@ from prune_env.evaluation.references import (
     confidence_cascade,
     cost_breakdown,
     headroom_captured,
+    level_results,
     mcnemar_p_value,
     multiple_choice_knapsack,
     oracle_choice,
@@ -227,3 +228,26 @@ def test_cost_breakdown_by_class_and_difficulty():
     assert (easy["accuracy"], hard["accuracy"]) == (1.0, 0.6)
     assert [c["class"] for c in found["by_class"]] == [0, 1] and found["by_class"][0]["macs_ratio"] == pytest.approx(0.5)
     assert found["difficulty_macs_correlation"] == pytest.approx(1.0)
+
+
+def test_agent_independent_references_are_computed_once_per_network(train_task, monkeypatch):
+    from prune_env.evaluation import references
+
+    calls = []
+    real = references._level_results
+    monkeypatch.setattr(references, "_level_results", lambda *a: (calls.append(1), real(*a))[1])
+    first = level_results(train_task, (0.5, 1.0), indices=np.arange(32))
+    first["losses"][:] = -1.0  # what a caller does to its copy stays with it
+    again = level_results(train_task, (0.5, 1.0), indices=np.arange(32))
+    assert len(calls) == 1 and np.all(again["losses"] >= 0)
+    level_results(train_task, (0.5, 1.0), indices=np.arange(1, 33))  # other images: computed
+    assert len(calls) == 2
+    layer = next(m for m in train_task.net.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        layer.weight.mul_(0.5)  # other weights (a fine-tuned network): computed again
+    try:
+        halved = level_results(train_task, (0.5, 1.0), indices=np.arange(32))
+        assert len(calls) == 3 and not np.allclose(halved["losses"], again["losses"])
+    finally:
+        with torch.no_grad():
+            layer.weight.mul_(2.0)

@@ -29,7 +29,9 @@ that brings its mean MACs to the budget, on a split that is not the test split.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+import hashlib
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +46,43 @@ from prune_env.policies import KeepRatioPolicy, as_policy
 ORACLE_LEVELS: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 #: the confidence cascade's candidate levels (each pass a uniform keep ratio)
 CASCADE_LEVELS: tuple[float, ...] = tuple(round(0.15 + 0.05 * k, 2) for k in range(18))
+
+
+# --------------------------------------------------------------------------- agent-independent results, once
+#: the references that do not depend on an agent (the static search, the per-level results), kept for
+#: the process's lifetime per network weights, task configuration and arguments: the seeds of a
+#: benchmark run in one process share them (at most :data:`MEMO_LIMIT` entries, the oldest dropped)
+_MEMO: dict[tuple, Any] = {}
+MEMO_LIMIT = 64
+
+
+def network_fingerprint(task: PruningTask) -> str | None:
+    """SHA-1 of ``task``'s network weights and buffers (names and bytes); None for a network that is
+    not a torch module."""
+    if not isinstance(task.net, torch.nn.Module):
+        return None
+    digest = hashlib.sha1()
+    for name, tensor in task.net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _memoized(kind: str, task: PruningTask, arguments: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or a copy of what it returned for the same network, task and ``arguments``."""
+    fingerprint = network_fingerprint(task)
+    if fingerprint is None:
+        return compute()
+    key = (kind, fingerprint, repr(task.cfg), len(task.source), arguments)
+    if key not in _MEMO:
+        if len(_MEMO) >= MEMO_LIMIT:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = compute()
+    return copy.deepcopy(_MEMO[key])
+
+
+def _indices_key(indices: np.ndarray | None) -> str | None:
+    return None if indices is None else hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- iso-MAC uniform
@@ -71,11 +110,18 @@ def search_static_allocation(task: PruningTask, macs_budget: float | None = None
     the uniform reference. ``criterion`` is ``"loss"`` (mean cross entropy) or ``"accuracy"``
     (top-1, ties by loss). At most ``max_images`` images of the split (a fixed random subset).
 
-    Returns ``{"ratios", "counts", "macs_ratio", "score", "evaluations", "rounds"}``.
+    Returns ``{"ratios", "counts", "macs_ratio", "score", "evaluations", "rounds"}``; computed once
+    per process for the same network, task and arguments.
     """
     if criterion not in ("loss", "accuracy"):
         raise ValueError(f"criterion must be 'loss' or 'accuracy', got {criterion!r}")
     budget = task.macs_budget if macs_budget is None else float(macs_budget)
+    return _memoized("static_search", task, (budget, criterion, max_rounds, steps, max_images, seed),
+                     lambda: _search_static_allocation(task, budget, criterion, max_rounds, steps, max_images, seed))
+
+
+def _search_static_allocation(task: PruningTask, budget: float, criterion: str, max_rounds: int, steps: int,
+                              max_images: int | None, seed: int) -> dict:
     channels = np.asarray(task.net.channels, dtype=np.int64)
     lowest = np.array([int(keep_count(task.cfg.alpha, int(c))) for c in channels])
     n = len(task.source)
@@ -180,7 +226,13 @@ def level_results(task: PruningTask, levels: Sequence[float] = ORACLE_LEVELS, *,
                   indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-input loss, correctness, MAC ratio and confidence (top softmax probability) of each
     uniform level: ``(N, K)`` arrays (pure runtime pruning, no static pruning, as the uniform
-    reference); the images at ``indices`` only, where given."""
+    reference); the images at ``indices`` only, where given. Computed once per process for the same
+    network, task, levels and images."""
+    return _memoized("levels", task, (tuple(float(v) for v in levels), _indices_key(indices)),
+                     lambda: _level_results(task, levels, indices))
+
+
+def _level_results(task: PruningTask, levels: Sequence[float], indices: np.ndarray | None) -> dict[str, np.ndarray]:
     out = {"losses": [], "correct": [], "macs": [], "confidence": []}
     with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
         for level in levels:
@@ -387,6 +439,9 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
     ``cascade_images`` of its images for the cascade; without it none of the three is computed).
     With ``calibrate`` (and ``policy``, the agent's deterministic runtime policy), the agent is
     also scored with the additive offset that brings its mean MACs to the budget on ``search``.
+    ``seed`` seeds what depends on the agent (the calibration subset, the shuffled control); the
+    static allocation and the cascade, properties of the network and the budget, are chosen on the
+    same images whatever the seed (and computed once per process, :func:`search_static_allocation`).
 
     Returns ``{"rows": name -> metrics, "summary": {...}, "static_search": ..., "oracle": ...,
     "cascade_choice": ..., "breakdown": ...}`` (:func:`cost_breakdown`, difficulty = the loss at the oracle
@@ -404,7 +459,7 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
         rows["uniform_iso_mac"] = {**summarize(test, rollout_split(test, iso, ones), ones), "uniform_keep_ratio": iso}
     out: dict[str, Any] = {"rows": rows}
     if search is not None:
-        found = search_static_allocation(search, test.macs_budget, max_rounds=search_rounds, seed=seed)
+        found = search_static_allocation(search, test.macs_budget, max_rounds=search_rounds, seed=0)
         with test.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
             rows["best_static"] = summarize(test, rollout_split(test, found["ratios"], ones), ones)
         rows["best_static"]["runtime_keep_ratios"] = found["ratios"]
@@ -420,7 +475,7 @@ def headroom_report(test: PruningTask, agent: SplitResults, static_ratios: Any, 
     per_level = {k: v[:, [widths.index(level) for level in levels]] for k, v in per_width.items()}
     if search is not None:
         n = len(search.source)
-        subset = None if n <= cascade_images else np.sort(np.random.default_rng(seed).choice(n, cascade_images, replace=False))
+        subset = None if n <= cascade_images else np.sort(np.random.default_rng(0).choice(n, cascade_images, replace=False))
         found = confidence_cascade(level_results(search, CASCADE_LEVELS, indices=subset),
                                    {k: v[:, [widths.index(level) for level in CASCADE_LEVELS]] for k, v in per_width.items()},
                                    CASCADE_LEVELS, test.macs_budget)
