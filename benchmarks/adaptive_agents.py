@@ -106,6 +106,17 @@ def collect(run_dir: Path) -> dict:
     return row
 
 
+def over_seeds_p_value(agent: np.ndarray, reference: np.ndarray) -> float | None:
+    """One-sided paired t-test over seeds that the agent scores above ``reference`` (None below 3
+    seeds or with no spread)."""
+    from scipy.stats import ttest_rel
+
+    gains = agent - reference
+    if len(gains) < 3 or np.isnan(gains).any() or np.all(gains == gains[0]):
+        return None
+    return float(ttest_rel(agent, reference, alternative="greater").pvalue)
+
+
 def summarize(rows: list[dict]) -> dict:
     """Mean and sample standard deviation of every numeric column over seeds, and the derived gains."""
     out = {}
@@ -120,8 +131,8 @@ def summarize(rows: list[dict]) -> dict:
         acc = np.array([r[agent] for r in rows if r.get(agent) is not None])
         if not len(acc):
             continue
-        ref = {k: np.array([r[k] for r in rows if r.get(agent) is not None])
-               for k in ("uniform", "best_static", "shuffled", "layer_mean")}
+        ref = {k: np.array([r.get(k, np.nan) if r.get(k) is not None else np.nan for r in rows if r.get(agent) is not None])
+               for k in ("uniform", "best_static", "shuffled", "layer_mean", "cascade")}
         macs = np.array([r[f"{agent}_macs"] if agent == "calibrated" else r["agent_macs"]
                          for r in rows if r.get(agent) is not None])
         out[f"{agent}_checks"] = {
@@ -131,6 +142,10 @@ def summarize(rows: list[dict]) -> dict:
             "mean_gain_over_best_static_points": float(100 * (acc - ref["best_static"]).mean()),
             "mean_adaptation_gain_shuffled_points": float(100 * (acc - ref["shuffled"]).mean()),
             "mean_adaptation_gain_layer_mean_points": float(100 * (acc - ref["layer_mean"]).mean()),
+            "least_adaptation_gain_shuffled_points": float(100 * (acc - ref["shuffled"]).min()),
+            "mean_gain_over_cascade_points": (float(100 * (acc - ref["cascade"]).mean())
+                                              if not np.isnan(ref["cascade"]).any() else None),
+            "p_value_over_seeds_vs_best_static": over_seeds_p_value(acc, ref["best_static"]),
         }
     return out
 
@@ -153,7 +168,7 @@ def write_outputs(rows: list[dict], summary: dict, out: Path, command: str) -> N
         if name in summary else "" for name, *_ in COLUMNS) + " |")
     for agent in ("agent", "calibrated"):
         if f"{agent}_checks" in summary:
-            lines += ["", f"**{agent}**: " + "; ".join(f"{k.replace('_', ' ')}: {_fmt(v)}"
+            lines += ["", f"**{agent}**: " + "; ".join(f"{k.replace('_', ' ')}: {_fmt(v, k)}"
                                                        for k, v in summary[f"{agent}_checks"].items())]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(rows, summary, out / "summary.png")
@@ -175,8 +190,10 @@ def _cell(name: str, value) -> str:
     return f"{100 * value:.2f}"
 
 
-def _fmt(v) -> str:
-    return f"{v:+.2f}" if isinstance(v, float) else str(v)
+def _fmt(v, key: str = "") -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if "p_value" in key else f"{v:+.2f}"
+    return str(v)
 
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:

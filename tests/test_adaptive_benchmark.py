@@ -31,6 +31,16 @@ def test_summary_checks_follow_the_rows(bench):
     assert checks["no_seed_below_uniform"] is True
     assert checks["every_seed_within_1pct_of_budget"] is False  # seed 1 is 1.5% over
     assert "calibrated_checks" not in summary
+    assert checks["least_adaptation_gain_shuffled_points"] == pytest.approx(2.0)  # seed 1: 93 against 91
+    assert checks["mean_gain_over_cascade_points"] is None  # no cascade row in these records
+    assert checks["p_value_over_seeds_vs_best_static"] is None  # two seeds: no test
+
+
+def test_the_seeds_test_against_the_best_static_allocation(bench):
+    best = bench.np.array([0.90, 0.91, 0.92, 0.93])
+    assert bench.over_seeds_p_value(best + bench.np.array([0.010, 0.012, 0.009, 0.011]), best) < 0.001
+    assert bench.over_seeds_p_value(best + bench.np.array([0.02, -0.02, 0.01, -0.01]), best) > 0.4
+    assert bench.over_seeds_p_value(best - 0.01 + bench.np.array([0.0, 0.001, 0.0, 0.0]), best) > 0.99
 
 
 def test_one_tiny_seed_end_to_end(bench, tmp_path):
