@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "policy on the keep ratios the label oracle gives each training image at the budget (objective "
                         "loss: least total loss; accuracy: the cheapest width that classifies it right); writes "
                         "supervised_start.json (recurrent_ppo, ppo, a2c, trpo)")
+    p.add_argument("--supervised-family", choices=["uniform", "best_static"], default="uniform",
+                   help="--supervised-start: the allocations the oracle chooses among, uniform keep ratios (default) "
+                        "or the best static allocation of the training split scaled to each uniform level's MACs")
     add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
+    if args.supervised_family != "uniform" and args.supervised_start is None:
+        parser.error("--supervised-family applies to --supervised-start")
     if args.supervised_start is not None and (args.env != "RuntimePrune-v0" or args.joint):
         parser.error("--supervised-start applies to --env RuntimePrune-v0 without --joint (it clones the runtime policy)")
     if args.agent_update is not None and not args.joint:
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         agent_update=agent_update, joint_groups=args.joint_groups,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         sweep_budgets=args.sweep_budgets, sweep_points=args.sweep_points, per_budget_runs=args.per_budget_runs,
-        supervised_start=args.supervised_start,
+        supervised_start=args.supervised_start, supervised_family=args.supervised_family,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     from prune_env.checkpoint import CheckpointError

@@ -70,6 +70,9 @@ class RunConfig:
     #: oracle's keep ratios on the training split before the reinforcement learning, the oracle's
     #: objective ``"loss"`` or ``"accuracy"``; None: none (the paper's start)
     supervised_start: str | None = None
+    #: ... the allocations its oracle chooses among: ``"uniform"`` keep ratios or the ``"best_static"``
+    #: allocation scaled (:data:`agents.supervised_start.FAMILIES`)
+    supervised_family: str = "uniform"
 
     @cached_property
     def spec(self) -> AlgoSpec:

@@ -25,24 +25,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from prune_env.envs.task import PruningTask
-from prune_env.evaluation.references import ORACLE_LEVELS, level_results, oracle_choice
+from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
+from prune_env.evaluation.references import ORACLE_LEVELS, level_results, oracle_choice, search_static_allocation
 from prune_env.evaluation.split import rollout_split
 from prune_env.policies import KeepRatioPolicy, SB3Policy, as_policy
 
 #: the objectives of the oracle's targets (:func:`prune_env.evaluation.references.oracle_choice`)
 OBJECTIVES = ("loss", "accuracy")
+#: the allocations the oracle chooses among for each image: uniform keep ratios, or the best static
+#: allocation (searched on the same split) scaled to the same MACs as each uniform level
+FAMILIES = ("uniform", "best_static")
 
 
 @dataclass
 class OracleTargets:
-    """Target keep ratios for ``indices`` of a training split, with the oracle's own figures."""
+    """Target keep ratios ``(N, L)`` for ``indices`` of a training split, with the oracle's own figures."""
 
     indices: np.ndarray
     keep: np.ndarray
@@ -51,10 +54,22 @@ class OracleTargets:
     macs_ratio: float
 
 
-def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: tuple[float, ...] = ORACLE_LEVELS,
-                   max_images: int | None = 8192, seed: int = 0) -> OracleTargets:
-    """The label oracle's keep ratio for each of at most ``max_images`` images (a fixed random subset)
-    of ``task``'s split, at ``task``'s MAC budget. Refuses the test split."""
+def level_allocations(task: PruningTask, levels: Sequence[float], base: Sequence[float] | None = None) -> np.ndarray:
+    """``(K, L)`` per-layer keep ratios, one row per level: the uniform level itself, or, given a base
+    allocation ``base`` (one keep ratio per layer at the task's budget), ``base`` scaled by the level
+    over the budget's uniform keep ratio, within ``[alpha, 1]``."""
+    levels = np.asarray(levels, dtype=np.float64)[:, None]
+    if base is None:
+        return np.repeat(levels, task.num_layers, axis=1)
+    base = np.asarray(base, dtype=np.float64)[None, :]
+    return np.clip(base * levels / task.uniform_keep_ratio(), task.cfg.alpha, 1.0)
+
+
+def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: Sequence[float] = ORACLE_LEVELS,
+                   base: Sequence[float] | None = None, max_images: int | None = 8192, seed: int = 0) -> OracleTargets:
+    """The label oracle's allocation (:func:`level_allocations`) for each of at most ``max_images``
+    images (a fixed random subset) of ``task``'s split, at ``task``'s mean MAC budget. Refuses the
+    test split."""
     if task.cfg.split == "test":
         raise ValueError("oracle_targets: the oracle's targets use labels; build them on the train or val split, "
                          "not on the test split")
@@ -63,9 +78,20 @@ def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: tuple[
     n = len(task.source)
     indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
         np.random.default_rng(seed).choice(n, size=max_images, replace=False))
-    per_level = level_results(task, levels, indices=indices)
+    allocations = level_allocations(task, levels, base)
+    if base is None:
+        per_level = level_results(task, levels, indices=indices)
+    else:
+        per_level = {"losses": [], "correct": [], "macs": []}
+        with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
+            for ratios in allocations:
+                r = rollout_split(task, list(ratios), np.ones(task.num_layers), indices=indices)
+                per_level["losses"].append(r.losses)
+                per_level["correct"].append(r.correct.astype(np.float64))
+                per_level["macs"].append(r.macs)
+        per_level = {k: np.stack(v, 1) for k, v in per_level.items()}
     found = oracle_choice(per_level, task.macs_budget, objective)
-    keep = np.asarray(levels, dtype=np.float64)[np.asarray(found["choice"], dtype=np.int64)]
+    keep = allocations[np.asarray(found["choice"], dtype=np.int64)]
     return OracleTargets(indices, keep, objective, found["accuracy"], found["macs_ratio"])
 
 
@@ -123,7 +149,7 @@ def _action_means(policy: Any, observations: torch.Tensor) -> torch.Tensor:
 
 def clone(policy: Any, observations: np.ndarray, keep: np.ndarray, *, epochs: int = 30, batch_size: int = 256,
           learning_rate: float = 3e-3, seed: int = 0) -> dict:
-    """Fit ``policy``'s action mean to ``keep`` (one target per episode, at every layer) by mean squared
+    """Fit ``policy``'s action mean to ``keep`` (``(N, L)``, or ``(N,)``: one target at every layer) by mean squared
     error with Adam; returns the loss before and after. ``policy`` is an SB3 actor-critic policy
     (``ActorCriticPolicy`` or sb3-contrib's ``RecurrentActorCriticPolicy``)."""
     if not hasattr(policy, "get_distribution"):
@@ -133,7 +159,9 @@ def clone(policy: Any, observations: np.ndarray, keep: np.ndarray, *, epochs: in
         raise ValueError(f"a supervised start needs a continuous keep-ratio action, got {policy.action_space}")
     device = policy.device
     obs = torch.as_tensor(observations, dtype=torch.float32, device=device)
-    target = torch.as_tensor(keep, dtype=torch.float32, device=device)[:, None].expand(-1, obs.shape[1])
+    target = torch.as_tensor(keep, dtype=torch.float32, device=device)
+    if target.dim() == 1:  # one keep ratio per episode, at every layer
+        target = target[:, None].expand(-1, obs.shape[1])
     log_std = getattr(policy, "log_std", None)
     params = [p for p in policy.parameters() if p is not log_std and p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
@@ -155,7 +183,7 @@ def clone(policy: Any, observations: np.ndarray, keep: np.ndarray, *, epochs: in
     policy.set_training_mode(False)
     with torch.no_grad():
         after = float(loss_on(everything))
-        target_var = float(target[:, 0].var(unbiased=False))
+        target_var = float(target.var(0, unbiased=False).mean())  # over episodes, averaged over layers
     return {"mse_before": before, "mse_after": after, "target_variance": target_var,
             "explained": 1.0 - after / target_var if target_var > 0 else None}
 
@@ -165,9 +193,15 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objective: str = "loss",
-                     max_images: int | None = 8192, rounds: int = 4, epochs: int = 20, seed: int = 0) -> dict:
+                     family: str = "uniform", search_rounds: int = 40, max_images: int | None = 8192, rounds: int = 4,
+                     epochs: int = 20, seed: int = 0) -> dict:
     """Behaviour-clone ``model``'s runtime policy (an SB3 model) on the oracle's targets of ``task``'s
     (training) split; returns the targets' and the fit's figures.
+
+    ``family``: the allocations the oracle chooses among (:data:`FAMILIES`): uniform keep ratios, or
+    the best static allocation of the split (:func:`~prune_env.evaluation.references.search_static_allocation`,
+    ``search_rounds`` rounds on the images every reference uses) scaled to each uniform level's MACs,
+    so that the policy starts at the best single allocation and adapts around it.
 
     The observations come from the policy's own rollouts (DAgger, Ross et al., 2011): ``rounds``
     times, the current policy runs the images, its observations join the data set with each image's
@@ -177,24 +211,31 @@ def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objec
     if task.budget_range is not None:
         raise ValueError("a supervised start needs one budget (the oracle's targets are for one budget); "
                          f"got the budget range {task.budget_range}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     start = time.time()
-    targets = oracle_targets(task, objective=objective, max_images=max_images, seed=seed)
+    base = None
+    if family == "best_static":
+        base = search_static_allocation(task, task.macs_budget, max_rounds=search_rounds, seed=0)["ratios"]
+    targets = oracle_targets(task, objective=objective, base=base, max_images=max_images, seed=seed)
+    wanted = targets.keep.mean(1)
     seen, keeps, history = [], [], []
     for r in range(rounds + 1):
         observations, keep = observations_under(task, SB3Policy(model), static_ratios, targets.indices)
         history.append({"round": r, "keep_mean": float(keep.mean()), "keep_std_over_inputs": float(keep.mean(1).std()),
-                        "correlation_with_targets": _correlation(keep.mean(1), targets.keep)})
+                        "correlation_with_targets": _correlation(keep.mean(1), wanted)})
         if r == rounds:  # the last rollout only measures the fitted policy
             break
         seen.append(observations)
         keeps.append(targets.keep)
         history[-1].update(clone(model.policy, np.concatenate(seen), np.concatenate(keeps), epochs=epochs, seed=seed + r))
-    levels, counts = np.unique(targets.keep, return_counts=True)
-    return {"objective": objective, "images": int(len(targets.indices)), "split": task.cfg.split,
-            "oracle_accuracy": targets.accuracy, "oracle_macs_ratio": targets.macs_ratio,
-            "target_keep_mean": float(targets.keep.mean()), "target_keep_std": float(targets.keep.std()),
+    levels, counts = np.unique(np.round(wanted, 4), return_counts=True)
+    return {"objective": objective, "family": family, "base_allocation": base, "images": int(len(targets.indices)),
+            "split": task.cfg.split, "oracle_accuracy": targets.accuracy, "oracle_macs_ratio": targets.macs_ratio,
+            "target_keep_mean": float(targets.keep.mean()), "target_keep_std": float(wanted.std()),
+            "target_layer_means": targets.keep.mean(0).tolist(),
             "target_levels": {f"{level:g}": int(c) for level, c in zip(levels, counts)},
             "rounds": rounds, "epochs": epochs, "history": history,
             "correlation_with_targets": history[-1]["correlation_with_targets"], "seconds": time.time() - start}

@@ -208,13 +208,15 @@ def start_supervised(model: BaseAlgorithm, venv: VecEnv, out: Path, cfg: RunConf
 
     try:
         figures = supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios,
-                                   objective=cfg.supervised_start, seed=cfg.seed)
+                                   objective=cfg.supervised_start, family=cfg.supervised_family,
+                                   search_rounds=cfg.search_rounds, seed=cfg.seed)
     except ValueError as exc:
         raise UsageError(f"--supervised-start: {exc}") from None
     write_json(figures, out / SUPERVISED_START_FILE)
     r = figures["correlation_with_targets"]
     print(f"supervised start: {figures['images']} {figures['split']} images, oracle targets ({figures['objective']}) "
-          f"mean keep {figures['target_keep_mean']:.3f}; the cloned policy's mean keep per input correlates "
+          f"among {figures['family']} allocations, mean keep {figures['target_keep_mean']:.3f}; "
+          f"the cloned policy's mean keep per input correlates "
           f"{'n/a' if r is None else f'{r:.2f}'} with them ({figures['seconds']:.0f} s)", file=sys.stderr)
     return figures
 

@@ -64,7 +64,8 @@ def run_seed(seed: int, args_dict: dict) -> Path:
     cfg = RunConfig(env_id="RuntimePrune-v0", algo=args_dict["algo"], seed=seed, timesteps=args_dict["timesteps"],
                     env_kwargs=args_dict["env_kwargs"], hyperparams=args_dict["hyperparams"], out=str(out),
                     progress=False, resume=(out / "checkpoint.zip").is_file(), command=args_dict["command"],
-                    search_rounds=args_dict["search_rounds"], supervised_start=args_dict.get("supervised_start"))
+                    search_rounds=args_dict["search_rounds"], supervised_start=args_dict.get("supervised_start"),
+                    supervised_family=args_dict.get("supervised_family", "uniform"))
     run(cfg)
     return out
 
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--supervised-start", choices=["loss", "accuracy"], default=None, metavar="OBJECTIVE",
                    help="behaviour-clone each seed's policy on the training split's oracle targets first "
                         "(train_agents.py --supervised-start)")
+    p.add_argument("--supervised-family", choices=["uniform", "best_static"], default="uniform",
+                   help="the allocations of --supervised-start's oracle (train_agents.py --supervised-family)")
     p.add_argument("--rescore", action="store_true",
                    help="score finished seeds again with the current reference code (their agents are not retrained)")
     args = p.parse_args(argv)
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
                        for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
     shared = {"algo": args.algo, "timesteps": args.timesteps, "env_kwargs": env_kwargs, "hyperparams": hyperparams,
               "out": str(out), "command": command, "search_rounds": args.search_rounds,
-              "supervised_start": args.supervised_start}
+              "supervised_start": args.supervised_start, "supervised_family": args.supervised_family}
     start = time.time()
     if args.workers > 1:
         with cf.ProcessPoolExecutor(args.workers) as pool:

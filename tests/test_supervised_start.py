@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.config import RunConfig
-from agents.supervised_start import clone, observations_under, oracle_targets, supervised_start
+from agents.supervised_start import clone, level_allocations, observations_under, oracle_targets, supervised_start
 from agents.training import build_model, make_env
 from prune_env.envs.task import PruningTask, TaskConfig
 from prune_env.evaluation.references import level_results
@@ -28,14 +28,36 @@ def test_oracle_targets_meet_the_budget_with_the_labels_of_the_training_split(fr
     levels = (0.25, 0.5, 1.0)
     targets = oracle_targets(task, levels=levels, max_images=300, seed=1)
     assert len(targets.indices) == 300 and np.all(np.diff(targets.indices) > 0)
+    assert targets.keep.shape == (300, task.num_layers) and np.all(targets.keep == targets.keep[:, :1])  # uniform rows
     assert set(np.unique(targets.keep)) <= set(levels)
     per_level = level_results(task, levels, indices=targets.indices)
-    chosen = np.searchsorted(np.asarray(levels), targets.keep)
+    chosen = np.searchsorted(np.asarray(levels), targets.keep[:, 0])
     macs = per_level["macs"][np.arange(300), chosen]
     assert macs.mean() == pytest.approx(targets.macs_ratio) and targets.macs_ratio <= task.macs_budget + 1e-9
     assert targets.accuracy == pytest.approx(per_level["correct"][np.arange(300), chosen].mean())
     # the oracle is not uniform: it spends more on some images than on others
     assert len(np.unique(targets.keep)) > 1
+
+
+def test_level_allocations_scale_the_base_to_each_level(fresh_agent):
+    _, task, _ = fresh_agent
+    uniform = task.uniform_keep_ratio()
+    np.testing.assert_array_equal(level_allocations(task, (0.25, 1.0)), [[0.25] * 4, [1.0] * 4])
+    base = [uniform * 2, uniform, uniform / 2, uniform]
+    rows = level_allocations(task, (uniform, uniform / 2, 1.0), base)
+    np.testing.assert_allclose(rows[0], base)  # the budget's level: the base itself
+    np.testing.assert_allclose(rows[1], np.maximum(task.cfg.alpha, np.array(base) / 2))
+    np.testing.assert_allclose(rows[2], np.minimum(1.0, np.array(base) / uniform))
+
+
+def test_oracle_targets_around_a_base_allocation_are_its_scaled_rows(fresh_agent):
+    _, task, _ = fresh_agent
+    base = [0.9, 0.5, 0.3, 0.3]
+    targets = oracle_targets(task, levels=(0.25, 0.5, 1.0), base=base, max_images=200, seed=2)
+    rows = level_allocations(task, (0.25, 0.5, 1.0), base)
+    assert targets.keep.shape == (200, task.num_layers)
+    assert all(any(np.allclose(k, r) for r in rows) for k in targets.keep)
+    assert targets.macs_ratio <= task.macs_budget + 1e-9
 
 
 def test_oracle_targets_refuse_the_test_split():
@@ -94,6 +116,12 @@ def test_supervised_start_refuses_a_budget_range_and_discrete_actions():
     with pytest.raises(ValueError, match="one budget"):
         supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios, max_images=16)
     venv.close()
+
+
+def test_supervised_start_refuses_an_unknown_family(fresh_agent):
+    model, task, static = fresh_agent
+    with pytest.raises(ValueError, match="family must be one of"):
+        supervised_start(model, task, static, family="oracle")
 
 
 def test_train_agents_refuses_the_option_where_it_cannot_apply(tmp_path, capsys):
