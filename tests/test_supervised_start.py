@@ -98,13 +98,13 @@ def test_supervised_start_makes_a_constant_policy_follow_the_oracle():
     cfg = RunConfig(env_kwargs={"observation": "raw", "split": "train"}, seed=0)
     venv = make_env("RuntimePrune-v0", cfg.spec, 8, 0, cfg.env_kwargs)
     model = build_model(cfg, "RuntimePrune-v0", venv, None)
-    figures = supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios, max_images=512,
-                               rounds=3, epochs=15, seed=0)
+    figures = supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios, max_images=384,
+                               rounds=3, epochs=12, seed=0)
     venv.close()
     first, last = figures["history"][0], figures["history"][-1]
     assert first["keep_std_over_inputs"] < 0.01  # a fresh policy: the same keep ratio for every input
     assert last["keep_std_over_inputs"] > 2 * first["keep_std_over_inputs"]
-    assert figures["correlation_with_targets"] > 0.3  # 0.6-0.8 seen; a fresh policy's is ~0
+    assert figures["correlation_with_targets"] > 0.3  # 0.46-0.47 over seeds 0-2; a fresh policy's is ~0
     assert len(figures["history"]) == 4 and figures["split"] == "train"
     json.dumps(figures)  # written as supervised_start.json
 
