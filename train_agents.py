@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supervised-family", choices=["uniform", "best_static"], default="uniform",
                    help="--supervised-start: the allocations the oracle chooses among, uniform keep ratios (default) "
                         "or the best static allocation of the training split scaled to each uniform level's MACs")
+    p.add_argument("--supervised-levels", type=fraction, nargs="+", default=None, metavar="KEEP",
+                   help="--supervised-start: the uniform keep ratios the oracle chooses among (default: "
+                        "0.15 0.2 0.25 0.3 0.4 0.5 0.75 1); a narrow set around the budget's keep ratio keeps mistakes cheap")
     add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -121,8 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--static-agent applies to --env RuntimePrune-v0")
     if args.runtime_agent and args.env != "StaticPrune-v0":
         parser.error("--runtime-agent applies to --env StaticPrune-v0")
-    if args.supervised_family != "uniform" and args.supervised_start is None:
-        parser.error("--supervised-family applies to --supervised-start")
+    if (args.supervised_family != "uniform" or args.supervised_levels) and args.supervised_start is None:
+        parser.error("--supervised-family and --supervised-levels apply to --supervised-start")
     if args.supervised_start is not None and (args.env != "RuntimePrune-v0" or args.joint):
         parser.error("--supervised-start applies to --env RuntimePrune-v0 without --joint (it clones the runtime policy)")
     if args.agent_update is not None and not args.joint:
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
         sweep_budgets=args.sweep_budgets, sweep_points=args.sweep_points, per_budget_runs=args.per_budget_runs,
         supervised_start=args.supervised_start, supervised_family=args.supervised_family,
+        supervised_levels=args.supervised_levels,
         command=" ".join(shlex.quote(a) for a in ["python", "train_agents.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     from prune_env.checkpoint import CheckpointError

@@ -73,6 +73,8 @@ class RunConfig:
     #: ... the allocations its oracle chooses among: ``"uniform"`` keep ratios or the ``"best_static"``
     #: allocation scaled (:data:`agents.supervised_start.FAMILIES`)
     supervised_family: str = "uniform"
+    #: ... the uniform keep ratios of that family (None: the oracle's, ``ORACLE_LEVELS``)
+    supervised_levels: list[float] | None = None
 
     @cached_property
     def spec(self) -> AlgoSpec:

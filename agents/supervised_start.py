@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask
+from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask, check_range
 from prune_env.evaluation.references import ORACLE_LEVELS, level_results, oracle_choice, search_static_allocation
 from prune_env.evaluation.split import rollout_split
 from prune_env.policies import KeepRatioPolicy, SB3Policy, as_policy
@@ -193,15 +193,18 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objective: str = "loss",
-                     family: str = "uniform", search_rounds: int = 40, max_images: int | None = 8192, rounds: int = 4,
-                     epochs: int = 20, seed: int = 0) -> dict:
+                     family: str = "uniform", levels: Sequence[float] = ORACLE_LEVELS, search_rounds: int = 40,
+                     max_images: int | None = 8192, rounds: int = 4, epochs: int = 20, seed: int = 0) -> dict:
     """Behaviour-clone ``model``'s runtime policy (an SB3 model) on the oracle's targets of ``task``'s
     (training) split; returns the targets' and the fit's figures.
 
     ``family``: the allocations the oracle chooses among (:data:`FAMILIES`): uniform keep ratios, or
     the best static allocation of the split (:func:`~prune_env.evaluation.references.search_static_allocation`,
     ``search_rounds`` rounds on the images every reference uses) scaled to each uniform level's MACs,
-    so that the policy starts at the best single allocation and adapts around it.
+    so that the policy starts at the best single allocation and adapts around it. ``levels``: the
+    uniform keep ratios of the family (each scaled, for ``"best_static"``); a narrow set around the
+    budget's keep ratio keeps the cloned policy's mistakes cheap where the network degrades fast at
+    narrow widths.
 
     The observations come from the policy's own rollouts (DAgger, Ross et al., 2011): ``rounds``
     times, the current policy runs the images, its observations join the data set with each image's
@@ -219,7 +222,10 @@ def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objec
     base = None
     if family == "best_static":
         base = search_static_allocation(task, task.macs_budget, max_rounds=search_rounds, seed=0)["ratios"]
-    targets = oracle_targets(task, objective=objective, base=base, max_images=max_images, seed=seed)
+    levels = tuple(check_range("levels", v, 0.0, 1.0, low_open=True) for v in levels)
+    if len(levels) < 2:
+        raise ValueError(f"levels: the oracle needs at least two keep ratios to choose among, got {levels}")
+    targets = oracle_targets(task, objective=objective, levels=levels, base=base, max_images=max_images, seed=seed)
     wanted = targets.keep.mean(1)
     seen, keeps, history = [], [], []
     for r in range(rounds + 1):
@@ -232,7 +238,7 @@ def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objec
         keeps.append(targets.keep)
         history[-1].update(clone(model.policy, np.concatenate(seen), np.concatenate(keeps), epochs=epochs, seed=seed + r))
     levels, counts = np.unique(np.round(wanted, 4), return_counts=True)
-    return {"objective": objective, "family": family, "base_allocation": base, "images": int(len(targets.indices)),
+    return {"objective": objective, "family": family, "levels": list(levels), "base_allocation": base, "images": int(len(targets.indices)),
             "split": task.cfg.split, "oracle_accuracy": targets.accuracy, "oracle_macs_ratio": targets.macs_ratio,
             "target_keep_mean": float(targets.keep.mean()), "target_keep_std": float(wanted.std()),
             "target_layer_means": targets.keep.mean(0).tolist(),

@@ -209,6 +209,7 @@ def start_supervised(model: BaseAlgorithm, venv: VecEnv, out: Path, cfg: RunConf
     try:
         figures = supervised_start(model, venv.unwrapped.task, venv.unwrapped.env.static_ratios,
                                    objective=cfg.supervised_start, family=cfg.supervised_family,
+                                   **({"levels": tuple(cfg.supervised_levels)} if cfg.supervised_levels else {}),
                                    search_rounds=cfg.search_rounds, seed=cfg.seed)
     except ValueError as exc:
         raise UsageError(f"--supervised-start: {exc}") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prune_env.cli import parse_key_values, positive_int  # noqa: E402
+from prune_env.cli import fraction, parse_key_values, positive_int  # noqa: E402
 
 #: (column, metrics / references key path, label)
 COLUMNS = (
@@ -65,7 +65,8 @@ def run_seed(seed: int, args_dict: dict) -> Path:
                     env_kwargs=args_dict["env_kwargs"], hyperparams=args_dict["hyperparams"], out=str(out),
                     progress=False, resume=(out / "checkpoint.zip").is_file(), command=args_dict["command"],
                     search_rounds=args_dict["search_rounds"], supervised_start=args_dict.get("supervised_start"),
-                    supervised_family=args_dict.get("supervised_family", "uniform"))
+                    supervised_family=args_dict.get("supervised_family", "uniform"),
+                    supervised_levels=args_dict.get("supervised_levels"))
     run(cfg)
     return out
 
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "(train_agents.py --supervised-start)")
     p.add_argument("--supervised-family", choices=["uniform", "best_static"], default="uniform",
                    help="the allocations of --supervised-start's oracle (train_agents.py --supervised-family)")
+    p.add_argument("--supervised-levels", type=fraction, nargs="+", default=None, metavar="KEEP",
+                   help="their uniform keep ratios (train_agents.py --supervised-levels)")
     p.add_argument("--rescore", action="store_true",
                    help="score finished seeds again with the current reference code (their agents are not retrained)")
     args = p.parse_args(argv)
@@ -258,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
                        for a in ["python", "benchmarks/adaptive_agents.py", *(sys.argv[1:] if argv is None else argv)])
     shared = {"algo": args.algo, "timesteps": args.timesteps, "env_kwargs": env_kwargs, "hyperparams": hyperparams,
               "out": str(out), "command": command, "search_rounds": args.search_rounds,
-              "supervised_start": args.supervised_start, "supervised_family": args.supervised_family}
+              "supervised_start": args.supervised_start, "supervised_family": args.supervised_family,
+              "supervised_levels": args.supervised_levels}
     start = time.time()
     if args.workers > 1:
         with cf.ProcessPoolExecutor(args.workers) as pool:

@@ -118,10 +118,14 @@ def test_supervised_start_refuses_a_budget_range_and_discrete_actions():
     venv.close()
 
 
-def test_supervised_start_refuses_an_unknown_family(fresh_agent):
+def test_supervised_start_refuses_an_unknown_family_and_bad_levels(fresh_agent):
     model, task, static = fresh_agent
     with pytest.raises(ValueError, match="family must be one of"):
         supervised_start(model, task, static, family="oracle")
+    with pytest.raises(ValueError, match="levels"):
+        supervised_start(model, task, static, levels=(0.0, 0.5))
+    with pytest.raises(ValueError, match="at least two"):
+        supervised_start(model, task, static, levels=(0.5,))
 
 
 def test_train_agents_refuses_the_option_where_it_cannot_apply(tmp_path, capsys):
