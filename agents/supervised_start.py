@@ -239,7 +239,8 @@ def supervised_start(model: Any, task: PruningTask, static_ratios: Any, *, objec
         history[-1].update(clone(model.policy, np.concatenate(seen), np.concatenate(keeps), epochs=epochs, seed=seed + r))
     chosen, counts = np.unique(np.round(wanted, 4), return_counts=True)
     return {"objective": objective, "family": family, "levels": list(levels), "base_allocation": base,
-            "images": int(len(targets.indices)), "split": task.cfg.split, "oracle_accuracy": targets.accuracy, "oracle_macs_ratio": targets.macs_ratio,
+            "images": int(len(targets.indices)), "split": task.cfg.split, "oracle_accuracy": targets.accuracy,
+            "oracle_macs_ratio": targets.macs_ratio,
             "target_keep_mean": float(targets.keep.mean()), "target_keep_std": float(wanted.std()),
             "target_layer_means": targets.keep.mean(0).tolist(),
             "target_levels": {f"{level:g}": int(c) for level, c in zip(chosen, counts)},
