@@ -214,6 +214,7 @@ def plot(rows: list[dict], summary: dict, path: Path) -> None:
     budget = summary["budget"]
     styles = {"uniform": ("tab:red", "uniform @ budget"), "best_static": ("tab:green", "best static (searched on train)"),
               "layer_mean": ("tab:purple", "agent's layer means"), "shuffled": ("tab:gray", "agent shuffled"),
+              "cascade": ("tab:orange", "confidence cascade (chosen on train)"),
               "oracle": ("black", "per-input oracle (labels)"), "dense": ("tab:brown", "dense")}
     for key, (color, label) in styles.items():
         if key in summary:

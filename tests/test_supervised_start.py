@@ -139,3 +139,18 @@ def test_train_agents_refuses_the_option_where_it_cannot_apply(tmp_path, capsys)
                            "--n-envs", "8", "--out", str(tmp_path / "b"), "--no-progress"])
     assert exc.value.code == 2 and "--supervised-start: a supervised start needs one budget" in capsys.readouterr().err
     assert not (tmp_path / "b" / "run.json").exists()  # a failed start leaves the directory reusable
+
+
+def test_supervised_only_benchmark_scores_the_clone_beside_its_shuffled_allocations(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "supervised_only.py"
+    spec = importlib.util.spec_from_file_location("supervised_only", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--max-images", "128", "--rounds", "1", "--epochs", "2", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "supervised_only.json").read_text())
+    assert saved["supervised_start"]["images"] == 128 and len(saved["supervised_start"]["history"]) == 2
+    assert saved["calibrated_macs_ratio"] <= 0.1005 * 1.05 and 0 < saved["accuracy"] <= 1
+    assert result["adaptation_gain_shuffled"] == pytest.approx(result["accuracy"] - result["shuffled_accuracy"])
