@@ -116,6 +116,8 @@ def run_record(cfg: RunConfig, env_id: str, env_kwargs: dict) -> dict:
         "levels": list(DEFAULT_LEVELS) if spec.discrete else None, "command": cfg.command,
         "static_agent": cfg.static_agent, "runtime_agent": cfg.runtime_agent,
         **({"agent_update": cfg.agent_update} if cfg.joint else {}),
+        **({"supervised_start": {"objective": cfg.supervised_start, "family": cfg.supervised_family,
+                                 "levels": cfg.supervised_levels}} if cfg.supervised_start else {}),
         "versions": versions(),
     }
 

@@ -141,6 +141,15 @@ def test_train_agents_refuses_the_option_where_it_cannot_apply(tmp_path, capsys)
     assert not (tmp_path / "b" / "run.json").exists()  # a failed start leaves the directory reusable
 
 
+def test_run_record_names_the_supervised_start():
+    from agents.config import run_record
+
+    cfg = RunConfig(supervised_start="loss", supervised_family="best_static", supervised_levels=[0.3, 0.5])
+    record = run_record(cfg, "RuntimePrune-v0", {})
+    assert record["supervised_start"] == {"objective": "loss", "family": "best_static", "levels": [0.3, 0.5]}
+    assert "supervised_start" not in run_record(RunConfig(), "RuntimePrune-v0", {})
+
+
 def test_supervised_only_benchmark_scores_the_clone_beside_its_shuffled_allocations(tmp_path):
     import importlib.util
     from pathlib import Path
