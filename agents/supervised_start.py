@@ -31,8 +31,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from prune_env.envs.task import RUNTIME_TRADEOFF_RATE, PruningTask, check_range
-from prune_env.evaluation.references import ORACLE_LEVELS, level_results, oracle_choice, search_static_allocation
+from prune_env.envs.task import PruningTask, check_range
+from prune_env.evaluation.references import (
+    ORACLE_LEVELS,
+    allocation_results,
+    level_results,
+    oracle_choice,
+    search_static_allocation,
+)
 from prune_env.evaluation.split import rollout_split
 from prune_env.policies import KeepRatioPolicy, SB3Policy, as_policy
 
@@ -79,17 +85,8 @@ def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: Sequen
     indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
         np.random.default_rng(seed).choice(n, size=max_images, replace=False))
     allocations = level_allocations(task, levels, base)
-    if base is None:
-        per_level = level_results(task, levels, indices=indices)
-    else:
-        per_level = {"losses": [], "correct": [], "macs": []}
-        with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
-            for ratios in allocations:
-                r = rollout_split(task, list(ratios), np.ones(task.num_layers), indices=indices)
-                per_level["losses"].append(r.losses)
-                per_level["correct"].append(r.correct.astype(np.float64))
-                per_level["macs"].append(r.macs)
-        per_level = {k: np.stack(v, 1) for k, v in per_level.items()}
+    per_level = (level_results(task, levels, indices=indices) if base is None
+                 else allocation_results(task, [list(ratios) for ratios in allocations], indices=indices))
     found = oracle_choice(per_level, task.macs_budget, objective)
     keep = allocations[np.asarray(found["choice"], dtype=np.int64)]
     return OracleTargets(indices, keep, objective, found["accuracy"], found["macs_ratio"])

@@ -233,10 +233,17 @@ def level_results(task: PruningTask, levels: Sequence[float] = ORACLE_LEVELS, *,
 
 
 def _level_results(task: PruningTask, levels: Sequence[float], indices: np.ndarray | None) -> dict[str, np.ndarray]:
+    return allocation_results(task, [float(level) for level in levels], indices=indices)
+
+
+def allocation_results(task: PruningTask, allocations: Sequence[Any], *,
+                       indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-input loss, correctness, MAC ratio and confidence ``(N, K)`` of each of ``K`` runtime
+    allocations (a keep ratio, or one per layer; the same for every input), pure runtime pruning."""
     out = {"losses": [], "correct": [], "macs": [], "confidence": []}
     with task.at_tradeoff_rate(RUNTIME_TRADEOFF_RATE):
-        for level in levels:
-            r = rollout_split(task, float(level), np.ones(task.num_layers), indices=indices)
+        for allocation in allocations:
+            r = rollout_split(task, allocation, np.ones(task.num_layers), indices=indices)
             out["losses"].append(r.losses)
             out["correct"].append(r.correct.astype(np.float64))
             out["macs"].append(r.macs)
