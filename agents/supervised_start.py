@@ -35,6 +35,7 @@ from prune_env.envs.task import PruningTask, check_range
 from prune_env.evaluation.references import (
     ORACLE_LEVELS,
     allocation_results,
+    fixed_subset,
     level_results,
     oracle_choice,
     search_static_allocation,
@@ -81,9 +82,7 @@ def oracle_targets(task: PruningTask, *, objective: str = "loss", levels: Sequen
                          "not on the test split")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    n = len(task.source)
-    indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
-        np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    indices = fixed_subset(len(task.source), max_images, seed)
     allocations = level_allocations(task, levels, base)
     per_level = (level_results(task, levels, indices=indices) if base is None
                  else allocation_results(task, [list(ratios) for ratios in allocations], indices=indices))

@@ -133,7 +133,7 @@ def summarize(rows: list[dict]) -> dict:
         acc = np.array([r[agent] for r in rows if r.get(agent) is not None])
         if not len(acc):
             continue
-        ref = {k: np.array([r.get(k, np.nan) if r.get(k) is not None else np.nan for r in rows if r.get(agent) is not None])
+        ref = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows if r.get(agent) is not None])
                for k in ("uniform", "best_static", "shuffled", "layer_mean", "cascade")}
         macs = np.array([r[f"{agent}_macs"] if agent == "calibrated" else r["agent_macs"]
                          for r in rows if r.get(agent) is not None])

@@ -85,6 +85,14 @@ def _indices_key(indices: np.ndarray | None) -> str | None:
     return None if indices is None else hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
+def fixed_subset(n: int, max_images: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_images`` of ``n`` images, a fixed random subset per ``seed``
+    (all of them where ``max_images`` is None or not below ``n``)."""
+    if max_images is None or n <= max_images:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+
+
 # --------------------------------------------------------------------------- iso-MAC uniform
 def iso_mac_uniform_ratio(task: PruningTask, macs_ratio: float) -> float:
     """The largest uniform keep ratio whose MAC ratio does not exceed ``macs_ratio`` (never more MACs than the agent)."""
@@ -125,8 +133,7 @@ def _search_static_allocation(task: PruningTask, budget: float, criterion: str, 
     channels = np.asarray(task.net.channels, dtype=np.int64)
     lowest = np.array([int(keep_count(task.cfg.alpha, int(c))) for c in channels])
     n = len(task.source)
-    indices = np.arange(n) if max_images is None or n <= max_images else np.sort(
-        np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+    indices = fixed_subset(n, max_images, seed)
     images, labels = task.source.get(indices)
     ones = np.ones(task.num_layers)
 
